@@ -1,0 +1,1 @@
+"""Pluggable proving backends: the zkref mock backend and EZKL."""

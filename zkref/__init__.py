@@ -1,0 +1,1 @@
+"""zkref: a readable PLONKish reference for verifiable LoRA inference."""
