@@ -1,0 +1,105 @@
+"""The `zkref` command line: demo, mock, audit, report, digest."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+
+err = Console(stderr=True)
+out = Console()
+
+SUBCOMMAND_MODULES: list[str] = []
+"""Modules exposing `register(subparsers)` to add their own subcommands (each sets `func` via set_defaults)."""
+
+
+def _examples() -> dict[str, Callable[[], object]]:
+    from . import examples as ex
+
+    return {
+        "fibonacci": lambda: ex.FibonacciCircuit(16),
+        "range-sum": lambda: ex.RangeSumCircuit(),
+        "squares": lambda: ex.SquaresCircuit(),
+        "squares-broken": lambda: ex.SquaresCircuit(broken=True),
+    }
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit a named example circuit (or a LoRA circuit) for under-constrained cells."""
+    from .audit import audit
+
+    circuit, instances = _named_circuit(args)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("perturbing cells", total=None)
+        report = audit(circuit, instances, sample=args.sample, seed=args.seed,
+                       progress=lambda i, n: bar.update(task, completed=i, total=n))
+    if args.json:
+        print(json.dumps({"circuit": report.circuit, "cells_total": report.cells_total,
+                          "cells_checked": report.cells_checked, "sampled": report.sampled, "seed": report.seed,
+                          "unconstrained": [vars(c) | {"value": str(c.value), "to": str(c.to)}
+                                            for c in report.unconstrained]}))
+    else:
+        out.print(report.render())
+    return 0 if report.ok else 1
+
+
+def _named_circuit(args: argparse.Namespace):
+    table = _examples()
+    if args.circuit not in table:
+        raise SystemExit(f"zkref: unknown circuit {args.circuit!r}; choose one of {', '.join(sorted(table))}")
+    circuit = table[args.circuit]()
+    return circuit, circuit.public_inputs()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build a small circuit, mock-prove it, print its accounting."""
+    from .accounting import cost_of_layout
+    from .examples import RangeSumCircuit
+    from .mock_prover import MockProver
+
+    circuit = RangeSumCircuit()
+    prover = MockProver(circuit, circuit.public_inputs())
+    failures = prover.verify()
+    out.print(f"[bold]RangeSumCircuit[/] k={prover.k}: "
+              + ("[green]satisfied[/]" if not failures else f"[red]{len(failures)} failures[/]"))
+    out.print(cost_of_layout(prover.layout, "RangeSumCircuit").rich_table())
+    return 0 if not failures else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zkref", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="end-to-end demo on a tiny locally built model")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("audit", help="look for under-constrained advice cells by perturbing them one at a time")
+    p.add_argument("--circuit", default="range-sum", help="example circuit name")
+    p.add_argument("--sample", type=int, default=None, help="check only this many random cells")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
+
+    import importlib
+
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]zkref {args.command}: {exc}[/]")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
