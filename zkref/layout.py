@@ -174,12 +174,15 @@ class Region:
         self.record.cells += len(offs)
         return AssignedCells(column, self.record, offs, vals)
 
-    def assign_fixed(self, column: Column, offset: Offsets, values) -> AssignedCells:
-        """Assign fixed (circuit-defined) cells; their values are always known."""
+    def assign_fixed(self, column: Column, offset: Offsets, values=None, *, length: int | None = None
+                     ) -> AssignedCells:
+        """Assign fixed (circuit-defined) cells; an analytic pass may skip their values and give a length."""
         if column.kind is not ColumnKind.FIXED:
             raise CircuitError(f"{column.name} is not a fixed column")
-        arr = as_field_array(np.atleast_1d(np.asarray(values)).reshape(-1))
-        offs = _offsets(offset, len(arr))
+        if values is None and self.with_values:
+            raise CircuitError(f"region {self.record.name!r}: fixed cells of {column.name} need values")
+        arr = None if values is None else as_field_array(np.atleast_1d(np.asarray(values)).reshape(-1))
+        offs = _offsets(offset, length if arr is None else len(arr))
         self._touch(column, offs)
         self._fixed.append((column, offs, arr))
         return AssignedCells(column, self.record, offs, arr)
