@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from zkref.accounting import account, cost_of_layout, proof_size
+from zkref.accounting import account, cost_of_layout
 from zkref.audit import audit
 from zkref.examples import FibonacciCircuit, LookupBenchCircuit, RangeSumCircuit, SquaresCircuit
 from zkref.mock_prover import MockProver, VerificationError

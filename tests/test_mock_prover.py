@@ -1,5 +1,4 @@
 """MockProver: satisfied examples pass; every failure type is triggered by a deliberate mistake and named correctly."""
-import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 

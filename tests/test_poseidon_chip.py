@@ -7,7 +7,7 @@ from zkref.accounting import account
 from zkref.audit import audit
 from zkref.commitment_circuit import CommitmentCircuit
 from zkref.commitments import adapter_commitment, adapter_commitment_packed, adapter_values
-from zkref.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch, LookupFailure
+from zkref.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch
 from zkref.field import P
 from zkref.mock_prover import MockProver
 from zkref.poseidon import poseidon_hash

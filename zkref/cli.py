@@ -11,7 +11,7 @@ from rich.console import Console
 err = Console(stderr=True)
 out = Console()
 
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["zkref.lora_cli"]
 """Modules exposing `register(subparsers)` to add their own subcommands (each sets `func` via set_defaults)."""
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from .layout import Layouter
 
 from .expression import Column, ColumnKind, Expression, Query, Selector, lift
 
@@ -229,7 +232,7 @@ class Circuit(Protocol, Generic[Config]):
 
     def configure(self, cs: ConstraintSystem) -> Config: ...
 
-    def synthesize(self, config: Config, layouter: "Layouter") -> None: ...  # noqa: F821
+    def synthesize(self, config: Config, layouter: "Layouter") -> None: ...
 
 
 def configure(circuit: Circuit) -> tuple[ConstraintSystem, object]:

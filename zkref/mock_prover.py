@@ -16,7 +16,7 @@ from .expression import Column, ColumnKind, Expression, Query, SelectorExpr, eva
 from .failures import (CellNotAssigned, CellRef, ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch,
                        LookupFailure, NotEnoughRows, VerifyFailure)
 from .field import HALF_P, INT64_SAFE, P, abs_bound, as_field_array, canonical, field_equal, is_zero
-from .layout import AssignedCells, Layout, synthesize
+from .layout import Layout, synthesize
 
 MAX_K = 28
 

@@ -1,0 +1,61 @@
+"""MulTable: the fixed lookup table of every int4 × int8 product (w, a, w·a), w ∈ [-8, 7], a ∈ [-128, 127].
+
+A lookup (q·w, q·a, q·p) into it proves p = w·a *and* range-checks w (int4) and a (int8) in one argument. It has
+16 · 256 = 4096 rows, so any circuit using it has at least 4096 rows (k ≥ 13 once blinding rows are added). The row
+(0, 0, 0) is in the table, which is what lets rows with the selector off pass.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..constraint_system import ConstraintSystem, LookupTable
+from ..layout import Layouter
+
+W_MIN, W_MAX = -8, 7
+"""int4 weights."""
+A_MIN, A_MAX = -128, 127
+"""int8 activations."""
+ROWS = (W_MAX - W_MIN + 1) * (A_MAX - A_MIN + 1)
+PRODUCT_MIN = min(W_MIN * A_MAX, W_MAX * A_MIN)
+"""Smallest product, -8·127 = -1016."""
+PRODUCT_MAX = W_MIN * A_MIN
+"""Largest product, (-8)·(-128) = 1024."""
+
+
+@dataclass(frozen=True)
+class MulTableConfig:
+    """The table's three fixed columns (w, a, p)."""
+
+    table: LookupTable
+
+
+@functools.cache
+def mul_table_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The table contents, w-major: rows (w, a, w·a) for w in [-8, 7], a in [-128, 127] (4096 rows)."""
+    w, a = np.meshgrid(np.arange(W_MIN, W_MAX + 1, dtype=np.int64), np.arange(A_MIN, A_MAX + 1, dtype=np.int64),
+                       indexing="ij")
+    w, a = w.reshape(-1), a.reshape(-1)
+    for arr in (w, a):
+        arr.setflags(write=False)
+    p = w * a
+    p.setflags(write=False)
+    return w, a, p
+
+
+class MulTable:
+    """Declares and loads the multiplication table; one per circuit, shared by every BatchedMac using it."""
+
+    ROWS = ROWS
+
+    @staticmethod
+    def configure(cs: ConstraintSystem, name: str = "mul") -> MulTableConfig:
+        """Declare the table (three fixed columns named `name.w`, `name.a`, `name.p`)."""
+        return MulTableConfig(cs.lookup_table(name, ["w", "a", "p"]))
+
+    @staticmethod
+    def load(layouter: Layouter, config: MulTableConfig) -> None:
+        """Fill the table's 4096 rows (fixed: identical with or without a witness)."""
+        layouter.assign_table(config.table, list(mul_table_columns()))
