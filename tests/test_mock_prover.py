@@ -150,3 +150,35 @@ def test_lookup_bench_tamper_is_caught_by_lookup():
     prover.set_cell("a5", 10, 256)
     failures = prover.verify()
     assert [(type(f), f.lookup, f.row) for f in failures] == [(LookupFailure, "a5 is a byte", 10)]
+
+
+class ConstantsCircuit:
+    """Cells tied to constants: each distinct constant takes one row of the constants column."""
+
+    def __init__(self, values=(0, 0, 7, 0, 7), constants=(0, 0, 7, 0, 7)):
+        self.values, self.constants = values, constants
+
+    def configure(self, cs: ConstraintSystem):
+        a = cs.advice_column("a", equality=True)
+        c = cs.fixed_column("c")
+        cs.enable_constant(c)
+        return a
+
+    def synthesize(self, a, layouter):
+        def assign(region):
+            cells = region.assign_advice(a, 0, list(self.values))
+            region.constrain_constant(cells, list(self.constants))
+
+        layouter.assign_region("constants demo", assign)
+
+    def public_inputs(self):
+        return []
+
+
+def test_constants_are_deduplicated_and_checked():
+    prover = prove(ConstantsCircuit())
+    assert prover.verify() == []
+    region = [r for r in prover.layout.regions if r.name == "constants"][0]
+    assert region.height == 2 and prover.layout.copy_count() == 5
+    failures = prove(ConstantsCircuit(values=(0, 1, 7, 0, 7))).verify()
+    assert [(type(f), f.left.row, f.right.column) for f in failures] == [(CopyConstraintFailure, 1, "c")]

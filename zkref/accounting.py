@@ -143,22 +143,25 @@ def proof_size(cs: ConstraintSystem) -> ProofSizeEstimate:
 
 
 def lookup_queries(layout: Layout) -> int:
-    """Active lookups: for each lookup argument, the rows where any of its selectors is on."""
-    cs = layout.cs
+    """Active lookups: for each lookup argument, the rows where any of its selectors is on (a row mask, O(rows))."""
     rows_by_sel: dict = {}
     for sel, rows, _ in layout.selectors:
         rows_by_sel.setdefault(sel, []).append(rows)
+    height = max([layout.rows_used()] + [int(r.max()) + 1 for parts in rows_by_sel.values() for r in parts if len(r)])
     total = 0
-    for lk in cs.lookups:
+    for lk in layout.cs.lookups:
         sels = lk.selectors()
         if not sels:
             total += layout.rows_used()
             continue
         parts = [r for s in sels for r in rows_by_sel.get(s, [])]
-        if len(sels) == 1 and len(parts) <= 1:
-            total += len(parts[0]) if parts else 0
-        else:
-            total += len(np.unique(np.concatenate(parts))) if parts else 0
+        if len(parts) == 1:
+            total += len(np.unique(parts[0])) if len(sels) > 1 else len(parts[0])
+            continue
+        mask = np.zeros(height, dtype=bool)
+        for r in parts:
+            mask[r] = True
+        total += int(mask.sum())
     return total
 
 

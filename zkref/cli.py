@@ -70,6 +70,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if not failures else 1
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    """Poseidon digest of a local transformers model's safetensors weights (cached beside the model)."""
+    from .digest import model_digest
+
+    result = model_digest(args.model_dir, progress=not args.quiet, use_cache=not args.no_cache, workers=args.workers)
+    if args.json:
+        print(json.dumps(result.to_json() | {"from_cache": result.from_cache}))
+    else:
+        source = " (from cache)" if result.from_cache else ""
+        out.print(f"base-model digest {result.hex}{source}")
+        out.print(f"  {result.format_version}: {result.n_tensors} tensors, {result.n_parameters:,} parameters, "
+                  f"{result.n_bytes:,} bytes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zkref", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("digest", help="Poseidon digest of a local model's safetensors weights (specs/commitments.md)")
+    p.add_argument("model_dir", help="directory with *.safetensors files (e.g. from save_pretrained)")
+    p.add_argument("--no-cache", action="store_true", help="ignore and do not write zkref-digest.json")
+    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: one per CPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_digest)
 
     import importlib
 

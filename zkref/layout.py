@@ -15,7 +15,7 @@ import numpy as np
 
 from .constraint_system import CircuitError, ConstraintSystem, LookupTable
 from .expression import Column, ColumnKind, Selector
-from .field import as_field_array
+from .field import as_field_array, canonical
 
 T = TypeVar("T")
 Offsets = int | range | Sequence[int] | np.ndarray
@@ -307,13 +307,17 @@ class Layouter:
         """Place pending constants in the constants column and return the completed layout."""
         if self._constants:
             col = self.layout.cs.constants[0]
+            # one fixed cell per distinct constant; every constrained cell is copied to its value's cell
+            distinct: dict[int, int] = {}
+            for _, vals in self._constants:
+                for v in canonical(vals).tolist():
+                    distinct.setdefault(v, len(distinct))
 
             def place(region: Region) -> None:
-                offset = 0
+                fixed = region.assign_fixed(col, 0, np.array(list(distinct), dtype=object))
                 for cells, vals in self._constants:
-                    fixed = region.assign_fixed(col, offset, vals)
-                    self.constrain_equal(cells, fixed)
-                    offset += len(vals)
+                    idx = np.array([distinct[v] for v in canonical(vals).tolist()], dtype=np.int64)
+                    self.constrain_equal(cells, fixed[idx])
 
             self.assign_region("constants", place, chip="constants")
             self._constants = []
