@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 
 err = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 150)  # wide tables stay readable in logs and pipes
 
 SUBCOMMAND_MODULES: list[str] = ["zkref.lora_cli"]
 """Modules exposing `register(subparsers)` to add their own subcommands (each sets `func` via set_defaults)."""
@@ -56,18 +56,12 @@ def _named_circuit(args: argparse.Namespace):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Build a small circuit, mock-prove it, print its accounting."""
-    from .accounting import cost_of_layout
-    from .examples import RangeSumCircuit
-    from .mock_prover import MockProver
+    """End-to-end demo on a tiny GPT-2 built locally (zkref.demo)."""
+    from .demo import run_demo
 
-    circuit = RangeSumCircuit()
-    prover = MockProver(circuit, circuit.public_inputs())
-    failures = prover.verify()
-    out.print(f"[bold]RangeSumCircuit[/] k={prover.k}: "
-              + ("[green]satisfied[/]" if not failures else f"[red]{len(failures)} failures[/]"))
-    out.print(cost_of_layout(prover.layout, "RangeSumCircuit").rich_table())
-    return 0 if not failures else 1
+    result = run_demo(args.model_dir, tokens=args.tokens, rank=args.rank, lanes=args.lanes, seed=args.seed,
+                      console=out)
+    return 0 if result.ok else 1
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
@@ -90,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="end-to-end demo on a tiny locally built model")
+    p.add_argument("--model-dir", default=None, help="keep the tiny model here (default: a temporary directory)")
+    p.add_argument("--tokens", type=int, default=4)
+    p.add_argument("--rank", type=int, default=4)
+    p.add_argument("--lanes", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("audit", help="look for under-constrained advice cells by perturbing them one at a time")
