@@ -17,13 +17,29 @@ SUBCOMMAND_MODULES: list[str] = ["zkref.lora_cli"]
 
 def _examples() -> dict[str, Callable[[], object]]:
     from . import examples as ex
+    from .commitment_circuit import CommitmentCircuit
 
     return {
         "fibonacci": lambda: ex.FibonacciCircuit(16),
         "range-sum": lambda: ex.RangeSumCircuit(),
         "squares": lambda: ex.SquaresCircuit(),
         "squares-broken": lambda: ex.SquaresCircuit(broken=True),
+        "poseidon": lambda: CommitmentCircuit(values=(3, -1, 4, 1, -5)),
+        "poseidon-packed": lambda: CommitmentCircuit(values=tuple(range(-8, 8)) * 4, bits=4),
+        "lora": lambda: _small_lora("table"),
+        "lora-gate": lambda: _small_lora("gate"),
     }
+
+
+def _small_lora(strategy: str):
+    """A seeded 12→10, r=3, 2-token LoRA circuit: small enough to audit every cell in seconds."""
+    import numpy as np
+
+    from .lora_circuit import LoRACircuit
+
+    rng = np.random.default_rng(0)
+    return LoRACircuit(12, 10, 3, 2, 4, strategy, None, rng.integers(-8, 8, (3, 12)), rng.integers(-8, 8, (10, 3)),
+                       rng.integers(-128, 128, (2, 12)))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
