@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,9 @@ from zkref.lora_circuit import LoRACircuit
 from zkref.mock_prover import MockProver
 from zkref.report import build_report, strategy_cost
 
+from timing import best_of
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def best_of(fn, repeat: int):
-    times, result = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
 
 
 def mock_prove(d: int, r: int, T: int, L: int, strategy: str, repeat: int) -> dict:

@@ -21,18 +21,11 @@ from zkref.field import P, felt_to_str
 from zkref.poseidon import CAPACITY_INIT, poseidon_hash, poseidon_permutation, poseidon_permutation_fast, \
     sponge_absorb_fast
 
+from timing import best_of
+
 RESULTS = Path(__file__).parent / "results"
 GPT2_SMALL_PARAMS = 124_439_808  # GPT2Model (no tied lm_head copy): what save_pretrained writes
 BENCH_CONFIG = dict(n_layer=2, n_embd=256, n_head=4, vocab_size=2048, n_positions=128)
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def machine_speed_ms() -> float:
@@ -61,7 +54,7 @@ def permutation_figures(repeat: int) -> dict:
     best = {k: float("inf") for k in cases}
     for _ in range(repeat):
         for k, (fn, n) in cases.items():
-            best[k] = min(best[k], best_of(fn, 1) / n)
+            best[k] = min(best[k], best_of(fn, 1)[0] / n)
     out = {k: round(v * 1e6, 1) for k, v in best.items()}
     out.setdefault("ezkl_us_per_element", None)
     out["speedup_fast_vs_reference"] = round(best["reference_us_per_permutation"]
