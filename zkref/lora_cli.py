@@ -71,7 +71,7 @@ def _read_with_torch(path: Path, key: str) -> np.ndarray:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the cost comparison for a shape or a preset."""
     report = build_report(d_in=args.d_in, d_out=args.d_out, rank=args.rank, tokens=args.tokens, lanes=args.lanes,
-                          preset=args.preset, method=args.method)
+                          preset=args.preset, method=args.method, commitments=args.commitments)
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
@@ -150,19 +150,25 @@ def cmd_mock(args: argparse.Namespace) -> int:
     from .mock_prover import MockProver
 
     circuit, info = _inputs(args)
+    lora = circuit
+    if args.commit is not None:
+        from .committed_lora import CommittedLoRACircuit
+
+        circuit = CommittedLoRACircuit(lora, args.commit)
     t0 = time.perf_counter()
     public = circuit.public_inputs()
     prover = MockProver(circuit, public)
     t1 = time.perf_counter()
     failures = prover.verify()
     t2 = time.perf_counter()
-    cost = cost_of_layout(prover.layout, "LoRACircuit")
+    cost = cost_of_layout(prover.layout, type(circuit).__name__)
     result = {
         "satisfied": not failures,
         "failure_count": len(failures),
         "failures": [str(f) for f in failures[:20]],
-        "d_in": circuit.d_in, "d_out": circuit.d_out, "rank": circuit.rank, "tokens": circuit.tokens,
-        "lanes": circuit.lanes, "strategy": circuit.strategy, "shift": circuit.shift, "macs": circuit.macs,
+        "d_in": lora.d_in, "d_out": lora.d_out, "rank": lora.rank, "tokens": lora.tokens,
+        "lanes": lora.lanes, "strategy": lora.strategy, "shift": lora.shift, "macs": lora.macs,
+        "commit": args.commit,
         "k": prover.k, "seconds": {"synthesize": round(t1 - t0, 4), "verify": round(t2 - t1, 4)},
         "inputs": info, "cost": cost.to_dict(),
     }
@@ -171,8 +177,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
     else:
         out = _console()
         verdict = "[green]satisfied[/]" if not failures else f"[red]{len(failures)} failure(s)[/]"
-        out.print(f"[bold]LoRACircuit[/] {circuit.d_in}→{circuit.d_out} r={circuit.rank} T={circuit.tokens} "
-                  f"L={circuit.lanes} {circuit.strategy} shift={circuit.shift} k={prover.k}: {verdict} "
+        out.print(f"[bold]{type(circuit).__name__}[/] {lora.d_in}→{lora.d_out} r={lora.rank} T={lora.tokens} "
+                  f"L={lora.lanes} {lora.strategy} shift={lora.shift} k={prover.k}: {verdict} "
                   f"(synthesis {t1 - t0:.3f} s, verify {t2 - t1:.3f} s)")
         for f in failures[:10]:
             out.print(f"  {f}")
@@ -203,6 +209,8 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named shape or whole model")
     p.add_argument("--method", choices=["auto", "analytic", "formula"], default="auto",
                    help="analytic layout pass, closed-form formula, or auto (formula only for huge layouts)")
+    p.add_argument("--commitments", action="store_true",
+                   help="also cost binding x and the adapter by Poseidon commitments (plain and packed)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_report)
 
@@ -219,5 +227,7 @@ def register(subparsers) -> None:
     p.add_argument("--activations", default=None, help="safetensors file with float x (T×d_in or d_in)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (scale s = alpha/r; default r)")
     p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales (zkref.quant)")
+    p.add_argument("--commit", choices=["plain", "packed"], default=None,
+                   help="make x private and bind x and the adapter by Poseidon commitments (public digests)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_mock)

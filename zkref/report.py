@@ -36,6 +36,7 @@ class StrategySpec:
     circuit: str        # "dense" | "lowrank"
     mac: str            # "table" | "gate"
     batched: bool       # L lanes (True) or 1 lane (False)
+    commit: str | None = None  # Poseidon commitments to x and the adapter: None, "plain" (EZKL's hash), "packed"
 
 
 STRATEGY_SPECS = (
@@ -48,6 +49,16 @@ EFFECTS = (
     ("low-rank factorisation", "dense", "lowrank-table"),
     ("MulTable lookups instead of MulGate", "lowrank-gate", "lowrank-table"),
     ("L lanes per row instead of 1", "lowrank-table-1", "lowrank-table"),
+)
+COMMIT_SPECS = (
+    StrategySpec("lowrank-table+plain", "low-rank, MulTable, L lanes, x and adapter hashed (EZKL's Poseidon)",
+                 "lowrank", "table", True, "plain"),
+    StrategySpec("lowrank-table+packed", "low-rank, MulTable, L lanes, x and adapter packed then hashed",
+                 "lowrank", "table", True, "packed"),
+)
+COMMIT_EFFECTS = (
+    ("Poseidon commitments to x and adapter (a cost)", "lowrank-table", "lowrank-table+plain"),
+    ("packing values before hashing", "lowrank-table+plain", "lowrank-table+packed"),
 )
 
 
@@ -213,6 +224,12 @@ def strategy_cost(spec: StrategySpec, d_in: int, d_out: int, rank: int, tokens: 
                   method: str = "auto") -> StrategyCost:
     """Account one strategy for one shape (cached per distinct shape)."""
     L = lanes if spec.batched else 1
+    if spec.commit is not None:  # commitment chips have no closed form: always the analytic pass
+        from .committed_lora import CommittedLoRACircuit
+
+        lora = LoRACircuit(d_in, d_out, rank, tokens, L, spec.mac)
+        cost = account(CommittedLoRACircuit(lora, spec.commit), spec.key)
+        return StrategyCost.from_cost(spec, L, lora.macs, cost, "analytic")
     if spec.circuit == "dense":
         circuit = DenseCircuit(d_in, d_out, tokens, L, strategy=spec.mac)
         mac_rows = tokens * d_out * rows_per_dot(d_in, L)
@@ -234,8 +251,13 @@ def _check_positive(name: str, v: object, limit: int) -> int:
 
 def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int = 16, tokens: int = 1,
                  lanes: int = 8, preset: str | None = None, method: str = "auto",
-                 modules: list[ModuleShape] | None = None) -> Report:
-    """Cost every strategy for a shape, a named preset or a module list; totals sum over modules."""
+                 modules: list[ModuleShape] | None = None, commitments: bool = False) -> Report:
+    """Cost every strategy for a shape, a named preset or a module list; totals sum over modules.
+
+    commitments: also cost the low-rank table circuit with x and the adapter bound by Poseidon (plain and packed).
+    """
+    specs = STRATEGY_SPECS + (COMMIT_SPECS if commitments else ())
+    effects_of = EFFECTS + (COMMIT_EFFECTS if commitments else ())
     t0 = time.perf_counter()
     rank = _check_positive("rank", rank, 4096)
     tokens = _check_positive("tokens", tokens, 1 << 16)
@@ -261,14 +283,14 @@ def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int
     for m in mods:
         g = groups.get((m.d_in, m.d_out))
         if g is None:
-            costs = {s.key: strategy_cost(s, m.d_in, m.d_out, rank, tokens, lanes, method) for s in STRATEGY_SPECS}
+            costs = {s.key: strategy_cost(s, m.d_in, m.d_out, rank, tokens, lanes, method) for s in specs}
             groups[(m.d_in, m.d_out)] = ModuleReport(m.name, m.d_in, m.d_out, m.count, costs)
         else:
             g.count += m.count
     module_count = sum(m.count for m in mods)
 
     totals: dict[str, StrategyCost] = {}
-    for s in STRATEGY_SPECS:
+    for s in specs:
         parts = [(g.count, g.strategies[s.key]) for g in groups.values()]
         first = parts[0][1]
         methods = sorted({c.method for _, c in parts})
@@ -287,7 +309,7 @@ def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int
                     "k_minus_dense_k": c.k - dense.k}
               for key, c in totals.items()}
     effects = []
-    for idea, a, b in EFFECTS:
+    for idea, a, b in effects_of:
         ca, cb = totals[a], totals[b]
         effects.append({"idea": idea, "from": a, "to": b, "macs": _div(ca.macs, cb.macs),
                         "lookups": _div(ca.lookups, cb.lookups), "rows": _div(ca.rows, cb.rows),

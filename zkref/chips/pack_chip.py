@@ -15,8 +15,10 @@ import numpy as np
 
 from ..constraint_system import CircuitError, ConstraintSystem, LookupTable
 from ..expression import Column, Selector
+from ..field import signed
 from ..layout import AssignedCells, Layouter, Region
 from ..packing import pack
+from .poseidon_chip import message_positions
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,22 @@ class PackChip:
     def elements_for(self, count: int) -> int:
         return -(-count // self.per_element)
 
-    def pack_cells(self, layouter: Layouter, cells: list[AssignedCells], name: str = "pack") -> AssignedCells:
-        """Copy the values in, prove the packing, and return the packed-element cells (in order)."""
+    def pack_cells(self, layouter: Layouter, cells: list[AssignedCells], name: str = "pack",
+                   positions: list[np.ndarray] | None = None) -> AssignedCells:
+        """Copy the values in, prove the packing, and return the packed-element cells (in order).
+
+        Values are packed in the order given, or at `positions` (value indices per run, a permutation of 0..n-1).
+        """
         cfg = self.config
         n = sum(len(c) for c in cells)
         if n == 0:
             raise CircuitError("nothing to pack")
+        index = message_positions(cells, positions)
         known = all(c.values is not None for c in cells)
-        values = np.concatenate([np.asarray(c.values, dtype=object) for c in cells]) if known else None
+        values = None
+        if known:
+            values = np.empty(n, dtype=object)
+            values[np.concatenate(index)] = [signed(v) for c in cells for v in c.values]  # digits are small signed ints
         n_el = self.elements_for(n)
         # digit order in rows: per element, highest digit first
         order = np.concatenate([np.arange(min((e + 1) * self.per_element, n) - 1, e * self.per_element - 1, -1)
@@ -78,12 +88,10 @@ class PackChip:
         lasts = np.concatenate([firsts[1:] - 1, [n - 1]])
 
         def assign(region: Region) -> AssignedCells:
-            flat_src_offsets = np.zeros(n, dtype=np.int64)
-            flat_src_offsets[order] = np.arange(n)  # row of each source value
-            start = 0
-            for run in cells:
-                region.copy_advice(run, cfg.digit, flat_src_offsets[start: start + len(run)])
-                start += len(run)
+            row_of_value = np.zeros(n, dtype=np.int64)
+            row_of_value[order] = np.arange(n)  # the row holding each value index
+            for run, idx in zip(cells, index):
+                region.copy_advice(run, cfg.digit, row_of_value[idx])
             acc = None
             if known:
                 bias = 1 << (cfg.bits - 1)

@@ -105,16 +105,25 @@ class PoseidonChip:
         x1 = pow(b + c1, 5, P) if full else (b + c1) % P
         return (m00 * x0 + m01 * x1) % P, (m10 * x0 + m11 * x1) % P
 
-    def hash_cells(self, layouter: Layouter, cells: AssignedCells | list[AssignedCells], name: str = "poseidon sponge"
-                   ) -> AssignedCells:
-        """Absorb the given cells (copied into the message column) and return the digest cell (s0 of the last row)."""
+    def hash_cells(self, layouter: Layouter, cells: AssignedCells | list[AssignedCells], name: str = "poseidon sponge",
+                   positions: list[np.ndarray] | None = None) -> AssignedCells:
+        """Absorb the given cells (copied into the message column) and return the digest cell (s0 of the last row).
+
+        Cells are absorbed in the order given, or at `positions` (one array of message indices per run, together a
+        permutation of 0..n-1) when the runs' natural order is not the message order.
+        """
         runs = cells if isinstance(cells, list) else [cells]
         n = sum(len(c) for c in runs)
         if n == 0:
             raise CircuitError("Poseidon over zero elements has no digest (EZKL returns none either)")
+        index = message_positions(runs, positions)
         cfg, per = self.config, self.rows_per_permutation
         known = all(c.values is not None for c in runs)
-        messages = [int(v) % P for c in runs for v in c.values] if known else None
+        messages = None
+        if known:
+            ordered = np.empty(n, dtype=object)
+            ordered[np.concatenate(index)] = [int(v) % P for c in runs for v in c.values]
+            messages = ordered.tolist()
         half = self.params.full_rounds // 2
 
         def assign(region: Region) -> AssignedCells:
@@ -137,10 +146,8 @@ class PoseidonChip:
                                 length=per * n)
             region.assign_fixed(cfg.rc1, 0, np.tile(rc[:, 1], n) if region.with_values else None,
                                 length=per * n)
-            offset = 0
-            for run in runs:
-                region.copy_advice(run, cfg.message, starts[offset: offset + len(run)])
-                offset += len(run)
+            for run, idx in zip(runs, index):
+                region.copy_advice(run, cfg.message, starts[idx])
             # the message column is zero elsewhere; only absorb rows read it, so it needs no other cells
             states0 = region.assign_advice(cfg.s0, 0, s0, length=rows)
             region.assign_advice(cfg.s1, 0, s1, length=rows)
@@ -148,3 +155,18 @@ class PoseidonChip:
 
         with layouter.chip("Poseidon"):
             return layouter.assign_region(name, assign)
+
+
+def message_positions(runs: list[AssignedCells], positions: list[np.ndarray] | None) -> list[np.ndarray]:
+    """Message index of every cell of every run: consecutive by default, else checked to be a permutation."""
+    lengths = [len(r) for r in runs]
+    if positions is None:
+        bounds = np.cumsum([0] + lengths)
+        return [np.arange(a, b, dtype=np.int64) for a, b in zip(bounds[:-1], bounds[1:])]
+    index = [np.asarray(p, dtype=np.int64).reshape(-1) for p in positions]
+    if [len(p) for p in index] != lengths:
+        raise CircuitError("positions must give one message index per cell of each run")
+    flat = np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
+    if not np.array_equal(np.sort(flat), np.arange(len(flat))):
+        raise CircuitError("positions must be a permutation of 0..n-1")
+    return index
