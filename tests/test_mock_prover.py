@@ -182,3 +182,42 @@ def test_constants_are_deduplicated_and_checked():
     assert region.height == 2 and prover.layout.copy_count() == 5
     failures = prove(ConstantsCircuit(values=(0, 1, 7, 0, 7))).verify()
     assert [(type(f), f.left.row, f.right.column) for f in failures] == [(CopyConstraintFailure, 1, "c")]
+
+
+def test_gating_selectors_are_exact():
+    cs = ConstraintSystem()
+    a, b = cs.advice_column("a"), cs.advice_column("b")
+    q1, q2 = cs.selector("q1"), cs.selector("q2")
+    assert (q1.expr() * (a.cur() - b.cur())).gating_selectors() == {q1}
+    assert (q1.expr() * a.cur() + b.cur()).gating_selectors() == set()
+    assert (q1.expr() * (q2.expr() * a.cur())).gating_selectors() == {q1, q2}
+    assert (q1.expr() * a.cur() - 3 * (q1.expr() * q2.expr() * b.cur())).gating_selectors() == {q1}
+
+
+class NoZeroRowTable:
+    """A lookup whose table lacks the all-zero tuple: rows with the selector off must fail (halo2 semantics)."""
+
+    def configure(self, cs: ConstraintSystem):
+        a = cs.advice_column("a")
+        q = cs.selector("q")
+        t = cs.lookup_table("odd", ["v"])
+        cs.lookup("a is odd", [q.expr() * a.cur()], t)
+        return a, q, t
+
+    def synthesize(self, config, layouter):
+        a, q, t = config
+        layouter.assign_table(t, [[1, 3, 5]])
+
+        def assign(region):
+            region.assign_advice(a, 0, [1, 3])
+            region.enable_selector(q, 0, count=2)
+
+        layouter.assign_region("odds", assign)
+
+    def public_inputs(self):
+        return []
+
+
+def test_lookup_rows_with_selector_off_are_checked_when_the_table_has_no_zero_row():
+    failures = prove(NoZeroRowTable()).verify()
+    assert failures and all(isinstance(f, LookupFailure) and f.inputs == (0,) and f.row >= 2 for f in failures)

@@ -110,6 +110,18 @@ class Expression:
     def selectors(self) -> set[Selector]:
         return {n.selector for n in self.walk() if isinstance(n, SelectorExpr)}
 
+    def gating_selectors(self) -> set[Selector]:
+        """Selectors s such that this expression is 0 on every row where s is off (a factor of every term)."""
+        if isinstance(self, SelectorExpr):
+            return {self.selector}
+        if isinstance(self, Product):
+            return self.a.gating_selectors() | self.b.gating_selectors()
+        if isinstance(self, (Negated, Scaled)):
+            return self.a.gating_selectors()
+        if isinstance(self, Sum):
+            return self.a.gating_selectors() & self.b.gating_selectors()
+        return set()
+
     # -- evaluation ----------------------------------------------------------------------------------------------
     def bound(self, column_bound: Callable[["Query"], int]) -> int:
         """Upper bound on |value| (signed representatives) given bounds on every query."""

@@ -193,14 +193,30 @@ class MockProver:
                        first_only: bool = False) -> list[VerifyFailure]:
         out: list[VerifyFailure] = []
         for con in gate.constraints:
-            vals = self._evaluate(con.expr, rows, override)
+            con_rows = self._gated_rows(con.expr.gating_selectors(), rows)
+            vals = self._evaluate(con.expr, con_rows, override)
             bad = np.nonzero(~is_zero(vals))[0]
             if first_only and len(bad):
                 return [None]  # type: ignore[list-item]
             for i in bad:
-                row = int(rows[i])
+                row = int(con_rows[i])
                 out.append(self._constraint_failure(gate, con, row, int(vals[i]) % P, override))
         return out
+
+    def _gated_rows(self, gating: set, rows: np.ndarray) -> np.ndarray:
+        """The rows where the expression can be non-zero: those with its sparsest gating selector on (exact)."""
+        if not gating:
+            return rows
+        best = min(gating, key=lambda s: int(self._selector_count(s)))
+        if self._selector_count(best) >= len(rows):
+            return rows
+        return rows[self.selector_on[best][rows]]
+
+    def _selector_count(self, sel) -> int:
+        counts = self.__dict__.setdefault("_sel_counts", {})
+        if sel not in counts:
+            counts[sel] = int(self.selector_on[sel].sum())
+        return counts[sel]
 
     def _constraint_failure(self, gate, con, row: int, value: int, override) -> ConstraintNotSatisfied:
         queries = sorted(con.expr.queries(), key=lambda q: (q.column.kind.value, q.column.index, q.rotation))
@@ -217,8 +233,13 @@ class MockProver:
 
     def _lookup_failures(self, lk: Lookup, rows: np.ndarray, override: _Override | None = None,
                          first_only: bool = False) -> list[VerifyFailure]:
+        index = self._table_index(lk)
+        # rows where a common gating selector is off give the all-zero tuple: skip them if the table holds it
+        gating = set.intersection(*(e.gating_selectors() for e in lk.inputs)) if lk.inputs else set()
+        if gating and index.contains([np.zeros(1, dtype=np.int64)] * len(lk.inputs))[0]:
+            rows = self._gated_rows(gating, rows)
         inputs = [self._evaluate(e, rows, override) for e in lk.inputs]
-        found = self._table_index(lk).contains(inputs)
+        found = index.contains(inputs)
         bad = np.nonzero(~found)[0]
         if first_only:
             return [None] if len(bad) else []  # type: ignore[list-item]
