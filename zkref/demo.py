@@ -2,9 +2,9 @@
 
 Steps: build and save the model (safetensors), digest it (the base model's one-time Poseidon digest), load it back
 through transformers, attach a LoRA adapter, run a few tokens and capture the adapter's input and peft's delta,
-quantise, mock-prove the low-rank circuit, check the dequantised output against peft within the proven bound, commit
-to the activations and the adapter (EZKL-compatible and packed, the packed one proven in-circuit), audit a sample of
-cells, and print the accounting next to the dense baseline.
+quantise, mock-prove the low-rank circuit, check the dequantised output against peft within the proven bound, prove
+the statement again with x private and x and the adapter bound by Poseidon commitments (EZKL-compatible and packed),
+audit a sample of cells, and print the accounting next to the dense baseline.
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def run_demo(model_dir: str | Path | None = None, *, tokens: int = 4, rank: int 
     """Run every step, printing as it goes; returns the figures (also used by the test of this demo)."""
     from .accounting import cost_of_layout
     from .audit import audit_prover
-    from .commitment_circuit import CommitmentCircuit
     from .commitments import (activations_commitment, activations_commitment_packed, adapter_commitment,
-                              adapter_commitment_packed, adapter_values)
+                              adapter_commitment_packed)
+    from .committed_lora import CommittedLoRACircuit
     from .digest import model_digest
     from .lora_circuit import LoRACircuit
     from .mock_prover import MockProver
@@ -91,8 +91,7 @@ def run_demo(model_dir: str | Path | None = None, *, tokens: int = 4, rank: int 
                   f"{check['error_bound']:.4g}: {'[green]yes[/]' if check['within_bound'] else '[red]no[/]'} "
                   f"(against peft's own float32 output: {peft_err:.4g}; max |delta| = {np.abs(cap.delta).max():.4g})")
 
-        con.rule("[bold]5. commitments (Poseidon, bit-exact with EZKL's)")
-        values = tuple(int(v) for v in adapter_values(q.A_q, q.B_q))
+        con.rule("[bold]5. x private, x and the adapter bound by Poseidon commitments (bit-exact with EZKL's)")
         commitments = {
             "activations": activations_commitment(x_q), "adapter": adapter_commitment(q.A_q, q.B_q),
             "activations (packed int8)": activations_commitment_packed(x_q),
@@ -100,12 +99,20 @@ def run_demo(model_dir: str | Path | None = None, *, tokens: int = 4, rank: int 
         }
         for name, value in commitments.items():
             con.print(f"{name:>26}: 0x{value:064x}")
-        packed = CommitmentCircuit(values=values, bits=4)
-        c_prover = MockProver(packed, packed.public_inputs())
-        result.commitment_proven = not c_prover.verify() and packed.digest() == commitments["adapter (packed int4)"]
-        con.print(f"in-circuit packed adapter commitment ({len(values)} int4 values → "
-                  f"{-(-len(values) // 63)} elements): k={c_prover.k}, "
-                  + ("[green]satisfied[/]" if result.commitment_proven else "[red]not satisfied[/]"))
+        proven = []
+        for mode, keys in (("plain", ("activations", "adapter")),
+                           ("packed", ("activations (packed int8)", "adapter (packed int4)"))):
+            committed = CommittedLoRACircuit(circuit, mode)
+            public = committed.public_inputs()
+            t0 = time.perf_counter()
+            c_prover = MockProver(committed, public)
+            ok = not c_prover.verify() and public[0] == [commitments[k] for k in keys]
+            proven.append(ok)
+            cost = cost_of_layout(c_prover.layout, mode)
+            con.print(f"in-circuit {mode} commitments: public = (digests, y_q); k={c_prover.k}, "
+                      f"{cost.rows_used:,} rows, {time.perf_counter() - t0:.2f} s: "
+                      + ("[green]satisfied, digests equal the reference[/]" if ok else "[red]FAILED[/]"))
+        result.commitment_proven = all(proven)
 
         con.rule("[bold]6. audit: perturb advice cells, look for under-constrained ones")
         report = audit_prover(prover, name="LoRACircuit", sample=audit_sample, seed=seed)
