@@ -165,18 +165,9 @@ def lookup_queries(layout: Layout) -> int:
     return total
 
 
-def cost_of_layout(layout: Layout, name: str = "circuit") -> CircuitCost:
-    """Account a synthesised (or analytically laid out) circuit."""
-    cs = layout.cs
-    chips: dict[str, ChipCost] = {}
-    for reg in layout.regions:
-        c = chips.setdefault(reg.chip, ChipCost(reg.chip, 0, 0, 0))
-        c.regions += 1
-        c.rows += reg.height
-        c.cells += reg.cells
-    tables = {tname: len(arrays[0]) for tname, (_, arrays) in layout.tables.items()}
-    rows_used = layout.rows_used()
-    instance_rows = layout.instance_rows()
+def circuit_cost(cs: ConstraintSystem, name: str, *, rows_used: int, instance_rows: int, lookup_queries: int,
+                 copy_constraints: int, chips: list[ChipCost], tables: dict[str, int], advice_cells: int) -> CircuitCost:
+    """Assemble a CircuitCost from layout counts; everything else (columns, degree, k, proof size) comes from `cs`."""
     return CircuitCost(
         name=name,
         rows_used=rows_used,
@@ -187,8 +178,8 @@ def cost_of_layout(layout: Layout, name: str = "circuit") -> CircuitCost:
         selector_columns=len(cs.selectors),
         instance_columns=len(cs.instance),
         lookup_arguments=len(cs.lookups),
-        lookup_queries=lookup_queries(layout),
-        copy_constraints=layout.copy_count(),
+        lookup_queries=lookup_queries,
+        copy_constraints=copy_constraints,
         equality_columns=len(cs.equality),
         gates=len(cs.gates),
         max_gate_degree=max((g.degree() for g in cs.gates), default=0),
@@ -196,8 +187,28 @@ def cost_of_layout(layout: Layout, name: str = "circuit") -> CircuitCost:
         blinding_rows=cs.blinding_rows(),
         k=minimal_k(max(rows_used, instance_rows), cs),
         proof=proof_size(cs),
-        chips=sorted(chips.values(), key=lambda c: -c.rows),
+        chips=sorted(chips, key=lambda c: -c.rows),
         tables=tables,
+        advice_cells=advice_cells,
+    )
+
+
+def cost_of_layout(layout: Layout, name: str = "circuit") -> CircuitCost:
+    """Account a synthesised (or analytically laid out) circuit."""
+    chips: dict[str, ChipCost] = {}
+    for reg in layout.regions:
+        c = chips.setdefault(reg.chip, ChipCost(reg.chip, 0, 0, 0))
+        c.regions += 1
+        c.rows += reg.height
+        c.cells += reg.cells
+    return circuit_cost(
+        layout.cs, name,
+        rows_used=layout.rows_used(),
+        instance_rows=layout.instance_rows(),
+        lookup_queries=lookup_queries(layout),
+        copy_constraints=layout.copy_count(),
+        chips=list(chips.values()),
+        tables={tname: len(arrays[0]) for tname, (_, arrays) in layout.tables.items()},
         advice_cells=sum(len(b.rows) for b in layout.advice),
     )
 

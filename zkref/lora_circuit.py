@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .accounting import ChipCost, CircuitCost, proof_size
+from .accounting import ChipCost, CircuitCost, circuit_cost
 from .chips.batched_mac import (BatchedMac, CellSource, InstanceSource, LaneMac, LaneMacConfig, check_lanes,
                                 padding_lanes, rows_per_dot)
 from .chips.mul_gate import MulGate
@@ -26,7 +26,6 @@ from .chips.requant import MAX_SHIFT, Requant, RequantConfig, limb_layout, requa
 from .constraint_system import ConstraintSystem, configure
 from .expression import Column
 from .layout import Layouter
-from .mock_prover import minimal_k
 from .quant import choose_shift
 
 STRATEGIES = ("table", "gate")
@@ -326,26 +325,12 @@ def formula_cost(circuit: LoRACircuit | DenseCircuit, name: str | None = None) -
                       mac["cells"])]
     if rq_rows:
         chips.append(ChipCost("Requant", 1, rq_rows, rq_cells))
-    chips.sort(key=lambda c: -c.rows)
-    return CircuitCost(
-        name=name or type(circuit).__name__,
+    return circuit_cost(
+        cs, name or type(circuit).__name__,
         rows_used=rows_used,
-        table_rows=max(tables.values()),
         instance_rows=instance_rows,
-        advice_columns=len(cs.advice),
-        fixed_columns=len(cs.fixed),
-        selector_columns=len(cs.selectors),
-        instance_columns=len(cs.instance),
-        lookup_arguments=len(cs.lookups),
         lookup_queries=mac["lookups"] + rq_lookups,
         copy_constraints=mac["copies"] + rq_copies + out_copies,
-        equality_columns=len(cs.equality),
-        gates=len(cs.gates),
-        max_gate_degree=max((g.degree() for g in cs.gates), default=0),
-        degree=cs.degree(),
-        blinding_rows=cs.blinding_rows(),
-        k=minimal_k(max(rows_used, instance_rows), cs),
-        proof=proof_size(cs),
         chips=chips,
         tables=tables,
         advice_cells=mac["cells"] + rq_cells,
