@@ -86,26 +86,17 @@ class CommittedLoRACircuit:
 
     def synthesize(self, config: CommittedLoRAConfig, layouter: Layouter) -> None:
         c = self.lora
-        T, d, r, m = c.tokens, c.d_in, c.rank, c.d_out
+        T, d, r = c.tokens, c.d_in, c.rank
         known = layouter.layout.with_values
-        mac = _chip_class(c.strategy)(config.mac)
-        requant = Requant(config.requant)
         poseidon = PoseidonChip(config.poseidon)
-        mac.load(layouter)
-        requant.load(layouter)
 
         def assign_x(region: Region) -> AssignedCells:
             return region.assign_advice(config.x, 0, c.x_q.reshape(-1) if known else None, length=T * d)
 
         x_cells = layouter.assign_region("private activations x_q", assign_x, chip="Activations")
-        stage1 = mac.matmul(layouter, weights=c.A_q if known else None,
-                            source=CellSource(x_cells, np.arange(T * d, dtype=np.int64).reshape(T, d)),
-                            n_out=r, d=d, tokens=T, name="z = A_q·x")
-        z_q = requant.assign(layouter, stage1.results, name="z_q = requant(z)")
-        stage2 = mac.matmul(layouter, weights=c.B_q if known else None,
-                            source=CellSource(z_q, np.arange(T * r, dtype=np.int64).reshape(T, r)),
-                            n_out=m, d=r, tokens=T, name="y = B_q·z_q")
-        layouter.constrain_instance(stage2.results, config.y, np.arange(T * m, dtype=np.int64))
+        x_source = CellSource(x_cells, np.arange(T * d, dtype=np.int64).reshape(T, d))
+        stage1, stage2 = c.assign_products(layouter, config.mac, config.requant, x_source)
+        layouter.constrain_instance(stage2.results, config.y, np.arange(T * c.d_out, dtype=np.int64))
 
         # the adapter's value order: lora_A row-major (index o·d_in + j), then lora_B row-major (r·d_in + o·r + j)
         w_runs = list(stage1.w_lanes) + list(stage2.w_lanes)

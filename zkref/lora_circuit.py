@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .accounting import ChipCost, CircuitCost, circuit_cost
-from .chips.batched_mac import (BatchedMac, CellSource, InstanceSource, LaneMac, LaneMacConfig, check_lanes,
-                                padding_lanes, rows_per_dot)
+from .chips.batched_mac import (BatchedMac, CellSource, InstanceSource, LaneMac, LaneMacConfig, MatmulCells,
+                                check_lanes, padding_lanes, rows_per_dot)
 from .chips.mul_gate import MulGate
 from .chips.mul_table import A_MAX, A_MIN, PRODUCT_MAX, PRODUCT_MIN, ROWS as MUL_TABLE_ROWS, W_MAX, W_MIN
 from .chips.requant import MAX_SHIFT, Requant, RequantConfig, limb_layout, requant_buckets, requant_reference
@@ -190,20 +190,27 @@ class LoRACircuit:
         return LoRAConfig(x, y, mac, requant)
 
     def synthesize(self, config: LoRAConfig, layouter: Layouter) -> None:
+        T, d = self.tokens, self.d_in
+        x_rows = np.arange(T * d, dtype=np.int64).reshape(T, d)
+        _, stage2 = self.assign_products(layouter, config.mac, config.requant, InstanceSource(config.x, x_rows))
+        layouter.constrain_instance(stage2.results, config.y, np.arange(T * self.d_out, dtype=np.int64))
+
+    def assign_products(self, layouter: Layouter, mac_config: LaneMacConfig, requant_config: RequantConfig,
+                        x_source: InstanceSource | CellSource) -> tuple[MatmulCells, MatmulCells]:
+        """Lay out z = A_q·x, z_q = requant(z), y = B_q·z_q; returns both matmuls (y cells and weight cells)."""
         T, d, r, m = self.tokens, self.d_in, self.rank, self.d_out
-        mac = _chip_class(self.strategy)(config.mac)
-        requant = Requant(config.requant)
+        mac = _chip_class(self.strategy)(mac_config)
+        requant = Requant(requant_config)
         mac.load(layouter)
         requant.load(layouter)
         known = layouter.layout.with_values
-        x_rows = np.arange(T * d, dtype=np.int64).reshape(T, d)
-        stage1 = mac.matmul(layouter, weights=self.A_q if known else None, source=InstanceSource(config.x, x_rows),
+        stage1 = mac.matmul(layouter, weights=self.A_q if known else None, source=x_source,
                             n_out=r, d=d, tokens=T, name="z = A_q·x")
         z_q = requant.assign(layouter, stage1.results, name="z_q = requant(z)")
         stage2 = mac.matmul(layouter, weights=self.B_q if known else None,
                             source=CellSource(z_q, np.arange(T * r, dtype=np.int64).reshape(T, r)),
                             n_out=m, d=r, tokens=T, name="y = B_q·z_q")
-        layouter.constrain_instance(stage2.results, config.y, np.arange(T * m, dtype=np.int64))
+        return stage1, stage2
 
 
 @dataclass
