@@ -65,3 +65,9 @@ def test_audit_sampling_is_seeded_and_reported():
 def test_audit_refuses_an_unsatisfied_circuit():
     with pytest.raises(VerificationError):
         audit(FibonacciCircuit(10), [[1, 1, 0]])
+
+
+@pytest.mark.parametrize("bad", [0, -3, True])
+def test_audit_rejects_a_meaningless_sample(bad):
+    with pytest.raises(ValueError, match="sample"):
+        audit(FibonacciCircuit(10), FibonacciCircuit(10).public_inputs(), sample=bad)

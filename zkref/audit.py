@@ -70,6 +70,8 @@ def audit(circuit: Circuit, instances: Sequence[Sequence[int]] = (), *, k: int |
 def audit_prover(prover: MockProver, *, name: str = "circuit", sample: int | None = None, seed: int = 0,
                  progress: Callable[[int, int], None] | None = None) -> AuditReport:
     """Audit an already-satisfied MockProver."""
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
+        raise ValueError(f"sample must be a positive number of cells, got {sample!r}")
     cells = [(col, int(r)) for col, rows in prover.assigned_advice_cells() for r in rows]
     total = len(cells)
     rng = random.Random(seed)
