@@ -87,14 +87,11 @@ class MockProver:
             length = len(arrays[0])
             fill_to = max(length, self.usable)
             for col, arr in zip(table.columns, arrays):
-                full = np.concatenate([arr, np.repeat(arr[:1], fill_to - length)]) if arr.dtype != object else \
-                    np.concatenate([arr, np.array([arr[0]] * (fill_to - length), dtype=object)])
+                full = np.concatenate([arr, np.repeat(arr[:1], fill_to - length)])  # unused rows repeat row 0
                 self._write(col, np.arange(min(fill_to, n)), full[:n], -1)
         for col in cs.instance:
             vals = self.instances[col.index]
-            arr = np.zeros(n, dtype=vals.dtype if vals.dtype == object else np.int64)
-            if vals.dtype == object:
-                arr[:] = 0
+            arr = np.zeros(n, dtype=object if vals.dtype == object else np.int64)
             m = min(len(vals), n)
             arr[:m] = vals[:m]
             self.values[col] = arr
