@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zkref.lora_circuit import LoRACircuit
-from zkref.mock_prover import MockProver
-from zkref.report import build_report, strategy_cost
+from zkref.lora.circuit import LoRACircuit
+from zkref.plonkish.mock_prover import MockProver
+from zkref.lora.report import build_report, strategy_cost
 
 from timing import best_of
 

@@ -9,10 +9,10 @@ import json
 import platform
 from pathlib import Path
 
-from zkref.accounting import account
-from zkref.audit import audit_prover
-from zkref.examples import LookupBenchCircuit
-from zkref.mock_prover import MockProver
+from zkref.plonkish.accounting import account
+from zkref.plonkish.audit import audit_prover
+from zkref.examples.plonkish import LookupBenchCircuit
+from zkref.plonkish.mock_prover import MockProver
 
 from timing import best_of
 

@@ -16,9 +16,9 @@ import time
 import timeit
 from pathlib import Path
 
-from zkref.digest import BYTES_PER_ELEMENT, model_digest
-from zkref.field import P, felt_to_str
-from zkref.poseidon import CAPACITY_INIT, poseidon_hash, poseidon_permutation, poseidon_permutation_fast, \
+from zkref.models.digest import BYTES_PER_ELEMENT, model_digest
+from zkref.primitives.field import P, felt_to_str
+from zkref.primitives.poseidon import CAPACITY_INIT, poseidon_hash, poseidon_permutation, poseidon_permutation_fast, \
     sponge_absorb_fast
 
 from timing import best_of

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ezkl
 
-from zkref.field import P, felt_from_str, felt_to_str
+from zkref.primitives.field import P, felt_from_str, felt_to_str
 
 OUT = Path(__file__).parent / "data" / "poseidon_ezkl_vectors.json"
 SEED = 20231

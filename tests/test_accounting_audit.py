@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from zkref.accounting import account, cost_of_layout
-from zkref.audit import audit
-from zkref.examples import FibonacciCircuit, LookupBenchCircuit, RangeSumCircuit, SquaresCircuit
-from zkref.mock_prover import MockProver, VerificationError
+from zkref.plonkish.accounting import account, cost_of_layout
+from zkref.plonkish.audit import audit
+from zkref.examples.plonkish import FibonacciCircuit, LookupBenchCircuit, RangeSumCircuit, SquaresCircuit
+from zkref.plonkish.mock_prover import MockProver, VerificationError
 
 
 def test_analytic_layout_matches_the_witness_layout():

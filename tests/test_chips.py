@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zkref.accounting import account, cost_of_layout
-from zkref.audit import audit
+from zkref.plonkish.accounting import account, cost_of_layout
+from zkref.plonkish.audit import audit
 from zkref.chips import BatchedMac, InstanceSource, MulGate, MulTable, Requant, requant_reference
 from zkref.chips.batched_mac import LaneMacConfig, check_lanes
 from zkref.chips.mul_table import mul_table_columns
 from zkref.chips.requant import RequantConfig, bucket_bounds, limb_layout, requant_buckets, round_half_away_shift
-from zkref.constraint_system import ConstraintSystem
-from zkref.expression import Column
-from zkref.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch, LookupFailure
-from zkref.layout import Layouter
-from zkref.mock_prover import MockProver
+from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.plonkish.expression import Column
+from zkref.plonkish.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch, LookupFailure
+from zkref.plonkish.layout import Layouter
+from zkref.plonkish.mock_prover import MockProver
 
 
 # ------------------------------------------------------------------------------------------------ test circuits
@@ -299,7 +299,7 @@ def test_requant_configuration_is_validated():
 
 
 def test_requant_reference_agrees_with_zkref_quant():
-    from zkref import quant  # the quantisation module's requantize is the same statement
+    from zkref.primitives import quant  # the quantisation module's requantize is the same statement
     rng = np.random.default_rng(0)
     for shift in range(0, 16):
         z = np.concatenate([rng.integers(-(1 << 22), 1 << 22, 2000), np.arange(-3 << shift, 3 << shift),

@@ -1,7 +1,7 @@
 """The command line's core subcommands: demo, audit (exit codes and JSON)."""
 import json
 
-from zkref.cli import main
+from zkref.cli.main import main
 
 
 def test_audit_exit_codes(capsys):
@@ -26,7 +26,7 @@ def test_unknown_circuit_is_a_clear_error():
 
 
 def test_digest_command(tmp_path, capsys):
-    from zkref.tiny_model import build_tiny_gpt2
+    from zkref.models.tiny_model import build_tiny_gpt2
 
     model = build_tiny_gpt2(tmp_path / "m", n_layer=1, n_embd=16, n_head=2)
     assert main(["digest", str(model), "--quiet", "--json"]) == 0

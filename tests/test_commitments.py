@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
 
-from zkref.commitments import (activations_commitment, activations_commitment_packed, activations_felts,
+from zkref.lora.commitments import (activations_commitment, activations_commitment_packed, activations_felts,
                                adapter_commitment, adapter_commitment_packed, adapter_felts, adapter_values)
-from zkref.field import P, felt_from_str, felt_to_str
-from zkref.packing import pack
-from zkref.poseidon import poseidon_hash
+from zkref.primitives.field import P, felt_from_str, felt_to_str
+from zkref.primitives.packing import pack
+from zkref.primitives.poseidon import poseidon_hash
 
 RNG = np.random.default_rng(7)
 

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zkref.accounting import account, cost_of_layout
-from zkref.audit import audit
-from zkref.cli import main
-from zkref.commitments import (activations_commitment, activations_commitment_packed, adapter_commitment,
+from zkref.plonkish.accounting import account, cost_of_layout
+from zkref.plonkish.audit import audit
+from zkref.cli.main import main
+from zkref.lora.commitments import (activations_commitment, activations_commitment_packed, adapter_commitment,
                                adapter_commitment_packed)
-from zkref.committed_lora import CommittedLoRACircuit
-from zkref.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch, LookupFailure
-from zkref.lora_circuit import LoRACircuit
-from zkref.mock_prover import MockProver
-from zkref.report import build_report
+from zkref.lora.committed import CommittedLoRACircuit
+from zkref.plonkish.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch, LookupFailure
+from zkref.lora.circuit import LoRACircuit
+from zkref.plonkish.mock_prover import MockProver
+from zkref.lora.report import build_report
 
 
 def lora(d_in, d_out, rank, tokens, lanes=4, strategy="table", seed=0):

@@ -1,8 +1,8 @@
 """Configuration mistakes are CircuitErrors raised at once, not failures found later."""
 import pytest
 
-from zkref.constraint_system import CircuitError, ConstraintSystem
-from zkref.layout import synthesize
+from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem
+from zkref.plonkish.layout import synthesize
 
 
 def test_duplicate_names_and_arity_errors():

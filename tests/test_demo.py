@@ -3,7 +3,7 @@ import io
 
 from rich.console import Console
 
-from zkref.demo import run_demo
+from zkref.cli.demo import run_demo
 
 
 def test_demo_runs_end_to_end(tmp_path):

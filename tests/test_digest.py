@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from zkref.digest import (CACHE_FILENAME, FORMAT_TAG, FORMAT_VERSION, ModelDigest, bytes_to_elements,
+from zkref.models.digest import (CACHE_FILENAME, FORMAT_TAG, FORMAT_VERSION, ModelDigest, bytes_to_elements,
                           combine_tensor_digests, model_digest, read_safetensors_header, tensor_header_elements)
-from zkref.field import P
-from zkref.poseidon import poseidon_hash
+from zkref.primitives.field import P
+from zkref.primitives.poseidon import poseidon_hash
 
 WEIGHTS = "model.safetensors"
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from zkref.field import (P, as_field_array, canonical, felt_from_str, felt_to_str, field_equal, gf, is_zero, signed,
+from zkref.primitives.field import (P, as_field_array, canonical, felt_from_str, felt_to_str, field_equal, gf, is_zero, signed,
                          to_field)
 
 field_elements = st.one_of(st.integers(0, 1000), st.integers(P - 1000, P - 1), st.integers(0, P - 1))

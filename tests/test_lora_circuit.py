@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zkref.accounting import account, cost_of_layout
-from zkref.audit import audit
-from zkref.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch, LookupFailure
-from zkref.lora_circuit import DenseCircuit, LoRACircuit, calibrate_shift, formula_cost
-from zkref.mock_prover import MockProver
+from zkref.plonkish.accounting import account, cost_of_layout
+from zkref.plonkish.audit import audit
+from zkref.plonkish.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch, LookupFailure
+from zkref.lora.circuit import DenseCircuit, LoRACircuit, calibrate_shift, formula_cost
+from zkref.plonkish.mock_prover import MockProver
 
 
 def random_lora(rng, d_in, d_out, rank, tokens, lanes, strategy, shift=None):
@@ -98,7 +98,7 @@ def test_calibrated_shift_avoids_clamping():
 
 def test_dequantised_output_is_within_the_documented_error_bound_of_torch():
     torch = pytest.importorskip("torch")
-    from zkref.quant import QuantizedLoRA
+    from zkref.primitives.quant import QuantizedLoRA
 
     rng = np.random.default_rng(3)
     for d_in, d_out, rank, tokens in ((32, 24, 4, 3), (64, 16, 8, 1), (17, 5, 2, 2)):

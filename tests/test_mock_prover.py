@@ -2,12 +2,12 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zkref.constraint_system import ConstraintSystem
-from zkref.examples import FibonacciCircuit, LookupBenchCircuit, RangeSumCircuit, SquaresCircuit
-from zkref.failures import (CellNotAssigned, ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch,
+from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.examples.plonkish import FibonacciCircuit, LookupBenchCircuit, RangeSumCircuit, SquaresCircuit
+from zkref.plonkish.failures import (CellNotAssigned, ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch,
                             LookupFailure, NotEnoughRows)
-from zkref.field import P
-from zkref.mock_prover import MockProver, VerificationError
+from zkref.primitives.field import P
+from zkref.plonkish.mock_prover import MockProver, VerificationError
 
 
 def prove(circuit, instances=None, k=None):

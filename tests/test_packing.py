@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zkref.field import P
-from zkref.packing import elements_needed, pack, per_element, unpack
+from zkref.primitives.field import P
+from zkref.primitives.packing import elements_needed, pack, per_element, unpack
 
 
 @st.composite

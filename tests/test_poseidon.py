@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zkref.field import P, felt_from_str, felt_to_str
-from zkref.poseidon import (CAPACITY_INIT, FULL_ROUNDS, PARTIAL_ROUNDS, PoseidonParams, grain_bits, hash_signed,
+from zkref.primitives.field import P, felt_from_str, felt_to_str
+from zkref.primitives.poseidon import (CAPACITY_INIT, FULL_ROUNDS, PARTIAL_ROUNDS, PoseidonParams, grain_bits, hash_signed,
                             poseidon_hash, poseidon_hash_fast, poseidon_params, poseidon_permutation,
                             poseidon_permutation_fast, sponge_absorb_fast)
 

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from zkref.accounting import account
-from zkref.audit import audit
-from zkref.commitment_circuit import CommitmentCircuit
-from zkref.commitments import adapter_commitment, adapter_commitment_packed, adapter_values
-from zkref.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch
-from zkref.field import P
-from zkref.mock_prover import MockProver
-from zkref.poseidon import poseidon_hash
+from zkref.plonkish.accounting import account
+from zkref.plonkish.audit import audit
+from zkref.examples.commitment import CommitmentCircuit
+from zkref.lora.commitments import adapter_commitment, adapter_commitment_packed, adapter_values
+from zkref.plonkish.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch
+from zkref.primitives.field import P
+from zkref.plonkish.mock_prover import MockProver
+from zkref.primitives.poseidon import poseidon_hash
 
 
 def prover_for(circuit):

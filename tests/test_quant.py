@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from zkref.chips.requant import requant_reference
-from zkref.quant import (QuantizedLoRA, choose_shift, div_pow2_round_half_away, lora_delta_float, quantize_int4,
+from zkref.primitives.quant import (QuantizedLoRA, choose_shift, div_pow2_round_half_away, lora_delta_float, quantize_int4,
                          quantize_int8, requantize, round_half_away, static_shift)
 
 

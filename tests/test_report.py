@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from zkref.accounting import account
-from zkref.cli import main
-from zkref.lora_circuit import DenseCircuit, LoRACircuit, formula_cost
-from zkref.report import PRESETS, STRATEGY_SPECS, ModuleShape, build_report, strategy_cost
+from zkref.plonkish.accounting import account
+from zkref.cli.main import main
+from zkref.lora.circuit import DenseCircuit, LoRACircuit, formula_cost
+from zkref.lora.report import PRESETS, STRATEGY_SPECS, ModuleShape, build_report, strategy_cost
 
 KEYS = {"dense", "lowrank-gate", "lowrank-table-1", "lowrank-table"}
 

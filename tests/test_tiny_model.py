@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from zkref.tiny_model import build_tiny_gpt2, capture_lora_io, load_with_lora
+from zkref.models.tiny_model import build_tiny_gpt2, capture_lora_io, load_with_lora
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..constraint_system import CircuitError, ConstraintSystem, LookupTable
-from ..expression import Column, Expression, Selector
-from ..field import signed
-from ..layout import AssignedCells, Layouter, Region
-from .mul_table import MulTable, MulTableConfig, mul_table_columns
+from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, LookupTable
+from zkref.plonkish.expression import Column, Expression, Selector
+from zkref.primitives.field import signed
+from zkref.plonkish.layout import AssignedCells, Layouter, Region
+from zkref.chips.mul_table import MulTable, MulTableConfig, mul_table_columns
 
 MAX_LANES = 16
 

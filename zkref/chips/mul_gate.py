@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constraint_system import ConstraintSystem
-from ..layout import Layouter
-from .batched_mac import LaneMac, LaneMacConfig, _declare_lanes, _sum
-from .mul_table import A_MAX, A_MIN, W_MAX, W_MIN
+from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.plonkish.layout import Layouter
+from zkref.chips.batched_mac import LaneMac, LaneMacConfig, _declare_lanes, _sum
+from zkref.chips.mul_table import A_MAX, A_MIN, W_MAX, W_MIN
 
 
 class MulGate(LaneMac):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constraint_system import ConstraintSystem, LookupTable
-from ..layout import Layouter
+from zkref.plonkish.constraint_system import ConstraintSystem, LookupTable
+from zkref.plonkish.layout import Layouter
 
 W_MIN, W_MAX = -8, 7
 """int4 weights."""

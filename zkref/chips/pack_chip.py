@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constraint_system import CircuitError, ConstraintSystem, LookupTable
-from ..expression import Column, Selector
-from ..field import signed
-from ..layout import AssignedCells, Layouter, Region
-from ..packing import pack
-from .poseidon_chip import message_positions
+from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, LookupTable
+from zkref.plonkish.expression import Column, Selector
+from zkref.primitives.field import signed
+from zkref.plonkish.layout import AssignedCells, Layouter, Region
+from zkref.primitives.packing import pack
+from zkref.chips.poseidon_chip import message_positions
 
 
 @dataclass(frozen=True)

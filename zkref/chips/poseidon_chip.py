@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constraint_system import CircuitError, ConstraintSystem
-from ..expression import Column, Expression, Selector
-from ..field import P
-from ..layout import AssignedCells, Layouter, Region
-from ..poseidon import poseidon_params
+from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem
+from zkref.plonkish.expression import Column, Expression, Selector
+from zkref.primitives.field import P
+from zkref.plonkish.layout import AssignedCells, Layouter, Region
+from zkref.primitives.poseidon import poseidon_params
 
 CAPACITY_INIT = 1 << 64
 

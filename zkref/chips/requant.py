@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constraint_system import CircuitError, ConstraintSystem, LookupTable
-from ..expression import Column, Selector
-from ..field import signed
-from ..quant import A_MAX as Q_MAX, A_MIN as Q_MIN, MAX_SHIFT, div_pow2_round_half_away, requantize
-from ..layout import AssignedCells, Layouter, Region
+from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, LookupTable
+from zkref.plonkish.expression import Column, Selector
+from zkref.primitives.field import signed
+from zkref.primitives.quant import A_MAX as Q_MAX, A_MIN as Q_MIN, MAX_SHIFT, div_pow2_round_half_away, requantize
+from zkref.plonkish.layout import AssignedCells, Layouter, Region
 
 MAX_ROTATIONS = 3
 

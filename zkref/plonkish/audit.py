@@ -10,9 +10,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .constraint_system import Circuit
-from .field import P
-from .mock_prover import MockProver, VerificationError
+from zkref.plonkish.layout import Circuit
+from zkref.primitives.field import P
+from zkref.plonkish.mock_prover import MockProver, VerificationError
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chips.pack_chip import PackChip, PackConfig
-from .chips.poseidon_chip import PoseidonChip, PoseidonConfig
-from .constraint_system import ConstraintSystem
-from .expression import Column
-from .layout import Layouter, Region
-from .packing import pack
-from .poseidon import poseidon_hash
-from .field import P
+from zkref.chips.pack_chip import PackChip, PackConfig
+from zkref.chips.poseidon_chip import PoseidonChip, PoseidonConfig
+from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.plonkish.expression import Column
+from zkref.plonkish.layout import Layouter, Region
+from zkref.primitives.packing import pack
+from zkref.primitives.poseidon import poseidon_hash
+from zkref.primitives.field import P
 
 
 @dataclass(frozen=True)

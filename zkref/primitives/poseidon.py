@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 
-from .field import P
+from zkref.primitives.field import P
 
 WIDTH = 2
 RATE = 1

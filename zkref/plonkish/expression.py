@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .field import P, signed, to_field
+from zkref.primitives.field import P, signed, to_field
 
 INT64_LIMIT = 2**63 - 1
 

@@ -36,17 +36,17 @@ def run_demo(model_dir: str | Path | None = None, *, tokens: int = 4, rank: int 
              lanes: int = 8, strategy: str = "table", audit_sample: int = 300, seed: int = 0,
              console: Console | None = None) -> DemoResult:
     """Run every step, printing as it goes; returns the figures (also used by the test of this demo)."""
-    from .accounting import cost_of_layout
-    from .audit import audit_prover
-    from .commitments import (activations_commitment, activations_commitment_packed, adapter_commitment,
+    from zkref.plonkish.accounting import cost_of_layout
+    from zkref.plonkish.audit import audit_prover
+    from zkref.lora.commitments import (activations_commitment, activations_commitment_packed, adapter_commitment,
                               adapter_commitment_packed)
-    from .committed_lora import CommittedLoRACircuit
-    from .digest import model_digest
-    from .lora_circuit import LoRACircuit
-    from .mock_prover import MockProver
-    from .quant import QuantizedLoRA
-    from .report import build_report
-    from .tiny_model import TINY_GPT2, build_tiny_gpt2, capture_lora_io, load_with_lora
+    from zkref.lora.committed import CommittedLoRACircuit
+    from zkref.models.digest import model_digest
+    from zkref.lora.circuit import LoRACircuit
+    from zkref.plonkish.mock_prover import MockProver
+    from zkref.primitives.quant import QuantizedLoRA
+    from zkref.lora.report import build_report
+    from zkref.models.tiny_model import TINY_GPT2, build_tiny_gpt2, capture_lora_io, load_with_lora
 
     con = console or Console()
     result = DemoResult()

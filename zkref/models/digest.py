@@ -23,8 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .field import P
-from .poseidon import CAPACITY_INIT, poseidon_hash_fast, sponge_absorb_fast
+from zkref.primitives.field import P
+from zkref.primitives.poseidon import CAPACITY_INIT, poseidon_hash_fast, sponge_absorb_fast
 
 __all__ = [
     "FORMAT_VERSION", "FORMAT_TAG", "CACHE_FILENAME", "BYTES_PER_ELEMENT", "DTYPE_CODES",

@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .accounting import ChipCost, CircuitCost, circuit_cost
-from .chips.batched_mac import (BatchedMac, CellSource, InstanceSource, LaneMac, LaneMacConfig, MatmulCells,
+from zkref.plonkish.accounting import ChipCost, CircuitCost, circuit_cost
+from zkref.chips.batched_mac import (BatchedMac, CellSource, InstanceSource, LaneMac, LaneMacConfig, MatmulCells,
                                 check_lanes, padding_lanes, rows_per_dot)
-from .chips.mul_gate import MulGate
-from .chips.mul_table import A_MAX, A_MIN, PRODUCT_MAX, PRODUCT_MIN, ROWS as MUL_TABLE_ROWS, W_MAX, W_MIN
-from .chips.requant import MAX_SHIFT, Requant, RequantConfig, limb_layout, requant_buckets, requant_reference
-from .constraint_system import ConstraintSystem, configure
-from .expression import Column
-from .layout import Layouter
-from .quant import choose_shift
+from zkref.chips.mul_gate import MulGate
+from zkref.chips.mul_table import A_MAX, A_MIN, PRODUCT_MAX, PRODUCT_MIN, ROWS as MUL_TABLE_ROWS, W_MAX, W_MIN
+from zkref.chips.requant import MAX_SHIFT, Requant, RequantConfig, limb_layout, requant_buckets, requant_reference
+from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.plonkish.layout import configure
+from zkref.plonkish.expression import Column
+from zkref.plonkish.layout import Layouter
+from zkref.primitives.quant import choose_shift
 
 STRATEGIES = ("table", "gate")
 MAX_DIM = 1 << 20

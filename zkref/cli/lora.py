@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .chips.batched_mac import check_lanes
-from .chips.mul_table import A_MAX, A_MIN, W_MAX, W_MIN
-from .lora_circuit import STRATEGIES, LoRACircuit
-from .quant import QuantizedLoRA
-from .report import PRESETS, build_report
+from zkref.chips.batched_mac import check_lanes
+from zkref.chips.mul_table import A_MAX, A_MIN, W_MAX, W_MIN
+from zkref.lora.circuit import STRATEGIES, LoRACircuit
+from zkref.primitives.quant import QuantizedLoRA
+from zkref.lora.report import PRESETS, build_report
 
 
 def _console():
-    from .cli import out
+    from zkref.cli.main import out
 
     return out
 
@@ -146,13 +146,13 @@ def _inputs(args: argparse.Namespace) -> tuple[LoRACircuit, dict]:
 
 def cmd_mock(args: argparse.Namespace) -> int:
     """Build a LoRA circuit, mock-prove it, print the verdict and its accounting."""
-    from .accounting import cost_of_layout
-    from .mock_prover import MockProver
+    from zkref.plonkish.accounting import cost_of_layout
+    from zkref.plonkish.mock_prover import MockProver
 
     circuit, info = _inputs(args)
     lora = circuit
     if args.commit is not None:
-        from .committed_lora import CommittedLoRACircuit
+        from zkref.lora.committed import CommittedLoRACircuit
 
         circuit = CommittedLoRACircuit(lora, args.commit)
     t0 = time.perf_counter()

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constraint_system import Circuit, ConstraintSystem, Gate, Lookup, configure
-from .expression import Column, ColumnKind, Expression, Query, SelectorExpr, evaluate_rows
-from .failures import (CellNotAssigned, CellRef, ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch,
+from zkref.plonkish.constraint_system import Gate, Lookup
+from zkref.plonkish.expression import Column, ColumnKind, Expression, Query, SelectorExpr, evaluate_rows
+from zkref.plonkish.failures import (CellNotAssigned, CellRef, ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch,
                        LookupFailure, NotEnoughRows, VerifyFailure)
-from .field import HALF_P, INT64_SAFE, P, abs_bound, as_field_array, canonical, field_equal, is_zero
-from .layout import Layout, synthesize
+from zkref.primitives.field import HALF_P, INT64_SAFE, P, abs_bound, as_field_array, canonical, field_equal, is_zero
+from zkref.plonkish.layout import Circuit, Layout, configure, synthesize
 
 MAX_K = 28
 
@@ -31,12 +31,6 @@ class VerificationError(AssertionError):
         if len(failures) > shown:
             lines.append(f"... and {len(failures) - shown} more")
         super().__init__("\n".join(lines))
-
-
-def minimal_k(rows_needed: int, cs: ConstraintSystem) -> int:
-    """Smallest k with rows_needed + blinding rows <= 2^k (and at least k=4)."""
-    total = rows_needed + cs.blinding_rows()
-    return max(4, math.ceil(math.log2(max(total, 2))))
 
 
 @dataclass
@@ -59,7 +53,7 @@ class MockProver:
                              f"{len(self.instances)}")
         self.layout: Layout = synthesize(circuit, with_values=True, instances=instances, cs=self.cs, config=config)
         needed = max([self.layout.rows_used(), self.layout.instance_rows()] + [len(c) for c in self.instances])
-        self.k = minimal_k(needed, self.cs) if k is None else int(k)
+        self.k = self.cs.minimal_k(needed) if k is None else int(k)
         if not 1 <= self.k <= MAX_K:
             raise ValueError(f"k={self.k} is outside 1..{MAX_K}")
         self.n = 1 << self.k

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .field import P
-from .packing import as_int_array, pack
-from .poseidon import poseidon_hash_fast
+from zkref.primitives.field import P
+from zkref.primitives.packing import as_int_array, pack
+from zkref.primitives.poseidon import poseidon_hash_fast
 
 __all__ = [
     "activations_commitment", "adapter_commitment", "activations_commitment_packed", "adapter_commitment_packed",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .constraint_system import CircuitError, ConstraintSystem, LookupTable
-from .expression import Column, ColumnKind, Selector
-from .field import as_field_array, canonical
+from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, LookupTable
+from zkref.plonkish.expression import Column, ColumnKind, Selector
+from zkref.primitives.field import as_field_array, canonical
 
 T = TypeVar("T")
 Offsets = int | range | Sequence[int] | np.ndarray
@@ -337,12 +337,29 @@ class _ChipScope:
         return False
 
 
-def synthesize(circuit, *, with_values: bool, instances: Sequence[Sequence[int]] | None = None,
+Config = TypeVar("Config")
+
+
+class Circuit(Protocol, Generic[Config]):
+    """A circuit is `configure` (declare columns and constraints once) plus `synthesize` (lay out and assign)."""
+
+    def configure(self, cs: ConstraintSystem) -> Config: ...
+
+    def synthesize(self, config: Config, layouter: Layouter) -> None: ...
+
+
+def configure(circuit: Circuit) -> tuple[ConstraintSystem, object]:
+    """Run a circuit's configure step on a fresh constraint system."""
+    cs = ConstraintSystem()
+    config = circuit.configure(cs)
+    return cs, config
+
+
+def synthesize(circuit: Circuit, *, with_values: bool, instances: Sequence[Sequence[int]] | None = None,
                cs: ConstraintSystem | None = None, config=None) -> Layout:
     """Configure (unless given) and synthesise a circuit; with_values=False is the analytic layout pass."""
     if cs is None:
-        cs = ConstraintSystem()
-        config = circuit.configure(cs)
+        cs, config = configure(circuit)
     layouter = Layouter(cs, with_values=with_values, instances=instances)
     circuit.synthesize(config, layouter)
     return layouter.finish()

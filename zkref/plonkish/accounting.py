@@ -11,9 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .constraint_system import Circuit, ConstraintSystem
-from .layout import Layout, synthesize
-from .mock_prover import minimal_k
+from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.plonkish.layout import Circuit, Layout, synthesize
 
 POINT_BYTES = 32
 """A compressed BN254 G1 point in the halo2 transcript."""
@@ -185,7 +184,7 @@ def circuit_cost(cs: ConstraintSystem, name: str, *, rows_used: int, instance_ro
         max_gate_degree=max((g.degree() for g in cs.gates), default=0),
         degree=cs.degree(),
         blinding_rows=cs.blinding_rows(),
-        k=minimal_k(max(rows_used, instance_rows), cs),
+        k=cs.minimal_k(max(rows_used, instance_rows)),
         proof=proof_size(cs),
         chips=sorted(chips, key=lambda c: -c.rows),
         tables=tables,

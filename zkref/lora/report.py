@@ -5,7 +5,7 @@ Strategies (same shapes, same tokens):
   lowrank-gate     B_q·requant(A_q·x), MulGate, L lanes        low-rank, products in a gate
   lowrank-table-1  B_q·requant(A_q·x), MulTable, 1 lane        low-rank + lookup table, no batching
   lowrank-table    B_q·requant(A_q·x), MulTable, L lanes       low-rank + lookup table + L lookups per row
-Figures come from zkref.accounting on an analytic layout pass (no witness). Layouts beyond `ANALYTIC_MAX_ROWS` rows
+Figures come from zkref.plonkish.accounting on an analytic layout pass (no witness). Layouts beyond `ANALYTIC_MAX_ROWS` rows
 (dense baselines of real models) use `zkref.lora_circuit.formula_cost`, the closed form that tests check equals the
 analytic pass; each figure says which method produced it. Whole models are lists of modules; identical shapes are
 accounted once and multiplied by their count.
@@ -17,9 +17,9 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from .accounting import CircuitCost, account
-from .chips.batched_mac import check_lanes, rows_per_dot
-from .lora_circuit import DenseCircuit, LoRACircuit, formula_cost
+from zkref.plonkish.accounting import CircuitCost, account
+from zkref.chips.batched_mac import check_lanes, rows_per_dot
+from zkref.lora.circuit import DenseCircuit, LoRACircuit, formula_cost
 
 ANALYTIC_MAX_ROWS = 1 << 16
 """Auto method: lay the circuit out (analytic pass) when its MAC rows are at most this, else use the closed form."""
@@ -225,7 +225,7 @@ def strategy_cost(spec: StrategySpec, d_in: int, d_out: int, rank: int, tokens: 
     """Account one strategy for one shape (cached per distinct shape)."""
     L = lanes if spec.batched else 1
     if spec.commit is not None:  # commitment chips have no closed form: always the analytic pass
-        from .committed_lora import CommittedLoRACircuit
+        from zkref.lora.committed import CommittedLoRACircuit
 
         lora = LoRACircuit(d_in, d_out, rank, tokens, L, spec.mac)
         cost = account(CommittedLoRACircuit(lora, spec.commit), spec.key)
@@ -317,7 +317,7 @@ def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int
     notes = [
         "rows = rows used by regions and tables (before blinding rows); k = least k with rows + blinding ≤ 2^k, "
         "also ≥ the public inputs' rows",
-        "proof bytes: halo2 KZG/SHPLONK payload estimate from zkref.accounting (one proof per module)",
+        "proof bytes: halo2 KZG/SHPLONK payload estimate from zkref.plonkish.accounting (one proof per module)",
         "lookups = active lookups (rows × lookup arguments switched on)",
         "requant shift 0 for accounting: the shift changes only the bucket table's contents",
     ]

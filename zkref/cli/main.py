@@ -11,13 +11,13 @@ from rich.console import Console
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)  # wide tables stay readable in logs and pipes
 
-SUBCOMMAND_MODULES: list[str] = ["zkref.lora_cli"]
+SUBCOMMAND_MODULES: list[str] = ["zkref.cli.lora"]
 """Modules exposing `register(subparsers)` to add their own subcommands (each sets `func` via set_defaults)."""
 
 
 def _examples() -> dict[str, Callable[[], object]]:
-    from . import examples as ex
-    from .commitment_circuit import CommitmentCircuit
+    from zkref.examples import plonkish as ex
+    from zkref.examples.commitment import CommitmentCircuit
 
     return {
         "fibonacci": lambda: ex.FibonacciCircuit(16),
@@ -35,7 +35,7 @@ def _small_lora(strategy: str):
     """A seeded 12→10, r=3, 2-token LoRA circuit: small enough to audit every cell in seconds."""
     import numpy as np
 
-    from .lora_circuit import LoRACircuit
+    from zkref.lora.circuit import LoRACircuit
 
     rng = np.random.default_rng(0)
     return LoRACircuit(12, 10, 3, 2, 4, strategy, None, rng.integers(-8, 8, (3, 12)), rng.integers(-8, 8, (10, 3)),
@@ -44,7 +44,7 @@ def _small_lora(strategy: str):
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit a named example circuit (or a LoRA circuit) for under-constrained cells."""
-    from .audit import audit
+    from zkref.plonkish.audit import audit
 
     circuit, instances = _named_circuit(args)
     from rich.progress import Progress
@@ -73,7 +73,7 @@ def _named_circuit(args: argparse.Namespace):
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """End-to-end demo on a tiny GPT-2 built locally (zkref.demo)."""
-    from .demo import run_demo
+    from zkref.cli.demo import run_demo
 
     result = run_demo(args.model_dir, tokens=args.tokens, rank=args.rank, lanes=args.lanes, seed=args.seed,
                       console=out)
@@ -82,7 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_digest(args: argparse.Namespace) -> int:
     """Poseidon digest of a local transformers model's safetensors weights (cached beside the model)."""
-    from .digest import model_digest
+    from zkref.models.digest import model_digest
 
     result = model_digest(args.model_dir, progress=not args.quiet, use_cache=not args.no_cache, workers=args.workers)
     if args.json:

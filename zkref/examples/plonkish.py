@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constraint_system import ConstraintSystem, LookupTable
-from .expression import Column, Selector
-from .field import P
-from .layout import Layouter, Region
+from zkref.plonkish.constraint_system import ConstraintSystem, LookupTable
+from zkref.plonkish.expression import Column, Selector
+from zkref.primitives.field import P
+from zkref.plonkish.layout import Layouter, Region
 
 
 def fibonacci(n: int, a: int = 1, b: int = 1) -> list[int]:

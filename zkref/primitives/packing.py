@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .field import P
+from zkref.primitives.field import P
 
 PACK_BITS_BUDGET = 252
 """Bits used per field element: below log2(p) ≈ 253.6, so a packed element is never reduced mod p."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .field import signed
+from zkref.primitives.field import signed
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+import math
 
-if TYPE_CHECKING:
-    from .layout import Layouter
-
-from .expression import Column, ColumnKind, Expression, Query, Selector, lift
+from zkref.plonkish.expression import Column, ColumnKind, Expression, Query, Selector, lift
 
 
 class CircuitError(ValueError):
@@ -223,20 +220,7 @@ class ConstraintSystem:
         """Rows a prover cannot use: blinding factors plus the last-row marker."""
         return self.blinding_factors() + 1
 
-
-Config = TypeVar("Config")
-
-
-class Circuit(Protocol, Generic[Config]):
-    """A circuit is `configure` (declare columns and constraints once) plus `synthesize` (lay out and assign)."""
-
-    def configure(self, cs: ConstraintSystem) -> Config: ...
-
-    def synthesize(self, config: Config, layouter: "Layouter") -> None: ...
-
-
-def configure(circuit: Circuit) -> tuple[ConstraintSystem, object]:
-    """Run a circuit's configure step on a fresh constraint system."""
-    cs = ConstraintSystem()
-    config = circuit.configure(cs)
-    return cs, config
+    def minimal_k(self, rows_needed: int) -> int:
+        """Smallest k with rows_needed + blinding rows <= 2^k (and at least k=4)."""
+        total = rows_needed + self.blinding_rows()
+        return max(4, math.ceil(math.log2(max(total, 2))))

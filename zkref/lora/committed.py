@@ -16,16 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chips.batched_mac import CellSource, LaneMacConfig
-from .chips.pack_chip import PackChip, PackConfig
-from .chips.poseidon_chip import PoseidonChip, PoseidonConfig
-from .chips.requant import Requant, RequantConfig
-from .commitments import (activations_commitment, activations_commitment_packed, adapter_commitment,
+from zkref.chips.batched_mac import CellSource, LaneMacConfig
+from zkref.chips.pack_chip import PackChip, PackConfig
+from zkref.chips.poseidon_chip import PoseidonChip, PoseidonConfig
+from zkref.chips.requant import Requant, RequantConfig
+from zkref.lora.commitments import (activations_commitment, activations_commitment_packed, adapter_commitment,
                           adapter_commitment_packed)
-from .constraint_system import ConstraintSystem
-from .expression import Column
-from .layout import AssignedCells, Layouter, Region
-from .lora_circuit import LoRACircuit, _chip_class
+from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.plonkish.expression import Column
+from zkref.plonkish.layout import AssignedCells, Layouter, Region
+from zkref.lora.circuit import LoRACircuit, _chip_class
 
 COMMIT_MODES = ("plain", "packed")
 
