@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zkref.lora.circuit import LoRACircuit
-from zkref.plonkish.mock_prover import MockProver
+from zkref.lora.circuit import LoRACircuit, LoRALayout
 from zkref.lora.report import build_report, strategy_cost
+from zkref.lora.statement import LoRAStatement, LoRAWitness
+from zkref.plonkish.mock_prover import MockProver
+from zkref.primitives.quant import choose_shift
 
 from timing import best_of
 
@@ -23,14 +25,15 @@ RESULTS = Path(__file__).parent / "results"
 
 def mock_prove(d: int, r: int, T: int, L: int, strategy: str, repeat: int) -> dict:
     rng = np.random.default_rng(0)
-    circuit = LoRACircuit(d, d, r, T, L, strategy, None, rng.integers(-8, 8, (r, d)), rng.integers(-8, 8, (d, r)),
-                          rng.integers(-128, 128, (T, d)))
+    w = LoRAWitness(A_q=rng.integers(-8, 8, (r, d)), B_q=rng.integers(-8, 8, (d, r)), x_q=rng.integers(-128, 128, (T, d)))
+    statement = LoRAStatement(shape=w.shape, shift=choose_shift(w.x_q @ w.A_q.T))  # x public, adapter fixed
+    circuit = LoRACircuit(statement=statement, witness=w, layout=LoRALayout(lanes=L, products=strategy))
     public = circuit.public_inputs()
     t_synth, prover = best_of(lambda: MockProver(circuit, public), repeat)
     t_verify, failures = best_of(prover.verify, repeat)
     assert not failures, failures[:3]
     return {"d_in": d, "d_out": d, "rank": r, "tokens": T, "lanes": L, "strategy": strategy, "k": prover.k,
-            "shift": circuit.shift, "macs": circuit.macs, "synthesize_s": round(t_synth, 4),
+            "shift": statement.shift, "macs": statement.shape.macs, "adapter": statement.adapter_binding.value, "synthesize_s": round(t_synth, 4),
             "verify_s": round(t_verify, 4), "total_s": round(t_synth + t_verify, 4)}
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from zkref.plonkish.accounting import account
 from zkref.plonkish.audit import audit
 from zkref.examples.commitment import CommitmentCircuit
-from zkref.lora.commitments import adapter_commitment, adapter_commitment_packed, adapter_values
+from zkref.lora.commitments import adapter_digest, adapter_message
 from zkref.plonkish.failures import ConstraintNotSatisfied, CopyConstraintFailure, InstanceMismatch
 from zkref.primitives.field import P
 from zkref.plonkish.mock_prover import MockProver
@@ -37,9 +37,10 @@ def test_packed_chip_digest_equals_packed_commitment(values, bits):
 def test_adapter_commitments_proven_in_circuit():
     rng = np.random.default_rng(1)
     A, B = rng.integers(-8, 8, (2, 5)), rng.integers(-8, 8, (3, 2))
-    values = tuple(int(v) for v in adapter_values(A, B))
-    plain, packed = CommitmentCircuit(values=values), CommitmentCircuit(values=values, bits=4)
-    assert plain.digest() == adapter_commitment(A, B) and packed.digest() == adapter_commitment_packed(A, B)
+    plain = CommitmentCircuit(values=tuple(adapter_message(A, B, shift=3, packed=False)))
+    packed = CommitmentCircuit(values=tuple(int(v) for v in np.concatenate([A.T.ravel(), B.T.ravel()])), bits=4)
+    assert plain.digest() == adapter_digest(A, B, shift=3, packed=False)
+    assert packed.digest() == adapter_digest(A, B, shift=3, packed=True)
     assert prover_for(plain).verify() == [] and prover_for(packed).verify() == []
 
 

@@ -4,8 +4,17 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from zkref.chips.requant import requant_reference
-from zkref.primitives.quant import (QuantizedLoRA, choose_shift, div_pow2_round_half_away, lora_delta_float, quantize_int4,
-                         quantize_int8, requantize, round_half_away, static_shift)
+from zkref.lora.quantisation import QuantizedLoRA, lora_delta_float
+from zkref.lora.statement import evaluate
+from zkref.primitives.quant import (choose_shift, div_pow2_round_half_away, quantize_int4, quantize_int8, requantize,
+                                    round_half_away, static_shift)
+
+
+def forward(q, x_q):
+    """The statement's trace for a quantised adapter (zkref.lora.statement.evaluate, the one semantics)."""
+    w = q.witness(x_q)
+    t = evaluate(q.statement(w.shape.tokens), w)
+    return t.z, t.z_q, t.y_q
 
 
 def test_rounding_ties_go_away_from_zero_like_ezkl():
@@ -57,14 +66,18 @@ def test_non_finite_inputs_raise(bad):
 def test_bad_shapes_and_ranges_raise():
     A, B, x = np.ones((2, 4)), np.ones((3, 2)), np.ones((1, 4))
     with pytest.raises(ValueError, match="ranks differ"):
-        QuantizedLoRA.from_float(A, np.ones((3, 3)), 4.0, x)
+        QuantizedLoRA.from_float(A, np.ones((3, 3)), scaling=2.0, x_calibration=x)
     with pytest.raises(ValueError, match="T×d_in"):
-        QuantizedLoRA.from_float(A, B, 4.0, np.ones((1, 5)))
-    q = QuantizedLoRA.from_float(A, B, 4.0, x)
+        QuantizedLoRA.from_float(A, B, scaling=2.0, x_calibration=np.ones((1, 5)))
+    with pytest.raises(ValueError, match="scaling"):
+        QuantizedLoRA.from_float(A, B, scaling=float("nan"), x_calibration=x)
+    with pytest.raises(ValueError, match="scaling"):
+        QuantizedLoRA.from_float(A, B, scaling=0, x_calibration=x)
+    q = QuantizedLoRA.from_float(A, B, scaling=2.0, x_calibration=x)
     with pytest.raises(ValueError, match=r"\[-128, 127\]"):
-        q.forward_int(np.full((1, 4), 200))
-    with pytest.raises(ValueError, match="integer"):
-        q.forward_int(np.ones((1, 4)))
+        forward(q, np.full((1, 4), 200))
+    with pytest.raises(ValueError, match="integers"):
+        forward(q, np.full((1, 4), 0.5))
     with pytest.raises(ValueError, match="shift"):
         requantize(np.array([1]), -1)
 
@@ -80,15 +93,15 @@ def test_dequantised_output_is_within_the_bound_of_the_float_delta(shape, per_ch
     A = rng.normal(0, 0.3, (r, d_in)) * rng.uniform(0.1, 2, (r, 1))
     B = rng.normal(0, 0.3, (d_out, r))
     x = rng.normal(0, 1.5, (T, d_in))
-    alpha = float(rng.choice([1.0, 8.0, 16.0]))
-    q = QuantizedLoRA.from_float(A, B, alpha, x, per_channel=per_channel)
-    z, z_q, y_q = q.forward_int(q.quantize_x(x))
+    scaling = float(rng.choice([1.0, 8.0, 16.0])) / float(rng.choice([r, np.sqrt(r)]))  # alpha/r or rsLoRA's
+    q = QuantizedLoRA.from_float(A, B, scaling=scaling, x_calibration=x, per_channel=per_channel)
+    z, z_q, y_q = forward(q, q.quantize_x(x))
     # the integer pass is exact: compare with Python ints
     xq = q.quantize_x(x).tolist()
     z_ref = [[sum(a * b for a, b in zip(row, arow)) for arow in q.A_q.tolist()] for row in xq]
     assert z.tolist() == z_ref
     assert y_q.tolist() == [[sum(a * b for a, b in zip(zr, brow)) for brow in q.B_q.tolist()] for zr in z_q.tolist()]
-    err = np.abs(q.dequantize(y_q) - lora_delta_float(x, A, B, alpha))
+    err = np.abs(q.dequantize(y_q) - lora_delta_float(x, A, B, scaling))
     bound = q.error_bound(x)
     assert np.all(err <= bound), float((err - bound).max())
 
@@ -97,8 +110,8 @@ def test_bound_is_rigorous_but_not_absurdly_loose():
     rng = np.random.default_rng(0)
     A, B, x = rng.normal(0, 0.3, (8, 64)), rng.normal(0, 0.3, (64, 8)), rng.normal(0, 1, (2, 64))
     for per_channel in (False, True):
-        q = QuantizedLoRA.from_float(A, B, 16.0, x, per_channel=per_channel)
-        err = np.abs(q.dequantize(q.forward_int(q.quantize_x(x))[2]) - lora_delta_float(x, A, B, 16.0))
+        q = QuantizedLoRA.from_float(A, B, scaling=2.0, x_calibration=x, per_channel=per_channel)
+        err = np.abs(q.dequantize(forward(q, q.quantize_x(x))[2]) - lora_delta_float(x, A, B, 2.0))
         bound = q.error_bound(x)
         assert np.all(err <= bound)
         assert err.max() >= bound.max() / 20  # the triangle-inequality bound stays within ~an order of magnitude
@@ -120,4 +133,4 @@ def test_float_reference_matches_peft():
     A = layer.lora_A["default"].weight.detach().numpy()
     B = layer.lora_B["default"].weight.detach().numpy()
     assert A.shape == (3, 6) and B.shape == (5, 3)
-    np.testing.assert_allclose(lora_delta_float(x.numpy(), A, B, 6.0), delta, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lora_delta_float(x.numpy(), A, B, 6.0 / 3), delta, rtol=1e-12, atol=1e-12)

@@ -6,8 +6,22 @@ import pytest
 
 from zkref.plonkish.accounting import account
 from zkref.cli.main import main
-from zkref.lora.circuit import DenseCircuit, LoRACircuit, formula_cost
-from zkref.lora.report import PRESETS, STRATEGY_SPECS, ModuleShape, build_report, strategy_cost
+from zkref.lora.circuit import DenseCircuit, LoRACircuit, LoRALayout
+from zkref.lora.cost import formula_cost
+from zkref.lora.presets import PRESETS, ModuleShape
+from zkref.lora.report import STRATEGY_SPECS, build_report, strategy_cost
+from zkref.lora.statement import LoRAShape, LoRAStatement
+
+
+def lora(d_in, d_out, rank, tokens=1, lanes=8, products="table", adapter="fixed"):
+    statement = LoRAStatement(shape=LoRAShape(d_in=d_in, d_out=d_out, rank=rank, tokens=tokens), shift=0,
+                              adapter_binding=adapter)
+    return LoRACircuit(statement=statement, layout=LoRALayout(lanes=lanes, products=products))
+
+
+def dense(d_in, d_out, tokens=1, lanes=8, products="table", fixed_weights=True):
+    return DenseCircuit(d_in=d_in, d_out=d_out, tokens=tokens, layout=LoRALayout(lanes=lanes, products=products),
+                        fixed_weights=fixed_weights)
 
 KEYS = {"dense", "lowrank-gate", "lowrank-table-1", "lowrank-table"}
 
@@ -27,12 +41,12 @@ def test_report_for_a_shape_has_every_strategy_and_consistent_ratios():
 
 def test_report_figures_equal_the_accounting_of_the_circuits():
     r = build_report(d_in=40, d_out=24, rank=4, tokens=1, lanes=4)
-    lora = account(LoRACircuit(40, 24, 4, 1, 4, "table"))
-    dense = account(DenseCircuit(40, 24, 1, 4))
+    low = account(lora(40, 24, 4, 1, 4))
+    base = account(dense(40, 24, 1, 4))
     t, d = r.strategies["lowrank-table"], r.strategies["dense"]
-    assert (t.rows, t.lookups, t.k, t.proof_bytes, t.copies) == (lora.rows_used, lora.lookup_queries, lora.k,
-                                                                 lora.proof.bytes, lora.copy_constraints)
-    assert (d.rows, d.lookups, d.k, d.proof_bytes) == (dense.rows_used, dense.lookup_queries, dense.k, dense.proof.bytes)
+    assert (t.rows, t.lookups, t.k, t.proof_bytes, t.copies) == (low.rows_used, low.lookup_queries, low.k,
+                                                                 low.proof.bytes, low.copy_constraints)
+    assert (d.rows, d.lookups, d.k, d.proof_bytes) == (base.rows_used, base.lookup_queries, base.k, base.proof.bytes)
 
 
 def test_formula_and_analytic_methods_agree_on_a_preset():
@@ -78,8 +92,9 @@ def test_bad_report_requests_raise_value_errors(kwargs, match):
 
 
 def test_formula_cost_matches_the_analytic_pass_for_big_low_rank_shapes():
-    for circuit in (LoRACircuit(4096, 1024, 16, 1, 8, "table"), LoRACircuit(768, 2304, 8, 2, 3, "gate"),
-                    DenseCircuit(300, 40, 2, 7, strategy="gate")):
+    for circuit in (lora(4096, 1024, 16, 1, 8, "table"), lora(768, 2304, 8, 2, 3, "gate"),
+                    lora(768, 640, 8, 3, 5, "table", adapter="unbound"), dense(300, 40, 2, 7, products="gate"),
+                    dense(300, 40, 2, 7, fixed_weights=False)):
         assert formula_cost(circuit).to_dict() == account(circuit).to_dict()
 
 
@@ -109,7 +124,8 @@ def test_cli_mock_satisfied(capsys, strategy):
     assert main(["mock", "--d-in", "20", "--d-out", "12", "--rank", "4", "--tokens", "2", "--lanes", "3",
                  "--strategy", strategy, "--seed", "5", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["satisfied"] and doc["failures"] == [] and doc["cost"]["k"] == doc["k"]
+    assert doc["satisfied"] and doc["cost"]["k"] == doc["k"] and doc["check"]["within_bound"]
+    assert doc["statement"]["d_in"] == 20 and doc["statement"]["adapter_binding"] == "fixed"
 
 
 def test_cli_mock_plain_output(capsys):
@@ -141,9 +157,12 @@ def test_cli_mock_reads_safetensors(tmp_path, capsys):
     x = _save(tmp_path / "x.safetensors", {"x": rng.standard_normal((2, 24)).astype(np.float32)})
     assert main(["mock", "--weights", w, "--activations", x, "--lanes", "8", "--alpha", "8", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["satisfied"] and (doc["d_in"], doc["d_out"], doc["rank"], doc["tokens"]) == (24, 16, 4, 2)
-    q = doc["inputs"]["quantisation"]
-    assert q["max_abs_error"] <= q["error_bound"]
+    s = doc["statement"]
+    assert doc["satisfied"] and (s["d_in"], s["d_out"], s["rank"], s["tokens"]) == (24, 16, 4, 2)
+    assert doc["check"]["max_abs_error"] <= doc["check"]["error_bound"]
+    assert doc["inputs"]["dequantisation"]["scaling"] == 8 / 4
+    assert main(["mock", "--weights", w, "--activations", x, "--alpha", "8", "--rslora", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"]["dequantisation"]["scaling"] == 8 / 2
 
 
 def test_cli_mock_file_errors_exit_2(tmp_path, capsys):

@@ -24,20 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, LookupTable
-from zkref.plonkish.expression import Column, Expression, Selector
+from zkref.plonkish.expression import Column, ColumnKind, Expression, Selector
 from zkref.primitives.field import signed
 from zkref.plonkish.layout import AssignedCells, Layouter, Region
 from zkref.chips.mul_table import MulTable, MulTableConfig, mul_table_columns
-
-MAX_LANES = 16
-
-
-def check_lanes(lanes: int) -> int:
-    """Validate a lane count (1..16)."""
-    if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or not 1 <= int(lanes) <= MAX_LANES:
-        raise ValueError(f"lanes must be an integer in 1..{MAX_LANES}, got {lanes!r}")
-    return int(lanes)
-
+from zkref.primitives.ranges import check_lanes
 
 def rows_per_dot(d: int, lanes: int) -> int:
     """Rows one dot product of length d takes: ceil(d / L)."""
@@ -70,7 +61,10 @@ Source = InstanceSource | CellSource
 
 @dataclass(frozen=True)
 class LaneMacConfig:
-    """Columns, selectors and tables of a lane MAC chip (BatchedMac: p columns + MulTable; MulGate: no p columns)."""
+    """Columns, selectors and tables of a lane MAC chip (BatchedMac: p columns + MulTable; MulGate: no p columns).
+
+    The weight columns `w` are advice (a private adapter) or fixed (an adapter baked into the circuit).
+    """
 
     name: str
     lanes: int
@@ -83,10 +77,17 @@ class LaneMacConfig:
     zero: Column | None
     tables: tuple[LookupTable, ...]
 
+    @property
+    def fixed_weights(self) -> bool:
+        return self.w[0].kind is ColumnKind.FIXED
+
 
 @dataclass
 class MatmulCells:
-    """What a matmul assigned: results (T·n_out accumulators, (t, o) row-major) and the canonical weight cells."""
+    """What a matmul assigned: results (T·n_out accumulators, (t, o) row-major) and the canonical weight cells.
+
+    With fixed weights there are no canonical weight cells to commit to (the verifying key holds the weights).
+    """
 
     results: AssignedCells
     w_lanes: list[AssignedCells] = field(default_factory=list)
@@ -101,10 +102,13 @@ def _sum(exprs: list[Expression]) -> Expression:
 
 
 def _declare_lanes(cs: ConstraintSystem, name: str, lanes: int, *, products: bool, padding: bool,
-                   tied_weights: bool) -> tuple:
+                   tied_weights: bool, fixed_weights: bool) -> tuple:
     lanes = check_lanes(lanes)
-    w_eq = padding or tied_weights
-    w = tuple(cs.advice_column(f"{name}.w{i}", equality=w_eq) for i in range(lanes))
+    if fixed_weights:  # constants of the circuit (bound by the verifying key): nothing to copy or pad-constrain
+        w = tuple(cs.fixed_column(f"{name}.w{i}") for i in range(lanes))
+    else:
+        w_eq = padding or tied_weights
+        w = tuple(cs.advice_column(f"{name}.w{i}", equality=w_eq) for i in range(lanes))
     a = tuple(cs.advice_column(f"{name}.a{i}", equality=True) for i in range(lanes))
     p = tuple(cs.advice_column(f"{name}.p{i}") for i in range(lanes)) if products else ()
     acc = cs.advice_column(f"{name}.acc", equality=True)
@@ -206,9 +210,9 @@ class LaneMac:
 
         def assign(region: Region) -> MatmulCells:
             w_cells, a_cells = [], []
+            assign_w = region.assign_fixed if cfg.fixed_weights else region.assign_advice
             for i in range(L):
-                w_cells.append(region.assign_advice(cfg.w[i], 0, None if w_grid is None else w_grid[:, i],
-                                                    length=rows))
+                w_cells.append(assign_w(cfg.w[i], 0, None if w_grid is None else w_grid[:, i], length=rows))
                 a_cells.append(region.assign_advice(cfg.a[i], 0, None if a_grid is None else a_grid[:, i],
                                                     length=rows))
             row_sums = self._assign_products(region, w_grid, a_grid, rows)
@@ -231,6 +235,12 @@ class LaneMac:
                                                 np.asarray(source.rows, dtype=np.int64)[tt, jj])
                 else:
                     region.constrain_equal(a_cells[i][rr], source.cells[np.asarray(source.index)[tt, jj]])
+                pads = rho[~real]
+                zeros = np.zeros(len(pads), dtype=np.int64)
+                if len(pads):  # padding lanes hold a = 0 (and w = 0, fixed or copy-constrained)
+                    region.constrain_equal(a_cells[i][pads], zero[zeros])
+                if cfg.fixed_weights:
+                    continue
                 # weights of tokens 1.. are token 0's
                 later = tt > 0
                 if later.any():
@@ -238,12 +248,8 @@ class LaneMac:
                 first = tt == 0
                 w_canon.append(w_cells[i][rr[first]])
                 w_index.append(oo[first] * d + jj[first])
-                # padding lanes hold w = a = 0
-                pads = rho[~real]
                 if len(pads):
-                    zeros = np.zeros(len(pads), dtype=np.int64)
                     region.constrain_equal(w_cells[i][pads], zero[zeros])
-                    region.constrain_equal(a_cells[i][pads], zero[zeros])
             results = acc[np.arange(R - 1, rows, R, dtype=np.int64)]
             return MatmulCells(results, w_canon, w_index, rows)
 
@@ -257,14 +263,17 @@ class BatchedMac(LaneMac):
 
     @staticmethod
     def configure(cs: ConstraintSystem, lanes: int = 8, *, table: MulTableConfig | None = None,
-                  padding: bool = True, tied_weights: bool = True, name: str = "mac") -> LaneMacConfig:
+                  padding: bool = True, tied_weights: bool = True, fixed_weights: bool = False,
+                  name: str = "mac") -> LaneMacConfig:
         """Declare the lane columns, the start/accumulate gates and one MulTable lookup per lane.
 
         padding: some dot product length is not a multiple of `lanes` (declares the fixed zero column);
-        tied_weights: more than one token shares the weights (w columns join the permutation).
+        tied_weights: the weight cells are copied elsewhere (several tokens, or a commitment hashes them);
+        fixed_weights: the weights are circuit constants in fixed columns (bound by the verifying key).
         """
         lanes, w, a, p, acc, q_start, q_cont, zero = _declare_lanes(cs, name, lanes, products=True, padding=padding,
-                                                                   tied_weights=tied_weights)
+                                                                   tied_weights=tied_weights,
+                                                                   fixed_weights=fixed_weights)
         table = table or MulTable.configure(cs)
         total = _sum([pi.cur() for pi in p])
         cs.create_gate(f"{name} start", [

@@ -17,7 +17,7 @@ import numpy as np
 from zkref.plonkish.constraint_system import ConstraintSystem
 from zkref.plonkish.layout import Layouter
 from zkref.chips.batched_mac import LaneMac, LaneMacConfig, _declare_lanes, _sum
-from zkref.chips.mul_table import A_MAX, A_MIN, W_MAX, W_MIN
+from zkref.primitives.ranges import A_MAX, A_MIN, W_MAX, W_MIN
 
 
 class MulGate(LaneMac):
@@ -27,10 +27,11 @@ class MulGate(LaneMac):
 
     @staticmethod
     def configure(cs: ConstraintSystem, lanes: int = 8, *, padding: bool = True, tied_weights: bool = True,
-                  name: str = "mac") -> LaneMacConfig:
+                  fixed_weights: bool = False, name: str = "mac") -> LaneMacConfig:
         """Declare lane columns, the degree-3 start/accumulate gates and two range lookups per lane."""
         lanes, w, a, p, acc, q_start, q_cont, zero = _declare_lanes(cs, name, lanes, products=False, padding=padding,
-                                                                   tied_weights=tied_weights)
+                                                                   tied_weights=tied_weights,
+                                                                   fixed_weights=fixed_weights)
         int4 = cs.lookup_table("int4", ["v"])
         int8 = cs.lookup_table("int8", ["v"])
         total = _sum([w[i].cur() * a[i].cur() for i in range(lanes)])

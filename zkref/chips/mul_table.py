@@ -13,16 +13,10 @@ import numpy as np
 
 from zkref.plonkish.constraint_system import ConstraintSystem, LookupTable
 from zkref.plonkish.layout import Layouter
+from zkref.primitives.ranges import A_MAX, A_MIN, INT4, INT8, W_MAX, W_MIN
 
-W_MIN, W_MAX = -8, 7
-"""int4 weights."""
-A_MIN, A_MAX = -128, 127
-"""int8 activations."""
-ROWS = (W_MAX - W_MIN + 1) * (A_MAX - A_MIN + 1)
-PRODUCT_MIN = min(W_MIN * A_MAX, W_MAX * A_MIN)
-"""Smallest product, -8·127 = -1016."""
-PRODUCT_MAX = W_MIN * A_MIN
-"""Largest product, (-8)·(-128) = 1024."""
+ROWS = INT4.size * INT8.size
+"""16 · 256 = 4096 rows."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ import numpy as np
 from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, LookupTable
 from zkref.plonkish.expression import Column, Selector
 from zkref.primitives.field import signed
-from zkref.primitives.quant import A_MAX as Q_MAX, A_MIN as Q_MIN, MAX_SHIFT, div_pow2_round_half_away, requantize
+from zkref.primitives.quant import div_pow2_round_half_away, requantize
+from zkref.primitives.ranges import A_MAX as Q_MAX, A_MIN as Q_MIN, check_shift
 from zkref.plonkish.layout import AssignedCells, Layouter, Region
 
 MAX_ROTATIONS = 3
@@ -119,8 +120,7 @@ class Requant:
     def configure(cs: ConstraintSystem, *, shift: int, z_min: int, z_max: int, limb_bits: int | None = None,
                   name: str = "requant") -> RequantConfig:
         """Declare the chip for a public `shift` and inputs known to lie in [z_min, z_max] (proven, not assumed)."""
-        if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) or not 0 <= shift <= MAX_SHIFT:
-            raise ValueError(f"shift must be an integer in 0..{MAX_SHIFT}, got {shift!r}")
+        shift = check_shift(shift)
         if not z_min <= 0 <= z_max or max(-z_min, z_max) >= 1 << 60:
             raise ValueError(f"need z_min <= 0 <= z_max with |bounds| < 2^60, got [{z_min}, {z_max}]")
         shift, z_min, z_max = int(shift), int(z_min), int(z_max)

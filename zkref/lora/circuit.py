@@ -1,248 +1,243 @@
-"""The LoRA statement as circuits: y_q = B_q · requant(A_q · x_q) for T tokens, and the dense baseline y = W_q · x_q.
+"""zkref's PLONKish layout of a LoRA statement, and the dense baseline it is measured against.
 
-PEFT convention: lora_A is r×d_in, lora_B is d_out×r, delta = s·B(Ax) with s = alpha/r. In the circuit:
-x_q int8 (T×d_in, public), A_q and B_q int4 (witness), z = A_q·x_q exact, z_q = requant(z) for a public power-of-two
-shift, y_q = B_q·z_q exact (public). Dequantisation (scales, s) happens outside the circuit. Spec: specs/lora-circuit.md.
+`LoRACircuit(statement=…, witness=…, layout=…)` lays out y_q = B_q · requant(A_q · x_q) (zkref.lora.statement) with
+the statement's bindings:
 
-Instance layout (both circuits): column 0 "x" holds x_q row-major (row t·d_in + j is x_q[t, j]); column 1 "y" holds
-y_q row-major (row t·d_out + o is y_q[t, o]).
+    x        public: read from the instance column  |  hashed / hashed-packed: private advice, Poseidon in-circuit
+    adapter  fixed: fixed columns (in the verifying key)  |  hashed / hashed-packed: advice, Poseidon in-circuit
+             unbound: advice, bound to nothing
+    y        public: constrained to the instance column
 
-Every circuit here supports the analytic pass (no weights or activations: only accounting), and `formula_cost`
-computes the same accounting in closed form (tests check it equals the analytic pass), which the report uses for
-dense baselines too large to lay out cell by cell.
+KZG-committed values (polycommit) have no counterpart in a mock layout: `unsupported_reason` says so. The single
+instance column "public" holds `zkref.lora.statement.encode_instances` (one layout for every backend). The witness
+may be absent: the analytic pass (accounting only). The hashes absorb exactly the cells the MAC chips multiply — the
+activation cells the first product copies from and token 0's weight cells — so a prover cannot hash one adapter and
+multiply with another. Spec: specs/lora-circuit.md.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass
 
 import numpy as np
 
-from zkref.plonkish.accounting import ChipCost, CircuitCost, circuit_cost
 from zkref.chips.batched_mac import (BatchedMac, CellSource, InstanceSource, LaneMac, LaneMacConfig, MatmulCells,
-                                check_lanes, padding_lanes, rows_per_dot)
+                                     padding_lanes)
 from zkref.chips.mul_gate import MulGate
-from zkref.chips.mul_table import A_MAX, A_MIN, PRODUCT_MAX, PRODUCT_MIN, ROWS as MUL_TABLE_ROWS, W_MAX, W_MIN
-from zkref.chips.requant import MAX_SHIFT, Requant, RequantConfig, limb_layout, requant_buckets, requant_reference
+from zkref.chips.pack_chip import PackChip, PackConfig
+from zkref.chips.poseidon_chip import PoseidonChip, PoseidonConfig
+from zkref.chips.requant import Requant, RequantConfig
+from zkref.lora.commitments import adapter_message_index, clamp_constants
+from zkref.lora.statement import (HASHED_ACTIVATIONS, HASHED_ADAPTERS, ActivationBinding, AdapterBinding, LoRAStatement,
+                                  LoRAWitness, OutputBinding, encode_instances, instance_layout, public_values)
 from zkref.plonkish.constraint_system import ConstraintSystem
-from zkref.plonkish.layout import configure
 from zkref.plonkish.expression import Column
-from zkref.plonkish.layout import Layouter
-from zkref.primitives.quant import choose_shift
-
-STRATEGIES = ("table", "gate")
-MAX_DIM = 1 << 20
+from zkref.plonkish.layout import AssignedCells, Layouter
+from zkref.primitives.field import encode_signed
+from zkref.primitives.ranges import INT4, INT8, MAX_DIM, MAX_TOKENS, as_int_matrix, check_int, check_lanes
 
 
-def _chip_class(strategy: str) -> type[LaneMac]:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    return BatchedMac if strategy == "table" else MulGate
+class Products(str, enum.Enum):
+    """How the MAC chip proves w·a: a lookup into the 4096-row product table, or a degree-3 gate."""
+
+    TABLE = "table"
+    GATE = "gate"
+
+    @property
+    def chip(self) -> type[LaneMac]:
+        return BatchedMac if self is Products.TABLE else MulGate
 
 
-def _check_dim(name: str, value: object, limit: int = MAX_DIM) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= limit:
-        raise ValueError(f"{name} must be an integer in 1..{limit}, got {value!r}")
-    return int(value)
+@dataclass(frozen=True, kw_only=True)
+class LoRALayout:
+    """Layout choices that change the circuit but not the statement: lanes per row and how products are proven."""
 
+    lanes: int = 8
+    products: Products = Products.TABLE
 
-def as_int_matrix(name: str, values: object, shape: tuple[int, int], lo: int, hi: int) -> np.ndarray:
-    """Validate a matrix of integers in [lo, hi] with the given shape; returns an int64 copy (ValueError otherwise)."""
-    try:
-        arr = np.asarray(values)
-    except ValueError as exc:  # ragged nested lists
-        raise ValueError(f"{name} is not a rectangular array: {exc}") from None
-    if arr.dtype.kind == "O":
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lanes", check_lanes(self.lanes))
         try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"{name} must hold integers, got non-numeric entries") from None
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} contains NaN or infinity")
-        if not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must hold integers (quantise floats first)")
-    if arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
-    if arr.size and (arr.min() < lo or arr.max() > hi):
-        raise ValueError(f"{name} values must lie in [{lo}, {hi}], got [{arr.min()}, {arr.max()}]")
-    return arr.astype(np.int64)
+            object.__setattr__(self, "products", Products(self.products))
+        except ValueError:
+            raise ValueError(f"products must be one of {', '.join(p.value for p in Products)}, "
+                             f"got {self.products!r}") from None
 
 
-def calibrate_shift(z: np.ndarray) -> int:
-    """Smallest shift with no clamping (zkref.quant.choose_shift): 0 when every |z| <= 127."""
-    return choose_shift(np.asarray(z, dtype=np.int64))
+def unsupported_reason(statement: LoRAStatement) -> str | None:
+    """Why zkref's layout cannot prove `statement`, or None when it can."""
+    kzg = [name for name, b in (("x", statement.x_binding), ("adapter", statement.adapter_binding),
+                                ("y", statement.y_binding)) if b.value == "polycommit"]
+    if kzg:
+        return (f"{', '.join(kzg)} bound by a KZG polynomial commitment (polycommit): zkref's mock layout has no "
+                "commitment scheme; use a real backend (ezkl)")
+    if statement.weight_bits != 4:
+        return f"zkref's MAC chips multiply int4 weights, not int{statement.weight_bits}"
+    return None
 
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    """Instance columns, the MAC chip (shared by both products) and the Requant chip."""
+    """Columns and chip configurations of one LoRA circuit."""
 
-    x: Column
-    y: Column
+    public: Column
+    x: Column | None
     mac: LaneMacConfig
     requant: RequantConfig
+    poseidon: PoseidonConfig | None
+    pack_x: PackConfig | None
+    pack_w: PackConfig | None
+    clamp: Column | None
+
+
+class LoRACircuit:
+    """The PLONKish layout of a `LoRAStatement` (+ witness, or none for the analytic pass, + layout choices)."""
+
+    def __init__(self, *, statement: LoRAStatement, witness: LoRAWitness | None = None,
+                 layout: LoRALayout = LoRALayout()):
+        reason = unsupported_reason(statement)
+        if reason:
+            raise ValueError(reason)
+        if witness is not None:
+            statement.check_witness(witness)
+        self.statement = statement
+        self.witness = witness
+        self.layout = layout
+
+    @property
+    def shape(self):
+        return self.statement.shape
+
+    @property
+    def padding(self) -> bool:
+        s, L = self.shape, self.layout.lanes
+        return bool(padding_lanes(s.d_in, L) or padding_lanes(s.rank, L))
+
+    def public_inputs(self) -> list[list[int]]:
+        """The one instance column: `encode_instances(statement, public_values(statement, witness))`."""
+        if self.witness is None:
+            raise ValueError("the circuit has no witness: only the analytic pass is possible")
+        return [encode_instances(self.statement, public_values(self.statement, self.witness))]
+
+    # -- configure -------------------------------------------------------------------------------------------------
+    def configure(self, cs: ConstraintSystem) -> LoRAConfig:
+        st = self.statement
+        public = cs.instance_column("public")
+        x = cs.advice_column("x", equality=True) if st.x_binding is not ActivationBinding.PUBLIC else None
+        adapter_hashed = st.adapter_binding in HASHED_ADAPTERS
+        mac = self.layout.products.chip.configure(
+            cs, self.layout.lanes, padding=self.padding,
+            tied_weights=self.shape.tokens > 1 or adapter_hashed,  # weight cells copied across tokens or into a hash
+            fixed_weights=st.adapter_binding is AdapterBinding.FIXED)
+        z_min, z_max = st.z_bounds
+        requant = Requant.configure(cs, shift=st.shift, z_min=z_min, z_max=z_max)
+        hashing = adapter_hashed or st.x_binding in HASHED_ACTIVATIONS
+        poseidon = PoseidonChip.configure(cs) if hashing else None
+        pack_x = PackChip.configure(cs, INT8.bits, prefix="pack8") \
+            if st.x_binding is ActivationBinding.HASHED_PACKED else None
+        pack_w = PackChip.configure(cs, INT4.bits, prefix="pack4") \
+            if st.adapter_binding is AdapterBinding.HASHED_PACKED else None
+        clamp = cs.fixed_column("adapter.clamp", equality=True) \
+            if st.adapter_binding is AdapterBinding.HASHED else None
+        return LoRAConfig(public, x, mac, requant, poseidon, pack_x, pack_w, clamp)
+
+    # -- synthesize ------------------------------------------------------------------------------------------------
+    def synthesize(self, config: LoRAConfig, layouter: Layouter) -> None:
+        st, s = self.statement, self.shape
+        T, d, r, m = s.tokens, s.d_in, s.rank, s.d_out
+        offset = {seg.name: seg.offset for seg in instance_layout(st)}
+        known = layouter.layout.with_values
+        w = self.witness if known else None
+
+        x_cells = None
+        if config.x is None:
+            x_source: InstanceSource | CellSource = InstanceSource(
+                config.public, offset["x_q"] + np.arange(T * d, dtype=np.int64).reshape(T, d))
+        else:
+            x_cells = layouter.assign_region(
+                "private activations x_q",
+                lambda region: region.assign_advice(config.x, 0, None if w is None else w.x_q.reshape(-1),
+                                                    length=T * d),
+                chip="Activations")
+            x_source = CellSource(x_cells, np.arange(T * d, dtype=np.int64).reshape(T, d))
+
+        mac = self.layout.products.chip(config.mac)
+        requant = Requant(config.requant)
+        mac.load(layouter)
+        requant.load(layouter)
+        stage1 = mac.matmul(layouter, weights=None if w is None else w.A_q, source=x_source, n_out=r, d=d, tokens=T,
+                            name="z = A_q·x")
+        z_q = requant.assign(layouter, stage1.results, name="z_q = requant(z)")
+        stage2 = mac.matmul(layouter, weights=None if w is None else w.B_q,
+                            source=CellSource(z_q, np.arange(T * r, dtype=np.int64).reshape(T, r)),
+                            n_out=m, d=r, tokens=T, name="y = B_q·z_q")
+        if st.y_binding is OutputBinding.PUBLIC:
+            layouter.constrain_instance(stage2.results, config.public,
+                                        offset["y_q"] + np.arange(T * m, dtype=np.int64))
+        if x_cells is not None:
+            self._bind_activations(config, layouter, x_cells, offset["x_digest"])
+        if st.adapter_binding in HASHED_ADAPTERS:
+            self._bind_adapter(config, layouter, stage1, stage2, offset["adapter_digest"])
+
+    def _bind_activations(self, config: LoRAConfig, layouter: Layouter, x_cells: AssignedCells, row: int) -> None:
+        """Poseidon over the x cells the first product reads (packed first if the statement says so)."""
+        poseidon = PoseidonChip(config.poseidon)
+        if config.pack_x is not None:
+            packer = PackChip(config.pack_x)
+            packer.load_table(layouter)
+            x_cells = packer.pack_cells(layouter, [x_cells], "pack x_q")
+        digest = poseidon.hash_cells(layouter, x_cells, "activations commitment")
+        layouter.constrain_instance(digest, config.public, [row])
+
+    def _bind_adapter(self, config: LoRAConfig, layouter: Layouter, stage1: MatmulCells, stage2: MatmulCells,
+                      row: int) -> None:
+        """Poseidon over token 0's weight cells, each absorbed at its place in `adapter_message`."""
+        s = self.shape
+        packed = config.pack_w is not None
+        a_index, b_index, clamp_at = adapter_message_index(s.rank, s.d_in, s.d_out, packed=packed)
+        runs = list(stage1.w_lanes) + list(stage2.w_lanes)
+        positions = [a_index.reshape(-1)[idx] for idx in stage1.w_index] + \
+                    [b_index.reshape(-1)[idx] for idx in stage2.w_index]
+        poseidon = PoseidonChip(config.poseidon)
+        if packed:
+            packer = PackChip(config.pack_w)
+            packer.load_table(layouter)
+            elements = packer.pack_cells(layouter, runs, "pack adapter", positions)
+            digest = poseidon.hash_cells(layouter, elements, "adapter commitment")
+        else:
+            constants = np.array(clamp_constants(self.statement.shift), dtype=np.int64)
+            clamp = layouter.assign_region("clamp constants",
+                                           lambda region: region.assign_fixed(config.clamp, 0, constants),
+                                           chip="Constants")
+            runs.append(clamp)
+            positions.append(np.array([clamp_at, clamp_at + 1], dtype=np.int64))
+            digest = poseidon.hash_cells(layouter, runs, "adapter commitment", positions=positions)
+        layouter.constrain_instance(digest, config.public, [row])
 
 
 @dataclass(frozen=True)
 class DenseConfig:
-    x: Column
-    y: Column
+    public: Column
     mac: LaneMacConfig
 
 
-@dataclass(frozen=True)
-class LoRAReference:
-    """The plain-integer statement: z = A_q x, z_q = requant(z), y = B_q z_q (each T×·, row-major per token)."""
-
-    z: np.ndarray
-    z_q: np.ndarray
-    y: np.ndarray
-
-
-@dataclass
-class LoRACircuit:
-    """Proves y_q = B_q · requant(A_q · x_q) for T tokens; x_q and y_q public (instance columns 0 and 1).
-
-    Weights and activations are optional: without them only the analytic pass (accounting) is possible.
-    `shift` is public (baked into the requant table); None calibrates it from the values (smallest shift without
-    clamping) or uses 0 for an analytic pass.
-    """
-
-    d_in: int
-    d_out: int
-    rank: int
-    tokens: int = 1
-    lanes: int = 8
-    strategy: str = "table"
-    shift: int | None = None
-    A_q: np.ndarray | None = None
-    B_q: np.ndarray | None = None
-    x_q: np.ndarray | None = None
-    _reference: LoRAReference | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.d_in = _check_dim("d_in", self.d_in)
-        self.d_out = _check_dim("d_out", self.d_out)
-        self.rank = _check_dim("rank", self.rank, 4096)
-        self.tokens = _check_dim("tokens", self.tokens, 1 << 16)
-        self.lanes = check_lanes(self.lanes)
-        _chip_class(self.strategy)
-        if self.A_q is not None:
-            self.A_q = as_int_matrix("A_q", self.A_q, (self.rank, self.d_in), W_MIN, W_MAX)
-        if self.B_q is not None:
-            self.B_q = as_int_matrix("B_q", self.B_q, (self.d_out, self.rank), W_MIN, W_MAX)
-        if self.x_q is not None:
-            self.x_q = as_int_matrix("x_q", self.x_q, (self.tokens, self.d_in), A_MIN, A_MAX)
-        if self.shift is None:
-            self.shift = calibrate_shift(self.x_q @ self.A_q.T) if self.x_q is not None and self.A_q is not None else 0
-        if isinstance(self.shift, bool) or not isinstance(self.shift, (int, np.integer)) \
-                or not 0 <= int(self.shift) <= MAX_SHIFT:
-            raise ValueError(f"shift must be an integer in 0..{MAX_SHIFT}, got {self.shift!r}")
-        self.shift = int(self.shift)
-
-    # -- the statement ---------------------------------------------------------------------------------------------
-    @property
-    def has_values(self) -> bool:
-        return self.A_q is not None and self.B_q is not None and self.x_q is not None
-
-    @property
-    def z_bounds(self) -> tuple[int, int]:
-        """Range of z = A_q·x_q over all int4 A_q and int8 x_q: d_in·[-1016, 1024]."""
-        return self.d_in * PRODUCT_MIN, self.d_in * PRODUCT_MAX
-
-    @property
-    def macs(self) -> int:
-        """Multiply-accumulates proven: T·(r·d_in + d_out·r)."""
-        return self.tokens * (self.rank * self.d_in + self.d_out * self.rank)
-
-    def reference(self) -> LoRAReference:
-        """z, z_q, y computed with plain integers (what the circuit must reproduce exactly)."""
-        if not self.has_values:
-            raise ValueError("LoRACircuit has no weights/activations: only the analytic pass is possible")
-        if self._reference is None:
-            z = self.x_q @ self.A_q.T
-            z_q = requant_reference(z, self.shift)
-            self._reference = LoRAReference(z, z_q, z_q @ self.B_q.T)
-        return self._reference
-
-    @property
-    def y_q(self) -> np.ndarray:
-        return self.reference().y
-
-    def public_inputs(self) -> list[list[int]]:
-        """[x_q row-major, y_q row-major]: instance columns 0 and 1."""
-        ref = self.reference()
-        return [self.x_q.reshape(-1).tolist(), ref.y.reshape(-1).tolist()]
-
-    # -- circuit ---------------------------------------------------------------------------------------------------
-    @property
-    def padding(self) -> bool:
-        return bool(padding_lanes(self.d_in, self.lanes) or padding_lanes(self.rank, self.lanes))
-
-    def configure(self, cs: ConstraintSystem) -> LoRAConfig:
-        x = cs.instance_column("x")
-        y = cs.instance_column("y")
-        chip = _chip_class(self.strategy)
-        mac = chip.configure(cs, self.lanes, padding=self.padding, tied_weights=self.tokens > 1)
-        z_min, z_max = self.z_bounds
-        requant = Requant.configure(cs, shift=self.shift, z_min=z_min, z_max=z_max)
-        return LoRAConfig(x, y, mac, requant)
-
-    def synthesize(self, config: LoRAConfig, layouter: Layouter) -> None:
-        T, d = self.tokens, self.d_in
-        x_rows = np.arange(T * d, dtype=np.int64).reshape(T, d)
-        _, stage2 = self.assign_products(layouter, config.mac, config.requant, InstanceSource(config.x, x_rows))
-        layouter.constrain_instance(stage2.results, config.y, np.arange(T * self.d_out, dtype=np.int64))
-
-    def assign_products(self, layouter: Layouter, mac_config: LaneMacConfig, requant_config: RequantConfig,
-                        x_source: InstanceSource | CellSource) -> tuple[MatmulCells, MatmulCells]:
-        """Lay out z = A_q·x, z_q = requant(z), y = B_q·z_q; returns both matmuls (y cells and weight cells)."""
-        T, d, r, m = self.tokens, self.d_in, self.rank, self.d_out
-        mac = _chip_class(self.strategy)(mac_config)
-        requant = Requant(requant_config)
-        mac.load(layouter)
-        requant.load(layouter)
-        known = layouter.layout.with_values
-        stage1 = mac.matmul(layouter, weights=self.A_q if known else None, source=x_source,
-                            n_out=r, d=d, tokens=T, name="z = A_q·x")
-        z_q = requant.assign(layouter, stage1.results, name="z_q = requant(z)")
-        stage2 = mac.matmul(layouter, weights=self.B_q if known else None,
-                            source=CellSource(z_q, np.arange(T * r, dtype=np.int64).reshape(T, r)),
-                            n_out=m, d=r, tokens=T, name="y = B_q·z_q")
-        return stage1, stage2
-
-
-@dataclass
 class DenseCircuit:
-    """The baseline: y = W_q · x_q with ΔW = s·B·A quantised to one int4 matrix (d_out×d_in), same MAC chip.
+    """The baseline: y = W_q · x_q with ΔW = s·B·A quantised to one int4 matrix (d_out × d_in), same MAC chip.
 
-    No requantisation: y is the exact integer product (its range is wider than int8, which is fine for a public output).
+    No requantisation: y is the exact integer product. x and y are public (instance column "public": x_q then y_q);
+    W is fixed (in the verifying key) like the low-rank statement's default adapter, or private with `fixed_weights`
+    False. W_q and x_q are optional: without them only the analytic pass is possible.
     """
 
-    d_in: int
-    d_out: int
-    tokens: int = 1
-    lanes: int = 8
-    W_q: np.ndarray | None = None
-    x_q: np.ndarray | None = None
-    strategy: str = "table"
-
-    def __post_init__(self) -> None:
-        self.d_in = _check_dim("d_in", self.d_in)
-        self.d_out = _check_dim("d_out", self.d_out)
-        self.tokens = _check_dim("tokens", self.tokens, 1 << 16)
-        self.lanes = check_lanes(self.lanes)
-        _chip_class(self.strategy)
-        if self.W_q is not None:
-            self.W_q = as_int_matrix("W_q", self.W_q, (self.d_out, self.d_in), W_MIN, W_MAX)
-        if self.x_q is not None:
-            self.x_q = as_int_matrix("x_q", self.x_q, (self.tokens, self.d_in), A_MIN, A_MAX)
-
-    @property
-    def has_values(self) -> bool:
-        return self.W_q is not None and self.x_q is not None
+    def __init__(self, *, d_in: int, d_out: int, tokens: int = 1, layout: LoRALayout = LoRALayout(),
+                 fixed_weights: bool = True, W_q: np.ndarray | None = None, x_q: np.ndarray | None = None):
+        self.d_in = check_int("d_in", d_in, 1, MAX_DIM)
+        self.d_out = check_int("d_out", d_out, 1, MAX_DIM)
+        self.tokens = check_int("tokens", tokens, 1, MAX_TOKENS)
+        self.layout = layout
+        self.fixed_weights = bool(fixed_weights)
+        self.W_q = None if W_q is None else as_int_matrix("W_q", W_q, INT4, (self.d_out, self.d_in))
+        self.x_q = None if x_q is None else as_int_matrix("x_q", x_q, INT8, (self.tokens, self.d_in))
 
     @property
     def macs(self) -> int:
@@ -250,96 +245,31 @@ class DenseCircuit:
 
     @property
     def padding(self) -> bool:
-        return bool(padding_lanes(self.d_in, self.lanes))
+        return bool(padding_lanes(self.d_in, self.layout.lanes))
 
     @property
     def y_q(self) -> np.ndarray:
-        if not self.has_values:
+        if self.W_q is None or self.x_q is None:
             raise ValueError("DenseCircuit has no weights/activations: only the analytic pass is possible")
         return self.x_q @ self.W_q.T
 
     def public_inputs(self) -> list[list[int]]:
-        """[x_q row-major, y row-major]: instance columns 0 and 1."""
+        """[x_q row-major ‖ y row-major] in the one instance column (field elements)."""
         y = self.y_q
-        return [self.x_q.reshape(-1).tolist(), y.reshape(-1).tolist()]
+        return [encode_signed(self.x_q.reshape(-1).tolist() + y.reshape(-1).tolist())]
 
     def configure(self, cs: ConstraintSystem) -> DenseConfig:
-        x = cs.instance_column("x")
-        y = cs.instance_column("y")
-        mac = _chip_class(self.strategy).configure(cs, self.lanes, padding=self.padding,
-                                                   tied_weights=self.tokens > 1)
-        return DenseConfig(x, y, mac)
+        public = cs.instance_column("public")
+        mac = self.layout.products.chip.configure(cs, self.layout.lanes, padding=self.padding,
+                                                  tied_weights=self.tokens > 1, fixed_weights=self.fixed_weights)
+        return DenseConfig(public, mac)
 
     def synthesize(self, config: DenseConfig, layouter: Layouter) -> None:
         T, d, m = self.tokens, self.d_in, self.d_out
-        mac = _chip_class(self.strategy)(config.mac)
+        mac = self.layout.products.chip(config.mac)
         mac.load(layouter)
         known = layouter.layout.with_values
         out = mac.matmul(layouter, weights=self.W_q if known else None,
-                         source=InstanceSource(config.x, np.arange(T * d, dtype=np.int64).reshape(T, d)),
+                         source=InstanceSource(config.public, np.arange(T * d, dtype=np.int64).reshape(T, d)),
                          n_out=m, d=d, tokens=T, name="y = W_q·x")
-        layouter.constrain_instance(out.results, config.y, np.arange(T * m, dtype=np.int64))
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Closed-form accounting (specs/lora-circuit.md, "Cost formulas"); tests check it equals zkref.accounting's pass.
-# ------------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _MatmulShape:
-    n_out: int
-    d: int
-
-
-def _mac_counts(shapes: list[_MatmulShape], T: int, L: int, strategy: str) -> dict[str, int]:
-    rows = sum(T * s.n_out * rows_per_dot(s.d, L) for s in shapes)
-    copies = sum(T * s.n_out * s.d + (T - 1) * s.n_out * s.d + 2 * T * s.n_out * padding_lanes(s.d, L)
-                 for s in shapes)
-    per_row_cells = (3 if strategy == "table" else 2) * L + 1
-    lookups_per_row = L if strategy == "table" else 2 * L
-    return dict(rows=rows, copies=copies, cells=rows * per_row_cells, lookups=rows * lookups_per_row,
-                regions=len(shapes))
-
-
-def formula_cost(circuit: LoRACircuit | DenseCircuit, name: str | None = None) -> CircuitCost:
-    """The accounting of `circuit` in closed form (no layout at all): equal to `zkref.accounting.account`."""
-    cs, _ = configure(circuit)
-    T, L, strategy = circuit.tokens, circuit.lanes, circuit.strategy
-    chip_name = _chip_class(strategy).chip_name
-    tables: dict[str, int] = {}
-    if strategy == "table":
-        tables["mul"] = MUL_TABLE_ROWS
-    else:
-        tables.update({"int4": W_MAX - W_MIN + 1, "int8": A_MAX - A_MIN + 1})
-    if isinstance(circuit, LoRACircuit):
-        shapes = [_MatmulShape(circuit.rank, circuit.d_in), _MatmulShape(circuit.d_out, circuit.rank)]
-        z_min, z_max = circuit.z_bounds
-        rq = next(c for c in cs.tables if c.name.startswith("requant.limb"))
-        limb_bits = int(rq.name.removeprefix("requant.limb"))
-        tables["requant.bucket"] = 1 + len(requant_buckets(circuit.shift, z_min, z_max)[0])
-        tables[rq.name] = 1 << limb_bits
-        _, n = limb_layout(circuit.shift, z_min, z_max)
-        count = T * circuit.rank
-        rq_rows, rq_cells, rq_lookups, rq_copies = count * n, count * (2 + 2 * n), count * (1 + 2 * n), count
-        instance_rows = max(T * circuit.d_in, T * circuit.d_out)
-    else:
-        shapes = [_MatmulShape(circuit.d_out, circuit.d_in)]
-        rq_rows = rq_cells = rq_lookups = rq_copies = 0
-        instance_rows = max(T * circuit.d_in, T * circuit.d_out)
-    mac = _mac_counts(shapes, T, L, strategy)
-    padding = circuit.padding
-    out_copies = T * circuit.d_out
-    rows_used = max([mac["rows"], rq_rows, 1 if padding else 0] + list(tables.values()))
-    chips = [ChipCost(chip_name, mac["regions"] + (1 if padding else 0), mac["rows"] + (1 if padding else 0),
-                      mac["cells"])]
-    if rq_rows:
-        chips.append(ChipCost("Requant", 1, rq_rows, rq_cells))
-    return circuit_cost(
-        cs, name or type(circuit).__name__,
-        rows_used=rows_used,
-        instance_rows=instance_rows,
-        lookup_queries=mac["lookups"] + rq_lookups,
-        copy_constraints=mac["copies"] + rq_copies + out_copies,
-        chips=chips,
-        tables=tables,
-        advice_cells=mac["cells"] + rq_cells,
-    )
+        layouter.constrain_instance(out.results, config.public, T * d + np.arange(T * m, dtype=np.int64))

@@ -1,76 +1,76 @@
-"""The statement's commitments to activations and to the LoRA adapter: Poseidon hashes of quantised integers.
+"""The messages the statement's Poseidon commitments hash, and their digests: one definition for zkref and EZKL.
 
-Plain commitments hash one field element per value (v < 0 encoded p-|v|), exactly what EZKL's "hashed" visibility
-puts in the proof's instances, so the EZKL backend's hashes can be compared with these. Packed commitments hash
-`zkref.packing.pack` of the same value sequence (int8 activations, int4 adapters), ~30-60x fewer elements to hash.
-See specs/commitments.md.
+    activations, plain:   x_q row-major, one felt per value (v < 0 as p-|v|)      = EZKL's "hashed" input
+    activations, packed:  pack(x_q row-major, 8)                                  (zkref only)
+    adapter, plain:       A_qᵀ row-major ‖ [-128·2^shift, 127] ‖ B_qᵀ row-major    = EZKL's "hashed" params
+    adapter, packed:      pack(A_qᵀ row-major ‖ B_qᵀ row-major, 4)               (zkref only)
+
+The plain adapter message is what EZKL hashes for the statement's graph: every constant of the graph in graph order
+(torch's export stores A_qᵀ and B_qᵀ, and the requantising clamp's two bounds sit between them), so the digest also
+binds the shift. A digest alone does not fix the shapes (a packed x of 30 values and the same x followed by −128
+hash alike, and adapters of different shapes can share a message): digests are only ever read together with a
+`LoRAStatement`, whose id fixes the shapes. Spec: specs/commitments.md.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from zkref.primitives.field import P
-from zkref.primitives.packing import as_int_array, pack
+from zkref.primitives.packing import pack
 from zkref.primitives.poseidon import poseidon_hash_fast
+from zkref.primitives.ranges import INT4, INT8, as_int_matrix, check_shift
 
-__all__ = [
-    "activations_commitment", "adapter_commitment", "activations_commitment_packed", "adapter_commitment_packed",
-    "activations_felts", "adapter_felts", "adapter_values",
-]
-
-
-def _matrix(x: np.ndarray, what: str) -> np.ndarray:
-    arr = as_int_array(x, what)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D matrix, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{what} is empty (shape {arr.shape}); there is nothing to commit to")
-    return arr
-
-
-def _check_adapter(A_q: np.ndarray, B_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    A = _matrix(A_q, "lora_A")
-    B = _matrix(B_q, "lora_B")
-    if A.shape[0] != B.shape[1]:
-        raise ValueError(f"lora_A is r×d_in and lora_B is d_out×r: ranks differ (A {A.shape}, B {B.shape})")
-    return A, B
+__all__ = ["activations_message", "adapter_message", "adapter_message_index", "activations_digest", "adapter_digest",
+           "clamp_constants"]
 
 
 def _felts(values: np.ndarray) -> list[int]:
-    return [v % P for v in values.reshape(-1).tolist()]
+    return [int(v) % P for v in values.reshape(-1).tolist()]
 
 
-def activations_felts(x_q: np.ndarray) -> list[int]:
-    """The field elements EZKL hashes for a quantised T×d_in input: row-major, negatives as p-|v|."""
-    return _felts(_matrix(x_q, "x_q"))
+def clamp_constants(shift: int) -> tuple[int, int]:
+    """The requantising clamp's bounds as the graph holds them: -128 at the scale of z (·2^shift), then 127."""
+    return -(128 << check_shift(shift)), 127
 
 
-def adapter_values(A_q: np.ndarray, B_q: np.ndarray) -> np.ndarray:
-    """The adapter's value sequence: lora_A (r×d_in) row-major, then lora_B (d_out×r) row-major, as int64."""
-    A, B = _check_adapter(A_q, B_q)
-    return np.concatenate([A.reshape(-1), B.reshape(-1)])
+def _adapter(A_q: object, B_q: object) -> tuple[np.ndarray, np.ndarray]:
+    A = as_int_matrix("A_q", A_q, INT4)
+    B = as_int_matrix("B_q", B_q, INT4)
+    if A.shape[0] != B.shape[1]:
+        raise ValueError(f"lora_A is r×d_in and lora_B d_out×r: ranks differ (A_q {A.shape}, B_q {B.shape})")
+    return A, B
 
 
-def adapter_felts(A_q: np.ndarray, B_q: np.ndarray) -> list[int]:
-    """The field elements of `adapter_values`, as EZKL hashes "hashed" params (ONNX initializer order A, B)."""
-    return _felts(adapter_values(A_q, B_q))
+def activations_message(x_q: object, *, packed: bool) -> list[int]:
+    """The field elements an activations commitment hashes (x_q is T × d_in int8)."""
+    x = as_int_matrix("x_q", x_q, INT8)
+    return pack(x, 8) if packed else _felts(x)
 
 
-def activations_commitment(x_q: np.ndarray) -> int:
-    """One Poseidon hash over x_q (T×d_in, row-major): equals EZKL's "hashed" input instance."""
-    return poseidon_hash_fast(activations_felts(x_q))
+def adapter_message(A_q: object, B_q: object, *, shift: int, packed: bool) -> list[int]:
+    """The field elements an adapter commitment hashes (lora_A r × d_in, lora_B d_out × r, int4)."""
+    A, B = _adapter(A_q, B_q)
+    if packed:
+        return pack(np.concatenate([A.T.reshape(-1), B.T.reshape(-1)]), 4)
+    return _felts(A.T) + [v % P for v in clamp_constants(shift)] + _felts(B.T)
 
 
-def adapter_commitment(A_q: np.ndarray, B_q: np.ndarray) -> int:
-    """One Poseidon hash over lora_A then lora_B (each row-major): equals EZKL's "hashed" params instance."""
-    return poseidon_hash_fast(adapter_felts(A_q, B_q))
+def adapter_message_index(rank: int, d_in: int, d_out: int, *, packed: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Where each weight sits in the (unpacked) adapter value sequence: (index of A[o, j], index of B[o, j], offset of
+    the clamp constants or -1 when packed). Circuits use it to absorb weight cells at their message positions."""
+    o, j = np.meshgrid(np.arange(rank), np.arange(d_in), indexing="ij")
+    a_index = j * rank + o                                    # A_qᵀ row-major
+    b_offset = rank * d_in + (0 if packed else 2)
+    o, j = np.meshgrid(np.arange(d_out), np.arange(rank), indexing="ij")
+    b_index = b_offset + j * d_out + o                        # B_qᵀ row-major
+    return a_index, b_index, (-1 if packed else rank * d_in)
 
 
-def activations_commitment_packed(x_q: np.ndarray, bits: int = 8) -> int:
-    """Poseidon hash of pack(x_q row-major, bits): values must fit in `bits` signed bits."""
-    return poseidon_hash_fast(pack(_matrix(x_q, "x_q"), bits))
+def activations_digest(x_q: object, *, packed: bool) -> int:
+    """Poseidon over `activations_message`: the public x digest of a hashed statement."""
+    return poseidon_hash_fast(activations_message(x_q, packed=packed))
 
 
-def adapter_commitment_packed(A_q: np.ndarray, B_q: np.ndarray, bits: int = 4) -> int:
-    """Poseidon hash of pack(lora_A row-major ++ lora_B row-major, bits): ONE packing of the concatenation."""
-    return poseidon_hash_fast(pack(adapter_values(A_q, B_q), bits))
+def adapter_digest(A_q: object, B_q: object, *, shift: int, packed: bool) -> int:
+    """Poseidon over `adapter_message`: the public adapter digest of a hashed statement."""
+    return poseidon_hash_fast(adapter_message(A_q, B_q, shift=shift, packed=packed))

@@ -6,7 +6,7 @@ Strategies (same shapes, same tokens):
   lowrank-table-1  B_q·requant(A_q·x), MulTable, 1 lane        low-rank + lookup table, no batching
   lowrank-table    B_q·requant(A_q·x), MulTable, L lanes       low-rank + lookup table + L lookups per row
 Figures come from zkref.plonkish.accounting on an analytic layout pass (no witness). Layouts beyond `ANALYTIC_MAX_ROWS` rows
-(dense baselines of real models) use `zkref.lora_circuit.formula_cost`, the closed form that tests check equals the
+(dense baselines of real models) use `zkref.lora.cost.formula_cost`, the closed form that tests check equals the
 analytic pass; each figure says which method produced it. Whole models are lists of modules; identical shapes are
 accounted once and multiplied by their count.
 """
@@ -17,9 +17,13 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
+from zkref.chips.batched_mac import rows_per_dot
+from zkref.lora.circuit import DenseCircuit, LoRACircuit, LoRALayout, Products
+from zkref.lora.cost import formula_cost
+from zkref.lora.presets import PRESETS, ModuleShape
+from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement
 from zkref.plonkish.accounting import CircuitCost, account
-from zkref.chips.batched_mac import check_lanes, rows_per_dot
-from zkref.lora.circuit import DenseCircuit, LoRACircuit, formula_cost
+from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS, check_int, check_lanes
 
 ANALYTIC_MAX_ROWS = 1 << 16
 """Auto method: lay the circuit out (analytic pass) when its MAC rows are at most this, else use the closed form."""
@@ -37,6 +41,17 @@ class StrategySpec:
     mac: str            # "table" | "gate"
     batched: bool       # L lanes (True) or 1 lane (False)
     commit: str | None = None  # Poseidon commitments to x and the adapter: None, "plain" (EZKL's hash), "packed"
+
+    def statement(self, d_in: int, d_out: int, rank: int, tokens: int) -> LoRAStatement:
+        """The low-rank statement this strategy proves: the default bindings (x public, adapter fixed), or x and
+        the adapter hashed (plain or packed). The shift (0) changes only the requant bucket table's contents."""
+        shape = LoRAShape(d_in=d_in, d_out=d_out, rank=rank, tokens=tokens)
+        if self.commit is None:
+            return LoRAStatement(shape=shape, shift=0)
+        packed = self.commit == "packed"
+        return LoRAStatement(shape=shape, shift=0,
+                             x_binding=ActivationBinding.HASHED_PACKED if packed else ActivationBinding.HASHED,
+                             adapter_binding=AdapterBinding.HASHED_PACKED if packed else AdapterBinding.HASHED)
 
 
 STRATEGY_SPECS = (
@@ -60,37 +75,6 @@ COMMIT_EFFECTS = (
     ("Poseidon commitments to x and adapter (a cost)", "lowrank-table", "lowrank-table+plain"),
     ("packing values before hashing", "lowrank-table+plain", "lowrank-table+packed"),
 )
-
-
-@dataclass(frozen=True)
-class ModuleShape:
-    """A linear layer adapted by LoRA: d_in → d_out, appearing `count` times."""
-
-    name: str
-    d_in: int
-    d_out: int
-    count: int = 1
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    description: str
-    modules: tuple[ModuleShape, ...]
-
-
-def _llama3_70b() -> tuple[ModuleShape, ...]:
-    shapes = {"q_proj": (8192, 8192), "k_proj": (8192, 1024), "v_proj": (8192, 1024), "o_proj": (8192, 8192)}
-    return tuple(ModuleShape(f"model.layers.{i}.self_attn.{m}", *shapes[m]) for i in range(80) for m in shapes)
-
-
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("gpt2-small-c_attn", "GPT-2 small attention c_attn (768 → 2304)", (ModuleShape("c_attn", 768, 2304),)),
-    Preset("llama3-8b-q_proj", "Llama-3-8B q_proj (4096 → 4096)", (ModuleShape("q_proj", 4096, 4096),)),
-    Preset("llama3-8b-v_proj", "Llama-3-8B v_proj (4096 → 1024, GQA)", (ModuleShape("v_proj", 4096, 1024),)),
-    Preset("llama3-70b", "Llama-3-70B, 80 layers × q,k,v,o (hidden 8192; q/o 8192→8192, k/v 8192→1024)",
-           _llama3_70b()),
-)}
 
 
 @dataclass
@@ -224,29 +208,21 @@ def strategy_cost(spec: StrategySpec, d_in: int, d_out: int, rank: int, tokens: 
                   method: str = "auto") -> StrategyCost:
     """Account one strategy for one shape (cached per distinct shape)."""
     L = lanes if spec.batched else 1
-    if spec.commit is not None:  # commitment chips have no closed form: always the analytic pass
-        from zkref.lora.committed import CommittedLoRACircuit
-
-        lora = LoRACircuit(d_in, d_out, rank, tokens, L, spec.mac)
-        cost = account(CommittedLoRACircuit(lora, spec.commit), spec.key)
-        return StrategyCost.from_cost(spec, L, lora.macs, cost, "analytic")
+    layout = LoRALayout(lanes=L, products=Products(spec.mac))
     if spec.circuit == "dense":
-        circuit = DenseCircuit(d_in, d_out, tokens, L, strategy=spec.mac)
+        circuit: LoRACircuit | DenseCircuit = DenseCircuit(d_in=d_in, d_out=d_out, tokens=tokens, layout=layout)
         mac_rows = tokens * d_out * rows_per_dot(d_in, L)
     else:
-        circuit = LoRACircuit(d_in, d_out, rank, tokens, L, spec.mac)
+        circuit = LoRACircuit(statement=spec.statement(d_in, d_out, rank, tokens), layout=layout)
         mac_rows = tokens * (rank * rows_per_dot(d_in, L) + d_out * rows_per_dot(rank, L))
+    macs = circuit.macs if isinstance(circuit, DenseCircuit) else circuit.shape.macs
+    if spec.commit is not None:  # commitment chips have no closed form: always the analytic pass
+        return StrategyCost.from_cost(spec, L, macs, account(circuit, spec.key), "analytic")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     use = method if method != "auto" else ("analytic" if mac_rows <= ANALYTIC_MAX_ROWS else "formula")
     cost = account(circuit, spec.key) if use == "analytic" else formula_cost(circuit, spec.key)
-    return StrategyCost.from_cost(spec, L, circuit.macs, cost, use)
-
-
-def _check_positive(name: str, v: object, limit: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
-        raise ValueError(f"{name} must be an integer in 1..{limit}, got {v!r}")
-    return v
+    return StrategyCost.from_cost(spec, L, macs, cost, use)
 
 
 def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int = 16, tokens: int = 1,
@@ -259,8 +235,8 @@ def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int
     specs = STRATEGY_SPECS + (COMMIT_SPECS if commitments else ())
     effects_of = EFFECTS + (COMMIT_EFFECTS if commitments else ())
     t0 = time.perf_counter()
-    rank = _check_positive("rank", rank, 4096)
-    tokens = _check_positive("tokens", tokens, 1 << 16)
+    rank = check_int("rank", rank, 1, MAX_RANK)
+    tokens = check_int("tokens", tokens, 1, MAX_TOKENS)
     lanes = check_lanes(lanes)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -273,8 +249,8 @@ def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int
     else:
         if d_in is None or d_out is None:
             raise ValueError("give --d-in and --d-out, or --preset")
-        d_in = _check_positive("d_in", d_in, 1 << 20)
-        d_out = _check_positive("d_out", d_out, 1 << 20)
+        d_in = check_int("d_in", d_in, 1, MAX_DIM)
+        d_out = check_int("d_out", d_out, 1, MAX_DIM)
         mods, description = [ModuleShape("module", d_in, d_out)], f"{d_in}→{d_out}"
     if not mods:
         raise ValueError("no modules to report")
@@ -327,7 +303,7 @@ def build_report(*, d_in: int | None = None, d_out: int | None = None, rank: int
                      "are maxima")
     if any(c.method != "analytic" for g in groups.values() for c in g.strategies.values()):
         notes.append(f"method 'formula': layouts above {ANALYTIC_MAX_ROWS:,} MAC rows use the closed-form cost "
-                     "(zkref.lora_circuit.formula_cost, tested equal to the analytic pass); --method analytic forces "
+                     "(zkref.lora.cost.formula_cost, tested equal to the analytic pass); --method analytic forces "
                      "the layout pass")
     return Report(preset, description, rank, tokens, lanes, module_count, list(groups.values()), totals, ratios,
                   effects, notes, round(time.perf_counter() - t0, 4))

@@ -1,0 +1,175 @@
+"""The backend switch: one protocol every prover of a `LoRAStatement` implements, and the checks they all share.
+
+A backend proves a statement for a witness and verifies a proof against the public values the verifier holds:
+
+    supports(statement) -> Support                  yes, or no with the reason
+    anchor(statement, witness) -> AdapterAnchor     what the contributor publishes once to bind its adapter
+    prove(statement, witness) -> ProofResult        public values + proof (+ per-phase timings)
+    verify(statement, public, proof, anchor=…) -> Verdict   never raises on a bad proof; falsy with the reason
+
+`verify` first runs `check_binding` (the proof is for THIS statement, for exactly these public values, and the
+values are integers in their declared ranges), then the backend's own cryptographic check.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from zkref.lora.statement import LoRAPublic, LoRAStatement, LoRAWitness, check_public, encode_instances
+
+Progress = Callable[[str], None]
+"""Called with a phase name ("settings", "compile", "setup", "witness", "prove", "verify") as it starts."""
+
+MAX_PROOF_BYTES = 64 << 20
+"""No proof of any supported statement comes near this: larger proof data is refused before it is parsed."""
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether a backend can prove a statement, and if not, why."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a verification: truthy only when valid; `reason` says what failed (or what was checked)."""
+
+    ok: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterAnchor:
+    """What binds the adapter outside the instances, published once by the contributor and pinned by verifiers.
+
+    vk_hash: SHA-256 of the verifying key (a fixed adapter is part of the circuit, so of the vk).
+    commitment: the adapter's KZG commitment (polycommit), hex.
+    digest: the adapter's Poseidon digest (hashed bindings), 0x-hex: the public value every proof must carry.
+    An unbound adapter is bound by nothing.
+    """
+
+    backend: str
+    statement_id: str
+    vk_hash: str | None = None
+    commitment: str | None = None
+    digest: str | None = None
+
+    FIELDS = ("backend", "statement_id", "vk_hash", "commitment", "digest")
+
+    def to_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_json(cls, data: object) -> "AdapterAnchor":
+        if not isinstance(data, dict) or set(data) != set(cls.FIELDS):
+            raise ValueError(f"an adapter anchor must have keys {', '.join(cls.FIELDS)}")
+        for key, value in data.items():
+            if value is not None and (not isinstance(value, str) or len(value) > 4096):
+                raise ValueError(f"adapter anchor field {key} must be a short string or null")
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Proof:
+    """A backend's proof of one statement for one public-instance vector, with what is needed to check it.
+
+    data: the backend's proof bytes (EZKL: its proof JSON); vk: the verifying key bytes (checked against `vk_hash`
+    and, when given, the verifier's pinned anchor); settings: the backend's circuit settings (JSON object).
+    """
+
+    backend: str
+    statement_id: str
+    instances: tuple[int, ...]
+    data: bytes
+    zero_knowledge: bool
+    vk: bytes = b""
+    vk_hash: str | None = None
+    settings: dict = field(default_factory=dict)
+    commitments: dict[str, str] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class ProofResult:
+    """What `prove` returns: the statement's public values, the proof, and seconds per phase."""
+
+    public: LoRAPublic
+    proof: Proof
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A prover and verifier of LoRA statements."""
+
+    name: str
+    zero_knowledge: bool
+
+    def supports(self, statement: LoRAStatement) -> Support: ...
+
+    def anchor(self, statement: LoRAStatement, witness: LoRAWitness) -> AdapterAnchor: ...
+
+    def prove(self, statement: LoRAStatement, witness: LoRAWitness, *,
+              progress: Progress | None = None) -> ProofResult: ...
+
+    def verify(self, statement: LoRAStatement, public: LoRAPublic, proof: Proof, *,
+               anchor: AdapterAnchor | None = None) -> Verdict: ...
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_binding(backend: str, statement: LoRAStatement, public: LoRAPublic, proof: Proof,
+                  anchor: AdapterAnchor | None) -> Verdict:
+    """The checks every backend makes before its cryptography: right backend and statement, exactly the caller's
+    public values (length included), values in range, a verifying key matching its hash and the pinned anchor."""
+    if not isinstance(proof, Proof):
+        return Verdict(False, f"not a proof object: {type(proof).__name__}")
+    if proof.backend != backend:
+        return Verdict(False, f"proof was made by backend {proof.backend!r}, not {backend!r}")
+    if proof.statement_id != statement.id:
+        return Verdict(False, f"proof is for statement {proof.statement_id}, not {statement.id} "
+                              "(shape, shift, bit widths or bindings differ)")
+    if len(proof.data) > MAX_PROOF_BYTES:
+        return Verdict(False, f"proof data of {len(proof.data)} bytes exceeds {MAX_PROOF_BYTES}")
+    try:
+        check_public(statement, public)
+        expected = encode_instances(statement, public)
+    except ValueError as exc:
+        return Verdict(False, f"public values do not fit the statement: {exc}")
+    if len(proof.instances) != len(expected):
+        return Verdict(False, f"proof carries {len(proof.instances)} public instances, the statement has "
+                              f"{len(expected)}")
+    if list(proof.instances) != expected:
+        first = next(i for i, (a, b) in enumerate(zip(proof.instances, expected)) if a != b)
+        return Verdict(False, f"proof's public instances differ from the values held (first at index {first})")
+    if proof.vk_hash is not None and sha256_hex(proof.vk) != proof.vk_hash:
+        return Verdict(False, "verifying key does not match its recorded hash")
+    if anchor is not None:
+        if anchor.statement_id != statement.id or anchor.backend != backend:
+            return Verdict(False, "the pinned adapter anchor is for another statement or backend")
+        if anchor.vk_hash is not None and anchor.vk_hash != proof.vk_hash:
+            return Verdict(False, "verifying key differs from the pinned one (another adapter or circuit)")
+        if anchor.commitment is not None and proof.commitments.get("adapter") != anchor.commitment:
+            return Verdict(False, "adapter commitment differs from the pinned one (another adapter)")
+        if anchor.digest is not None and (public.adapter_digest is None
+                                          or f"0x{public.adapter_digest:064x}" != anchor.digest):
+            return Verdict(False, "adapter digest differs from the pinned one (another adapter)")
+    return Verdict(True, "binding checks passed")
+
+
+def canonical_json(obj: object) -> bytes:
+    """Deterministic JSON bytes (sorted keys, no spaces): what hashes and bundles are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,200 @@
+"""The LoRA statement (zkref.lora.statement): identity, the one semantics, public values and their instance vector."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from backends import get_backend
+from zkref.lora.statement import (FORMAT, ActivationBinding, AdapterBinding, LoRAPublic, LoRAShape, LoRAStatement,
+                                  LoRAWitness, OutputBinding, check_public, decode_instances, encode_instances,
+                                  evaluate, instance_layout, instance_length, public_values)
+from zkref.primitives.field import P
+
+BASE = LoRAStatement(shape=LoRAShape(d_in=6, d_out=5, rank=2, tokens=2), shift=4)
+
+
+def witness(shape: LoRAShape, seed: int = 0) -> LoRAWitness:
+    rng = np.random.default_rng(seed)
+    return LoRAWitness(A_q=rng.integers(-8, 8, shape.a_shape), B_q=rng.integers(-8, 8, shape.b_shape),
+                       x_q=rng.integers(-128, 128, shape.x_shape))
+
+
+# ------------------------------------------------------------------------------------------------------ identity
+def variants(base: LoRAStatement) -> dict[str, LoRAStatement]:
+    """One statement per field changed: every field of the canonical encoding."""
+    s = base.shape
+    return {
+        "d_in": dataclasses.replace(base, shape=dataclasses.replace(s, d_in=s.d_in + 1)),
+        "d_out": dataclasses.replace(base, shape=dataclasses.replace(s, d_out=s.d_out + 1)),
+        "rank": dataclasses.replace(base, shape=dataclasses.replace(s, rank=s.rank + 1)),
+        "tokens": dataclasses.replace(base, shape=dataclasses.replace(s, tokens=s.tokens + 1)),
+        "shift": dataclasses.replace(base, shift=base.shift + 1),
+        "x_binding": dataclasses.replace(base, x_binding=ActivationBinding.HASHED),
+        "adapter_binding": dataclasses.replace(base, adapter_binding=AdapterBinding.UNBOUND),
+        "y_binding": dataclasses.replace(base, y_binding=OutputBinding.POLYCOMMIT),
+    }
+
+
+def test_the_id_changes_with_every_field_and_only_with_them():
+    ids = {name: st_.id for name, st_ in variants(BASE).items()}
+    assert len(set(ids.values()) | {BASE.id}) == len(ids) + 1
+    same = LoRAStatement(shape=LoRAShape(d_in=6, d_out=5, rank=2, tokens=2), shift=4,
+                         x_binding="public", adapter_binding="fixed")
+    assert same.id == BASE.id and len(BASE.id) == 32
+    # every binding mode of every field is distinct
+    all_ids = {dataclasses.replace(BASE, x_binding=x, adapter_binding=a, y_binding=y).id
+               for x in ActivationBinding for a in AdapterBinding for y in OutputBinding}
+    assert len(all_ids) == len(ActivationBinding) * len(AdapterBinding) * len(OutputBinding)
+
+
+def test_canonical_encoding_round_trips_and_names_its_format():
+    for st_ in [BASE, *variants(BASE).values()]:
+        doc = json.loads(st_.canonical_bytes())
+        assert doc["format"] == FORMAT and doc["weight_bits"] == 4 and doc["activation_bits"] == 8
+        assert LoRAStatement.from_canonical(doc) == st_
+        assert LoRAStatement.from_canonical(doc).id == st_.id
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda d: d.pop("shift"), "missing"), (lambda d: d.update(extra=1), "unexpected"),
+    (lambda d: d.update(format="zkref-lora-statement/0"), "format"), (lambda d: d.update(d_in=0), "d_in"),
+    (lambda d: d.update(x_binding="sha256"), "x_binding"), (lambda d: d.update(weight_bits=3), "weight_bits"),
+    (lambda d: d.update(activation_bits=16), "activation bits"), (lambda d: d.update(shift=True), "shift"),
+])
+def test_decoding_a_statement_is_strict(mutate, match):
+    doc = BASE.canonical()
+    mutate(doc)
+    with pytest.raises(ValueError, match=match):
+        LoRAStatement.from_canonical(doc)
+
+
+def test_unbound_adapters_are_labelled_wherever_shown():
+    assert "UNBOUND" in dataclasses.replace(BASE, adapter_binding="unbound").describe()
+    assert "UNBOUND" not in BASE.describe()
+
+
+# ------------------------------------------------------------------------------------------------------ semantics
+def plain_evaluate(A, B, x, shift):
+    def requant(v):
+        q = v if shift == 0 else ((abs(v) + (1 << (shift - 1))) >> shift) * (1 if v >= 0 else -1)
+        return max(-128, min(127, q))
+    z = [[sum(int(a) * int(v) for a, v in zip(row, tok)) for row in A] for tok in x]
+    zq = [[requant(v) for v in zt] for zt in z]
+    return z, zq, [[sum(int(b) * v for b, v in zip(row, zt)) for row in B] for zt in zq]
+
+
+@settings(max_examples=60)
+@given(st.integers(1, 12), st.integers(1, 8), st.integers(1, 4), st.integers(1, 3), st.integers(0, 12),
+       st.integers(0, 2**31))
+def test_evaluate_is_exact_integer_arithmetic(d_in, d_out, rank, tokens, shift, seed):
+    shape = LoRAShape(d_in=d_in, d_out=d_out, rank=rank, tokens=tokens)
+    w = witness(shape, seed)
+    trace = evaluate(LoRAStatement(shape=shape, shift=shift), w)
+    z, zq, y = plain_evaluate(w.A_q, w.B_q, w.x_q, shift)
+    assert trace.z.tolist() == z and trace.z_q.tolist() == zq and trace.y_q.tolist() == y
+
+
+def test_evaluate_ties_negatives_and_clamping():
+    shape = LoRAShape(d_in=1, d_out=1, rank=6, tokens=1)
+    A = np.array([[1], [-1], [3], [-3], [7], [-8]])
+    w = LoRAWitness(A_q=A, B_q=np.ones((1, 6), dtype=int), x_q=np.array([[2]]))
+    trace = evaluate(LoRAStatement(shape=shape, shift=2), w)
+    # z = 2, -2, 6, -6, 14, -16 over 4: ties .5 → away from zero
+    assert trace.z_q.tolist() == [[1, -1, 2, -2, 4, -4]]
+    big = LoRAWitness(A_q=np.full((1, 4), -8), B_q=np.ones((1, 1), dtype=int), x_q=np.full((1, 4), -128))
+    t2 = evaluate(LoRAStatement(shape=big.shape, shift=0), big)
+    assert t2.z_q.tolist() == [[127]] and t2.clamped == 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 3)), x_q=np.zeros((1, 3))), "ranks differ"),
+    (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 4))), "x_q must be"),
+    (dict(A_q=np.full((2, 3), -9), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 3))), "A_q values"),
+    (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.full((1, 3), 200)), "x_q values"),
+    (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.zeros(3)), "2-D"),
+])
+def test_witness_is_validated_once_with_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LoRAWitness(**kwargs)
+
+
+def test_a_witness_of_another_shape_is_refused():
+    with pytest.raises(ValueError, match="does not match"):
+        evaluate(dataclasses.replace(BASE, shape=LoRAShape(d_in=6, d_out=5, rank=2, tokens=3)), witness(BASE.shape))
+
+
+# ------------------------------------------------------------------------------------------------------ public values
+@pytest.mark.parametrize("x", list(ActivationBinding))
+@pytest.mark.parametrize("adapter", list(AdapterBinding))
+@pytest.mark.parametrize("y", list(OutputBinding))
+def test_instances_round_trip_for_every_binding(x, adapter, y):
+    statement = dataclasses.replace(BASE, x_binding=x, adapter_binding=adapter, y_binding=y)
+    w = witness(statement.shape, 3)
+    public = public_values(statement, w)
+    vector = encode_instances(statement, public)
+    assert len(vector) == instance_length(statement) == sum(seg.length for seg in instance_layout(statement))
+    kzg = {"x_q": w.x_q if x is ActivationBinding.POLYCOMMIT else None,
+           "y_q": public.y_q if y is OutputBinding.POLYCOMMIT else None}
+    assert decode_instances(statement, vector, **kzg).equals(public)
+    assert LoRAPublic.from_json(statement, json.loads(json.dumps(public.to_json()))).equals(public)
+
+
+def test_wrong_length_instances_are_rejected():
+    w = witness(BASE.shape)
+    vector = encode_instances(BASE, public_values(BASE, w))
+    for bad in (vector + [0], vector[:-1], []):
+        with pytest.raises(ValueError, match="public instances"):
+            decode_instances(BASE, bad)
+    with pytest.raises(ValueError, match="field element"):
+        decode_instances(BASE, vector[:-1] + [P])
+
+
+def test_out_of_range_public_values_are_rejected():
+    w = witness(BASE.shape)
+    public = public_values(BASE, w)
+    lo, hi = BASE.y_bounds
+    y = public.y_q.copy()
+    y[0, 0] = hi + 1
+    with pytest.raises(ValueError, match="outside"):
+        check_public(BASE, LoRAPublic(y_q=y, x_q=public.x_q))
+    vector = encode_instances(BASE, public)
+    vector[0] = 128  # x_q[0, 0] = 128 is not int8
+    with pytest.raises(ValueError, match="int8"):
+        decode_instances(BASE, vector)
+    vector[0] = P // 2  # a huge field element where an int8 belongs
+    with pytest.raises(ValueError):
+        decode_instances(BASE, vector)
+    with pytest.raises(ValueError, match="must not be part"):
+        check_public(dataclasses.replace(BASE, x_binding="hashed"), public)
+
+
+# ------------------------------------------------------------------------------------------------------ proofs
+def test_a_proof_does_not_verify_under_a_statement_with_another_shift_shape_or_binding():
+    backend = get_backend("zkref")
+    w = witness(BASE.shape)
+    result = backend.prove(BASE, w)
+    assert backend.verify(BASE, result.public, result.proof)
+    for name, other in variants(BASE).items():
+        if not backend.supports(other):
+            continue
+        verdict = backend.verify(other, result.public, result.proof)
+        assert not verdict and ("statement" in verdict.reason or "public" in verdict.reason), (name, verdict)
+
+
+def test_colliding_digests_do_not_let_a_proof_move_to_another_shape():
+    # a packed x of 30 values and the same x followed by -128 hash alike; the statement ids differ
+    shape30, shape31 = LoRAShape(d_in=30, d_out=2, rank=1), LoRAShape(d_in=31, d_out=2, rank=1)
+    s30 = LoRAStatement(shape=shape30, shift=8, x_binding="hashed-packed")
+    s31 = LoRAStatement(shape=shape31, shift=8, x_binding="hashed-packed")
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (1, 30))
+    w30 = LoRAWitness(A_q=rng.integers(-8, 8, (1, 30)), B_q=rng.integers(-8, 8, (2, 1)), x_q=x)
+    backend = get_backend("zkref")
+    result = backend.prove(s30, w30)
+    assert result.public.x_digest == public_values(
+        s31, LoRAWitness(A_q=np.zeros((1, 31)), B_q=np.zeros((2, 1)), x_q=np.concatenate([x, [[-128]]], axis=1))
+    ).x_digest
+    verdict = backend.verify(s31, result.public, result.proof)
+    assert not verdict and "statement" in verdict.reason

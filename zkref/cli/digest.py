@@ -1,0 +1,30 @@
+"""`zkref digest`: the Poseidon digest of a local model's safetensors weights, cached beside the model."""
+from __future__ import annotations
+
+import argparse
+
+from zkref.cli.console import out, print_json
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    from zkref.models.digest import model_digest
+
+    result = model_digest(args.model_dir, progress=not args.quiet, use_cache=not args.no_cache, workers=args.workers)
+    if args.json:
+        print_json(result.to_json() | {"from_cache": result.from_cache})
+    else:
+        source = " (from cache)" if result.from_cache else ""
+        out.print(f"base-model digest {result.hex}{source}")
+        out.print(f"  {result.format_version}: {result.n_tensors} tensors, {result.n_parameters:,} parameters, "
+                  f"{result.n_bytes:,} bytes")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("digest", help="Poseidon digest of a local model's safetensors weights (specs/commitments.md)")
+    p.add_argument("model_dir", help="directory with *.safetensors files (e.g. from save_pretrained)")
+    p.add_argument("--no-cache", action="store_true", help="ignore and do not write zkref-digest.json")
+    p.add_argument("--workers", type=int, default=None, help="hashing workers (default: one per CPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_digest)

@@ -1,0 +1,82 @@
+"""The inputs of one proven call, from the command line: weights and activations (files or seeded random), the
+shift, per-channel scales and the bindings; shared by `zkref mock` and `zkref prove`."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from zkref.lora.statement import ActivationBinding, AdapterBinding, OutputBinding
+from zkref.models.tensor_files import load_safetensors
+from zkref.pipeline import Bindings, Prepared, prepare, quantise
+from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS, check_int
+
+RANDOM_WEIGHT_STD = 0.02
+"""Seeded random adapters look like trained LoRA weights (small), activations like layer-normed inputs (std 1)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Shapes or files, quantisation and bindings."""
+    p.add_argument("--d-in", type=int, default=None)
+    p.add_argument("--d-out", type=int, default=None)
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--tokens", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights/activations not given as files")
+    p.add_argument("--weights", default=None, help="safetensors file with float lora_A (r×d_in), lora_B (d_out×r)")
+    p.add_argument("--activations", default=None, help="safetensors file with float x (T×d_in or d_in)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default r)")
+    p.add_argument("--rslora", action="store_true", help="peft's rsLoRA scaling alpha/√r instead of alpha/r")
+    p.add_argument("--shift", type=int, default=None,
+                   help="requant shift (default: calibrated once from the given activations, and printed)")
+    p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    p.add_argument("--x", dest="x_binding", choices=[b.value for b in ActivationBinding], default="public",
+                   help="how activations are bound (default public)")
+    p.add_argument("--adapter-binding", choices=[b.value for b in AdapterBinding], default="fixed",
+                   help="how the adapter is bound (default fixed: in the verifying key)")
+    p.add_argument("--y", dest="y_binding", choices=[b.value for b in OutputBinding], default="public",
+                   help="how the output is bound (default public)")
+
+
+def _dim(args: argparse.Namespace, name: str, from_file: int | None, limit: int) -> int | None:
+    given = getattr(args, name)
+    if given is not None:
+        check_int(name, given, 1, limit)
+    if given is not None and from_file is not None and given != from_file:
+        raise ValueError(f"--{name.replace('_', '-')} {given} does not match the file's shape ({from_file})")
+    return given if given is not None else from_file
+
+
+def prepared_from_args(args: argparse.Namespace) -> tuple[Prepared, dict]:
+    """The call to prove (statement + witness) and a description of where its inputs came from."""
+    A = B = x = None
+    if args.weights:
+        A, B = load_safetensors(args.weights, ["lora_A", "lora_B"])
+        if A.ndim != 2 or B.ndim != 2 or B.shape[1] != A.shape[0]:
+            raise ValueError(f"{args.weights}: lora_A must be r×d_in and lora_B d_out×r, got {A.shape} and {B.shape}")
+    if args.activations:
+        (x,) = load_safetensors(args.activations, ["x"])
+        x = x[None, :] if x.ndim == 1 else x
+        if x.ndim != 2:
+            raise ValueError(f"{args.activations}: x must be d_in or T×d_in, got shape {x.shape}")
+    if A is not None and x is not None and x.shape[1] != A.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} features but lora_A expects d_in = {A.shape[1]}")
+    d_in = _dim(args, "d_in", A.shape[1] if A is not None else (x.shape[1] if x is not None else None), MAX_DIM)
+    d_out = _dim(args, "d_out", B.shape[0] if B is not None else None, MAX_DIM)
+    rank = _dim(args, "rank", A.shape[0] if A is not None else None, MAX_RANK)
+    tokens = _dim(args, "tokens", x.shape[0] if x is not None else None, MAX_TOKENS) or 1
+    missing = [n for n, v in (("--d-in", d_in), ("--d-out", d_out), ("--rank", rank)) if v is None]
+    if missing:
+        raise ValueError(f"give {', '.join(missing)} (or --weights / --activations files to take shapes from)")
+    rng = np.random.default_rng(args.seed)
+    info = {"weights": args.weights or f"random (seed {args.seed})",
+            "activations": args.activations or f"random (seed {args.seed})"}
+    A = A if A is not None else rng.standard_normal((rank, d_in)) * RANDOM_WEIGHT_STD
+    B = B if B is not None else rng.standard_normal((d_out, rank)) * RANDOM_WEIGHT_STD
+    x = x if x is not None else rng.standard_normal((tokens, d_in))
+    alpha = float(args.alpha) if args.alpha is not None else float(rank)
+    scaling = alpha / (rank ** 0.5 if args.rslora else rank)
+    q = quantise(A, B, scaling=scaling, x_calibration=x, per_channel=args.per_channel, shift=args.shift)
+    info["shift"] = "given" if args.shift is not None else "calibrated once from the given activations"
+    info["dequantisation"] = q.dequantisation.to_json()
+    bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
+    return prepare(q, x, bindings), info

@@ -1,0 +1,70 @@
+"""`zkref mock`: state one LoRA call, mock-check it with zkref's circuit, compare with the float delta, account it."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from zkref.cli import inputs
+from zkref.cli.console import out, print_json
+from zkref.lora.circuit import LoRALayout, Products
+from zkref.primitives.ranges import MAX_LANES
+
+
+def cmd_mock(args: argparse.Namespace) -> int:
+    from backends import get_backend
+    from zkref.pipeline import run
+
+    layout = LoRALayout(lanes=args.lanes, products=args.strategy)
+    prepared, info = inputs.prepared_from_args(args)
+    t0 = time.perf_counter()
+    result = run(prepared, get_backend("zkref", layout=layout), layout=layout)
+    seconds = time.perf_counter() - t0
+    st, verdict, check = prepared.statement, result.proven.verdict, result.check
+    doc = {
+        "satisfied": bool(verdict), "reason": verdict.reason, "statement": st.canonical(), "statement_id": st.id,
+        "lanes": layout.lanes, "strategy": layout.products.value, "shift": st.shift, "macs": st.shape.macs,
+        "k": result.cost.k, "seconds": round(seconds, 4), "inputs": info,
+        "check": {"max_abs_error": check.max_abs_error, "error_bound": check.error_bound,
+                  "relative_error": check.relative_error, "within_bound": check.within_bound},
+        "cost": result.cost.to_dict(),
+    }
+    if args.out:
+        _write_result(Path(args.out), prepared, result)
+        doc["out"] = args.out
+    if args.json:
+        print_json(doc)
+    else:
+        verdict_text = "[green]satisfied[/]" if verdict else f"[red]not satisfied[/]: {verdict.reason}"
+        out.print(f"[bold]{st.describe()}[/]")
+        out.print(f"L={layout.lanes} {layout.products.value}, k={result.cost.k}: {verdict_text} ({seconds:.3f} s)")
+        out.print(f"shift {st.shift} ({info['shift']}); dequantised vs float delta: max error {check.max_abs_error:.4g}"
+                  f" ≤ proven bound {check.error_bound:.4g}: {'yes' if check.within_bound else 'NO'} "
+                  f"(relative {check.relative_error:.2%})")
+        out.print(result.cost.rich_table())
+    return 0 if verdict else 1
+
+
+def _write_result(path: Path, prepared, result) -> None:
+    """What was proven, for a user to use: the statement, the public values, the dequantised delta."""
+    doc = {"statement": prepared.statement.canonical() | {"id": prepared.statement.id},
+           "public": result.proven.result.public.to_json(),
+           "dequantisation": prepared.quantised.dequantisation.to_json(),
+           "delta": prepared.quantised.dequantize(result.proven.y_q).tolist(),
+           "verdict": {"ok": bool(result.proven.verdict), "reason": result.proven.verdict.reason}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("mock", help="state a LoRA call and mock-check it with zkref's circuit (not ZK)")
+    inputs.add_arguments(p)
+    p.add_argument("--lanes", type=int, default=8, help=f"lookup lanes per row, 1..{MAX_LANES}")
+    p.add_argument("--strategy", choices=[m.value for m in Products], default="table",
+                   help="products by the 4096-row table or by a gate")
+    p.add_argument("--out", default=None, help="write the statement, public values and dequantised delta (JSON)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_mock)
