@@ -193,3 +193,31 @@ def test_cli_mock_file_errors_exit_2(tmp_path, capsys):
     for argv, message in cases:
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_cli_mock_writes_what_it_proved(tmp_path, capsys):
+    out = tmp_path / "sub" / "result.json"
+    assert main(["mock", "--d-in", "10", "--d-out", "6", "--rank", "2", "--tokens", "3", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["verdict"]["ok"] and len(doc["delta"]) == 3 and len(doc["delta"][0]) == 6
+    assert doc["statement"]["tokens"] == 3 and len(doc["public"]["y_q"]) == 3
+    scale = doc["dequantisation"]
+    factor = scale["scaling"] * scale["scale_A"] * scale["scale_x"] * 2 ** scale["shift"]
+    expected = factor * np.asarray(scale["scale_B"])[None, :] * np.asarray(doc["public"]["y_q"])
+    np.testing.assert_allclose(doc["delta"], expected)
+
+
+def test_cli_mock_checks_every_module_of_a_preset(capsys):
+    assert main(["mock", "--preset", "gpt2-small-c_attn", "--rank", "4", "--workers", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["satisfied"] and doc["modules"] == 1 and doc["per_module"][0]["d_out"] == 2304
+    assert main(["mock", "--preset", "nope"]) == 2
+    assert main(["mock", "--preset", "gpt2-small-c_attn", "--d-in", "8"]) == 2
+
+
+def test_whole_model_presets_list_every_module():
+    from zkref.lora.presets import PRESETS
+
+    llama = PRESETS["llama3-8b"].modules
+    assert len(llama) == 224 and len({m.name for m in llama}) == 224
+    assert sum(1 for m in llama if (m.d_in, m.d_out) == (14336, 4096)) == 32

@@ -11,7 +11,10 @@ activations given to `quantise`, never from the values being proven.
 """
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +22,10 @@ import numpy as np
 from backends.base import AdapterAnchor, Backend, Progress, ProofResult, Verdict
 from zkref.lora.circuit import LoRACircuit, LoRALayout, unsupported_reason
 from zkref.lora.quantisation import DeltaCheck, QuantizedLoRA
+from zkref.lora.presets import ModuleShape
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAStatement, LoRAWitness, OutputBinding
 from zkref.plonkish.accounting import CircuitCost, account
+from zkref.plonkish.mock_prover import MockProver
 from zkref.primitives.quant import finite_array
 
 
@@ -131,3 +136,74 @@ def run(prepared: Prepared, backend: Backend, *, layout: LoRALayout = LoRALayout
     """prove → compare → cost, for one prepared call."""
     proven = prove(prepared, backend, progress=progress)
     return PipelineResult(prepared, proven, compare(prepared, proven.y_q), cost(prepared.statement, layout))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Whole adapters: every module of a model checked with zkref's circuits
+# ------------------------------------------------------------------------------------------------------------------
+RANDOM_WEIGHT_STD = 0.02
+"""Seeded random adapters look like trained LoRA weights (small); activations like layer-normed inputs (std 1)."""
+
+
+@dataclass(frozen=True)
+class ModuleCheck:
+    """One module's mock check: its statement, whether zkref's circuit is satisfied, k and the time taken."""
+
+    name: str
+    statement_id: str
+    d_in: int
+    d_out: int
+    satisfied: bool
+    reason: str
+    k: int
+    seconds: float
+
+
+def random_call(d_in: int, d_out: int, rank: int, tokens: int, seed: int) -> Prepared:
+    """A seeded random float adapter and call, quantised (shift from the same activations): a stand-in module."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((rank, d_in)) * RANDOM_WEIGHT_STD
+    B = rng.standard_normal((d_out, rank)) * RANDOM_WEIGHT_STD
+    x = rng.standard_normal((tokens, d_in))
+    return prepare(quantise(A, B, scaling=1.0, x_calibration=x), x)
+
+
+def _check_module(task: tuple[str, int, int, int, int, int, int, str]) -> ModuleCheck:
+    """Worker: build one module's random call and mock-check zkref's layout of it (plain values in, no pickled state)."""
+    name, d_in, d_out, rank, tokens, seed, lanes, products = task
+    t0 = time.perf_counter()
+    prepared = random_call(d_in, d_out, rank, tokens, seed)
+    circuit = LoRACircuit(statement=prepared.statement, witness=prepared.witness,
+                          layout=LoRALayout(lanes=lanes, products=products))
+    prover = MockProver(circuit, circuit.public_inputs())
+    failures = prover.verify()
+    reason = "satisfied" if not failures else f"{len(failures)} failure(s), first: {failures[0]}"
+    return ModuleCheck(name, prepared.statement.id, d_in, d_out, not failures, reason, prover.k,
+                       time.perf_counter() - t0)
+
+
+def check_modules(modules: Sequence[ModuleShape], *, rank: int, tokens: int = 1, layout: LoRALayout = LoRALayout(),
+                  seed: int = 0, workers: int | None = None,
+                  progress: Callable[[ModuleCheck], None] | None = None) -> list[ModuleCheck]:
+    """Mock-check a seeded random adapter on every module (and every repeat of a shape), in worker processes.
+
+    Results come back in module order; `progress` is called as each module finishes.
+    """
+    tasks = [(f"{m.name}[{c}]" if m.count > 1 else m.name, m.d_in, m.d_out, rank, tokens, seed + i, layout.lanes,
+              layout.products.value)
+             for i, (m, c) in enumerate((m, c) for m in modules for c in range(m.count))]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    if workers == 1:
+        results = []
+        for task in tasks:
+            results.append(_check_module(task))
+            if progress:
+                progress(results[-1])
+        return results
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = []
+        for result in pool.map(_check_module, tasks, chunksize=1):
+            results.append(result)
+            if progress:
+                progress(result)
+        return results

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from zkref.cli import inputs
-from zkref.cli.console import out, print_json
+from zkref.cli.console import err, out, print_json
 from zkref.lora.circuit import LoRALayout, Products
 from zkref.primitives.ranges import MAX_LANES
 
@@ -17,6 +17,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
     from zkref.pipeline import run
 
     layout = LoRALayout(lanes=args.lanes, products=args.strategy)
+    if args.preset:
+        return _mock_preset(args, layout)
     prepared, info = inputs.prepared_from_args(args)
     t0 = time.perf_counter()
     result = run(prepared, get_backend("zkref", layout=layout), layout=layout)
@@ -46,6 +48,47 @@ def cmd_mock(args: argparse.Namespace) -> int:
     return 0 if verdict else 1
 
 
+def _mock_preset(args: argparse.Namespace, layout: LoRALayout) -> int:
+    """Every module of a named model, seeded random adapter, mock-checked in worker processes with progress."""
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from zkref.lora.presets import PRESETS
+    from zkref.pipeline import check_modules
+    from zkref.primitives.ranges import MAX_RANK, MAX_TOKENS, check_int
+
+    if args.weights or args.activations or args.d_in or args.d_out:
+        raise ValueError("--preset checks a seeded random adapter on every module: give no shapes or files with it")
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    preset = PRESETS[args.preset]
+    rank = check_int("rank", args.rank if args.rank is not None else 16, 1, MAX_RANK)
+    tokens = check_int("tokens", args.tokens if args.tokens is not None else 1, 1, MAX_TOKENS)
+    total = sum(m.count for m in preset.modules)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not sys.stderr.isatty() and not args.progress) as bar:
+        task = bar.add_task(f"mock-checking {preset.name}", total=total)
+        checks = check_modules(preset.modules, rank=rank, tokens=tokens, layout=layout, seed=args.seed,
+                               workers=args.workers, progress=lambda c: bar.update(task, advance=1))
+    seconds = time.perf_counter() - t0
+    failed = [c for c in checks if not c.satisfied]
+    doc = {"preset": preset.name, "modules": len(checks), "satisfied": not failed, "rank": rank, "tokens": tokens,
+           "lanes": layout.lanes, "strategy": layout.products.value, "seconds": round(seconds, 3),
+           "max_k": max(c.k for c in checks), "failed": [vars(c) for c in failed],
+           "per_module": [vars(c) for c in checks]}
+    if args.json:
+        print_json(doc)
+    else:
+        out.print(f"[bold]{preset.description}[/], r={rank}, T={tokens}, L={layout.lanes} {layout.products.value}: "
+                  f"{len(checks) - len(failed)}/{len(checks)} modules satisfied in {seconds:.1f} s "
+                  f"(k ≤ {doc['max_k']}; seeded random weights, x public, adapter fixed)")
+        for c in failed[:10]:
+            out.print(f"  [red]{c.name}[/]: {c.reason}")
+    return 0 if not failed else 1
+
+
 def _write_result(path: Path, prepared, result) -> None:
     """What was proven, for a user to use: the statement, the public values, the dequantised delta."""
     doc = {"statement": prepared.statement.canonical() | {"id": prepared.statement.id},
@@ -66,5 +109,9 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", choices=[m.value for m in Products], default="table",
                    help="products by the 4096-row table or by a gate")
     p.add_argument("--out", default=None, help="write the statement, public values and dequantised delta (JSON)")
+    p.add_argument("--preset", default=None,
+                   help="mock-check a seeded random adapter on every module of a named model (e.g. llama3-8b)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes for --preset (default: one per CPU)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_mock)

@@ -51,7 +51,8 @@ class MockProver:
         if len(self.instances) != len(self.cs.instance):
             raise ValueError(f"circuit has {len(self.cs.instance)} instance column(s), got values for "
                              f"{len(self.instances)}")
-        self.layout: Layout = synthesize(circuit, with_values=True, instances=instances, cs=self.cs, config=config)
+        self.layout: Layout = synthesize(circuit, with_values=True, instances=self.instances, cs=self.cs,
+                                         config=config)
         needed = max([self.layout.rows_used(), self.layout.instance_rows()] + [len(c) for c in self.instances])
         self.k = self.cs.minimal_k(needed) if k is None else int(k)
         if not 1 <= self.k <= MAX_K:
@@ -413,6 +414,10 @@ def _signed_small(v: int) -> int | None:
     return s if -INT64_SAFE < s < INT64_SAFE else None
 
 
+DENSE_MASK_MAX = 1 << 25
+"""Tables whose packed key space is at most this many keys are indexed by a boolean mask (≤ 32 MB)."""
+
+
 class TableIndex:
     """Membership test for tuples in a lookup table, vectorised by packing small tuples into one int64 key."""
 
@@ -426,6 +431,11 @@ class TableIndex:
             if math.prod(radices) < 2**62:
                 self.radices = radices
                 self.keys = np.unique(self._keys(columns))
+                # a small key space gets a dense membership mask: one gather per query instead of a sort
+                self.mask = None
+                if math.prod(radices) <= DENSE_MASK_MAX:
+                    self.mask = np.zeros(math.prod(radices), dtype=bool)
+                    self.mask[self.keys] = True
                 return
         self.small = False
         self.radices = None
@@ -447,7 +457,7 @@ class TableIndex:
             found = np.zeros(n, dtype=bool)
             if in_range.any():
                 keys = self._keys([a[in_range] for a in inputs])
-                found[in_range] = np.isin(keys, self.keys, assume_unique=False)
+                found[in_range] = self.mask[keys] if self.mask is not None else np.isin(keys, self.keys)
             return found
         table_rows = self._object_rows()
         tuples = zip(*[canonical(a).tolist() for a in inputs])

@@ -99,11 +99,14 @@ def as_field_array(values: Sequence[int] | np.ndarray) -> np.ndarray:
             raise ValueError("field values must be integers; got non-integer or non-finite floats")
         return as_field_array(arr.astype(np.int64))
     if arr.dtype.kind == "O" or arr.size == 0:
-        flat = [_check_int(v) for v in arr.reshape(-1)]
-        signed_vals = [signed(v) for v in flat]
+        flat = arr.reshape(-1).tolist()
+        if not all(type(v) is int for v in flat):  # the common case (Python ints) is checked in one pass
+            flat = [_check_int(v) for v in flat]
+        reduced = [v % P for v in flat]
+        signed_vals = [v - P if v > HALF_P else v for v in reduced]
         if all(-INT64_SAFE < v < INT64_SAFE for v in signed_vals):
             return np.array(signed_vals, dtype=np.int64).reshape(arr.shape)
-        return _canonical_objects(np.array(flat, dtype=object).reshape(arr.shape))
+        return np.array(reduced, dtype=object).reshape(arr.shape)
     raise ValueError(f"cannot interpret dtype {arr.dtype} as field elements")
 
 
