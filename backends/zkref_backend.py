@@ -36,7 +36,7 @@ class ZkrefBackend:
         self.layout = layout
 
     def supports(self, statement: LoRAStatement) -> Support:
-        reason = unsupported_reason(statement)
+        reason = unsupported_reason(statement, self.layout)
         return Support(False, reason) if reason else Support(True, "mock check with zkref's circuits (not ZK)")
 
     def _vk(self, statement: LoRAStatement, witness: LoRAWitness) -> bytes:

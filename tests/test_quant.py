@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from zkref.chips.requant import requant_reference
 from zkref.lora.quantisation import QuantizedLoRA, lora_delta_float
 from zkref.lora.statement import evaluate
-from zkref.primitives.quant import (choose_shift, div_pow2_round_half_away, quantize_int4, quantize_int8, requantize,
+from zkref.primitives.quant import (choose_shift, div_pow2_round_half_away, quantize_weights, quantize_int8, requantize,
                                     round_half_away, static_shift)
 
 
@@ -48,17 +48,25 @@ def test_shift_choice():
 
 def test_weight_quantisation_is_symmetric_int4():
     w = np.array([[0.7, -0.35, 0.0], [0.07, 0.0, -0.07]])
-    q = quantize_int4(w)
+    q = quantize_weights(w)
     assert q.values.tolist() == [[7, -4, 0], [1, 0, -1]] and np.isclose(q.scale, 0.1)
-    qc = quantize_int4(w, per_channel=True)
+    qc = quantize_weights(w, per_channel=True)
     assert qc.values.tolist() == [[7, -4, 0], [7, 0, -7]] and np.allclose(qc.scale, [0.1, 0.01])
-    assert quantize_int4(np.zeros((2, 2)), per_channel=True).scale.tolist() == [1.0, 1.0]
+    assert quantize_weights(np.zeros((2, 2)), per_channel=True).scale.tolist() == [1.0, 1.0]
+
+
+def test_weight_quantisation_int8_uses_127_levels():
+    w = np.array([[1.27, -0.635, 0.005, -1.27]])
+    q = quantize_weights(w, bits=8)
+    assert q.values.tolist() == [[127, -64, 1, -127]] and np.isclose(q.scale, 0.01)
+    with pytest.raises(ValueError, match="bits"):
+        quantize_weights(w, bits=0)
 
 
 @pytest.mark.parametrize("bad", [np.array([[np.nan]]), np.array([[np.inf, 1.0]])])
 def test_non_finite_inputs_raise(bad):
     with pytest.raises(ValueError, match="NaN or infinity"):
-        quantize_int4(bad)
+        quantize_weights(bad)
     with pytest.raises(ValueError, match="NaN or infinity"):
         quantize_int8(bad)
 

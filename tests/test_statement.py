@@ -34,6 +34,7 @@ def variants(base: LoRAStatement) -> dict[str, LoRAStatement]:
         "x_binding": dataclasses.replace(base, x_binding=ActivationBinding.HASHED),
         "adapter_binding": dataclasses.replace(base, adapter_binding=AdapterBinding.UNBOUND),
         "y_binding": dataclasses.replace(base, y_binding=OutputBinding.POLYCOMMIT),
+        "weight_bits": dataclasses.replace(base, weight_bits=8),
     }
 
 
@@ -52,7 +53,7 @@ def test_the_id_changes_with_every_field_and_only_with_them():
 def test_canonical_encoding_round_trips_and_names_its_format():
     for st_ in [BASE, *variants(BASE).values()]:
         doc = json.loads(st_.canonical_bytes())
-        assert doc["format"] == FORMAT and doc["weight_bits"] == 4 and doc["activation_bits"] == 8
+        assert doc["format"] == FORMAT and doc["weight_bits"] == st_.weight_bits and doc["activation_bits"] == 8
         assert LoRAStatement.from_canonical(doc) == st_
         assert LoRAStatement.from_canonical(doc).id == st_.id
 
@@ -60,7 +61,7 @@ def test_canonical_encoding_round_trips_and_names_its_format():
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: d.pop("shift"), "missing"), (lambda d: d.update(extra=1), "unexpected"),
     (lambda d: d.update(format="zkref-lora-statement/0"), "format"), (lambda d: d.update(d_in=0), "d_in"),
-    (lambda d: d.update(x_binding="sha256"), "x_binding"), (lambda d: d.update(weight_bits=3), "weight_bits"),
+    (lambda d: d.update(x_binding="sha256"), "x_binding"), (lambda d: d.update(weight_bits=3), "weight_bits"), (lambda d: d.update(weight_bits=16), "weight_bits"),
     (lambda d: d.update(activation_bits=16), "activation bits"), (lambda d: d.update(shift=True), "shift"),
 ])
 def test_decoding_a_statement_is_strict(mutate, match):
@@ -111,13 +112,22 @@ def test_evaluate_ties_negatives_and_clamping():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 3)), x_q=np.zeros((1, 3))), "ranks differ"),
     (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 4))), "x_q must be"),
-    (dict(A_q=np.full((2, 3), -9), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 3))), "A_q values"),
+    (dict(A_q=np.full((2, 3), -129), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 3))), "A_q values"),
     (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.full((1, 3), 200)), "x_q values"),
     (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.zeros(3)), "2-D"),
 ])
 def test_witness_is_validated_once_with_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LoRAWitness(**kwargs)
+
+
+def test_the_statement_checks_its_own_weight_width():
+    w = LoRAWitness(A_q=np.full((2, 6), -9), B_q=np.zeros((5, 2)), x_q=np.zeros((2, 6)))
+    with pytest.raises(ValueError, match=r"int4 \[-8, 7\]"):
+        evaluate(BASE, w)
+    wide = dataclasses.replace(BASE, weight_bits=8)
+    assert evaluate(wide, w).z.tolist() == [[0, 0], [0, 0]] and wide.id != BASE.id
+    assert wide.z_bounds == (6 * -128 * 127, 6 * 128 * 128)
 
 
 def test_a_witness_of_another_shape_is_refused():

@@ -47,10 +47,10 @@ class Bindings:
 
 
 def quantise(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
-             per_channel: bool = False, shift: int | None = None) -> QuantizedLoRA:
-    """Quantise an adapter (int4) and fix the activation scale and shift from calibration activations."""
+             per_channel: bool = False, shift: int | None = None, weight_bits: int = 4) -> QuantizedLoRA:
+    """Quantise an adapter (int4 or int8) and fix the activation scale and shift from calibration activations."""
     return QuantizedLoRA.from_float(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration,
-                                    per_channel=per_channel, shift=shift)
+                                    per_channel=per_channel, shift=shift, weight_bits=weight_bits)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +112,7 @@ def compare(prepared: Prepared, y_q: np.ndarray) -> DeltaCheck:
 
 def cost(statement: LoRAStatement, layout: LoRALayout = LoRALayout()) -> CircuitCost | None:
     """zkref's accounting of the statement's layout (None when zkref has no layout for it, e.g. polycommit)."""
-    if unsupported_reason(statement):
+    if unsupported_reason(statement, layout):
         return None
     return account(LoRACircuit(statement=statement, layout=layout), "LoRACircuit")
 

@@ -27,7 +27,7 @@ from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, Loo
 from zkref.plonkish.expression import Column, ColumnKind, Expression, Selector
 from zkref.primitives.field import signed
 from zkref.plonkish.layout import AssignedCells, Layouter, Region
-from zkref.chips.mul_table import MulTable, MulTableConfig, mul_table_columns
+from zkref.chips.mul_table import MulTable, MulTableConfig, low_nibble_table_columns, mul_table_columns
 from zkref.primitives.ranges import check_lanes
 
 def rows_per_dot(d: int, lanes: int) -> int:
@@ -76,10 +76,17 @@ class LaneMacConfig:
     q_cont: Selector
     zero: Column | None
     tables: tuple[LookupTable, ...]
+    w_lo: tuple[Column, ...] = ()
+    """int8 weights in BatchedMac: the low digit l = w & 15 per lane (`w` then holds the high digit w >> 4)."""
+    p_lo: tuple[Column, ...] = ()
 
     @property
     def fixed_weights(self) -> bool:
         return self.w[0].kind is ColumnKind.FIXED
+
+    @property
+    def weight_digits(self) -> bool:
+        return bool(self.w_lo)
 
 
 @dataclass
@@ -211,8 +218,11 @@ class LaneMac:
         def assign(region: Region) -> MatmulCells:
             w_cells, a_cells = [], []
             assign_w = region.assign_fixed if cfg.fixed_weights else region.assign_advice
+            w_hi = w_grid if w_grid is None or not cfg.weight_digits else w_grid >> 4
             for i in range(L):
-                w_cells.append(assign_w(cfg.w[i], 0, None if w_grid is None else w_grid[:, i], length=rows))
+                w_cells.append(assign_w(cfg.w[i], 0, None if w_hi is None else w_hi[:, i], length=rows))
+                if cfg.weight_digits:
+                    assign_w(cfg.w_lo[i], 0, None if w_grid is None else w_grid[:, i] & 15, length=rows)
                 a_cells.append(region.assign_advice(cfg.a[i], 0, None if a_grid is None else a_grid[:, i],
                                                     length=rows))
             row_sums = self._assign_products(region, w_grid, a_grid, rows)
@@ -264,34 +274,64 @@ class BatchedMac(LaneMac):
     @staticmethod
     def configure(cs: ConstraintSystem, lanes: int = 8, *, table: MulTableConfig | None = None,
                   padding: bool = True, tied_weights: bool = True, fixed_weights: bool = False,
-                  name: str = "mac") -> LaneMacConfig:
+                  weight_bits: int = 4, name: str = "mac") -> LaneMacConfig:
         """Declare the lane columns, the start/accumulate gates and one MulTable lookup per lane.
 
         padding: some dot product length is not a multiple of `lanes` (declares the fixed zero column);
         tied_weights: the weight cells are copied elsewhere (several tokens, or a commitment hashes them);
-        fixed_weights: the weights are circuit constants in fixed columns (bound by the verifying key).
+        fixed_weights: the weights are circuit constants in fixed columns (bound by the verifying key);
+        weight_bits 8: each int8 weight is two fixed digits w = 16·h + l, h·a looked up in MulTable and l·a in the
+        low-nibble table (two lookups per product, both tables 4096 rows, so no more rows); fixed weights only.
         """
+        if weight_bits not in (4, 8):
+            raise CircuitError(f"BatchedMac multiplies int4 or int8 weights, not int{weight_bits}")
+        if weight_bits == 8 and not fixed_weights:
+            raise CircuitError("BatchedMac lays out int8 weights as two fixed digit columns: the weights must be "
+                               "fixed (in the verifying key); MulGate takes private int8 weights")
         lanes, w, a, p, acc, q_start, q_cont, zero = _declare_lanes(cs, name, lanes, products=True, padding=padding,
                                                                    tied_weights=tied_weights,
                                                                    fixed_weights=fixed_weights)
         table = table or MulTable.configure(cs)
-        total = _sum([pi.cur() for pi in p])
+        tables = [table.table]
+        w_lo = p_lo = ()
+        if weight_bits == 8:
+            w_lo = tuple(cs.fixed_column(f"{name}.wl{i}") for i in range(lanes))
+            p_lo = tuple(cs.advice_column(f"{name}.pl{i}") for i in range(lanes))
+            tables.append(cs.lookup_table(f"{table.table.name}_lo", ["l", "a", "p"]))
+            total = _sum([pi.cur() * 16 + pl.cur() for pi, pl in zip(p, p_lo)])
+            what = "Σ (16·p + pl)"
+        else:
+            total = _sum([pi.cur() for pi in p])
+            what = "Σ p"
         cs.create_gate(f"{name} start", [
-            ("first row: acc = Σ p", q_start.expr() * (acc.cur() - total)),
+            (f"first row: acc = {what}", q_start.expr() * (acc.cur() - total)),
         ])
         cs.create_gate(f"{name} accumulate", [
-            ("next rows: acc = acc[prev] + Σ p", q_cont.expr() * (acc.cur() - acc.prev() - total)),
+            (f"next rows: acc = acc[prev] + {what}", q_cont.expr() * (acc.cur() - acc.prev() - total)),
         ])
         q = q_start.expr() + q_cont.expr()
         for i in range(lanes):
             cs.lookup(f"{name} lane {i}: w·a = p", [q * w[i].cur(), q * a[i].cur(), q * p[i].cur()], table.table)
-        return LaneMacConfig(name, lanes, w, a, p, acc, q_start, q_cont, zero, (table.table,))
+            if weight_bits == 8:
+                cs.lookup(f"{name} lane {i}: wl·a = pl", [q * w_lo[i].cur(), q * a[i].cur(), q * p_lo[i].cur()],
+                          tables[1])
+        return LaneMacConfig(name, lanes, w, a, p, acc, q_start, q_cont, zero, tuple(tables), w_lo, p_lo)
 
     def load(self, layouter: Layouter) -> None:
         layouter.assign_table(self.config.tables[0], list(mul_table_columns()))
+        if self.config.weight_digits:
+            layouter.assign_table(self.config.tables[1], list(low_nibble_table_columns()))
 
     def _assign_products(self, region: Region, w_grid, a_grid, rows: int) -> np.ndarray | None:
-        p_grid = None if w_grid is None else w_grid * a_grid
-        for i, col in enumerate(self.config.p):
+        cfg = self.config
+        digits = cfg.weight_digits
+        hi = None if w_grid is None else (w_grid >> 4 if digits else w_grid)
+        p_grid = None if hi is None else hi * a_grid
+        for i, col in enumerate(cfg.p):
             region.assign_advice(col, 0, None if p_grid is None else p_grid[:, i], length=rows)
-        return None if p_grid is None else p_grid.sum(axis=1)
+        if not digits:
+            return None if p_grid is None else p_grid.sum(axis=1)
+        lo_grid = None if w_grid is None else (w_grid & 15) * a_grid
+        for i, col in enumerate(cfg.p_lo):
+            region.assign_advice(col, 0, None if lo_grid is None else lo_grid[:, i], length=rows)
+        return None if p_grid is None else (16 * p_grid + lo_grid).sum(axis=1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zkref.plonkish.constraint_system import ConstraintSystem
+from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem
 from zkref.plonkish.layout import Layouter
 from zkref.chips.batched_mac import LaneMac, LaneMacConfig, _declare_lanes, _sum
 from zkref.primitives.ranges import A_MAX, A_MIN, W_MAX, W_MIN
@@ -27,13 +27,16 @@ class MulGate(LaneMac):
 
     @staticmethod
     def configure(cs: ConstraintSystem, lanes: int = 8, *, padding: bool = True, tied_weights: bool = True,
-                  fixed_weights: bool = False, name: str = "mac") -> LaneMacConfig:
-        """Declare lane columns, the degree-3 start/accumulate gates and two range lookups per lane."""
+                  fixed_weights: bool = False, weight_bits: int = 4, name: str = "mac") -> LaneMacConfig:
+        """Declare lane columns, the degree-3 start/accumulate gates and two range lookups per lane (weights
+        int4, or int8 with weight_bits=8: then one int8 table range-checks both operands)."""
+        if weight_bits not in (4, 8):
+            raise CircuitError(f"MulGate multiplies int4 or int8 weights, not int{weight_bits}")
         lanes, w, a, p, acc, q_start, q_cont, zero = _declare_lanes(cs, name, lanes, products=False, padding=padding,
                                                                    tied_weights=tied_weights,
                                                                    fixed_weights=fixed_weights)
-        int4 = cs.lookup_table("int4", ["v"])
         int8 = cs.lookup_table("int8", ["v"])
+        int4 = cs.lookup_table("int4", ["v"]) if weight_bits == 4 else int8
         total = _sum([w[i].cur() * a[i].cur() for i in range(lanes)])
         cs.create_gate(f"{name} start", [
             ("first row: acc = Σ w·a", q_start.expr() * (acc.cur() - total)),
@@ -43,11 +46,12 @@ class MulGate(LaneMac):
         ])
         q = q_start.expr() + q_cont.expr()
         for i in range(lanes):
-            cs.lookup(f"{name} lane {i}: w is int4", [q * w[i].cur()], int4)
+            cs.lookup(f"{name} lane {i}: w is int{weight_bits}", [q * w[i].cur()], int4)
             cs.lookup(f"{name} lane {i}: a is int8", [q * a[i].cur()], int8)
-        return LaneMacConfig(name, lanes, w, a, (), acc, q_start, q_cont, zero, (int4, int8))
+        return LaneMacConfig(name, lanes, w, a, (), acc, q_start, q_cont, zero, (int8,) if int4 is int8 else (int4, int8))
 
     def load(self, layouter: Layouter) -> None:
-        int4, int8 = self.config.tables
-        layouter.assign_table(int4, [np.arange(W_MIN, W_MAX + 1, dtype=np.int64)])
-        layouter.assign_table(int8, [np.arange(A_MIN, A_MAX + 1, dtype=np.int64)])
+        tables = self.config.tables
+        layouter.assign_table(tables[-1], [np.arange(A_MIN, A_MAX + 1, dtype=np.int64)])
+        if len(tables) == 2:
+            layouter.assign_table(tables[0], [np.arange(W_MIN, W_MAX + 1, dtype=np.int64)])

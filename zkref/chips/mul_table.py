@@ -39,6 +39,20 @@ def mul_table_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return w, a, p
 
 
+@functools.cache
+def low_nibble_table_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The low-digit table of int8 weights, l-major: rows (l, a, l·a) for l in [0, 15], a in [-128, 127] (4096 rows).
+
+    An int8 weight w is 16·h + l with h = w >> 4 in [-8, 7] (MulTable's signed digit) and l = w & 15 in [0, 15].
+    """
+    l, a = np.meshgrid(np.arange(0, 16, dtype=np.int64), np.arange(A_MIN, A_MAX + 1, dtype=np.int64), indexing="ij")
+    l, a = l.reshape(-1), a.reshape(-1)
+    p = l * a
+    for arr in (l, a, p):
+        arr.setflags(write=False)
+    return l, a, p
+
+
 class MulTable:
     """Declares and loads the multiplication table; one per circuit, shared by every BatchedMac using it."""
 

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", type=int, default=None,
                    help="requant shift (default: calibrated once from the given activations, and printed)")
     p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    p.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
+                   help="weight precision: int4 (default) or int8 (~16× less rounding error, two lookups per product)")
     p.add_argument("--x", dest="x_binding", choices=[b.value for b in ActivationBinding], default="public",
                    help="how activations are bound (default public)")
     p.add_argument("--adapter-binding", choices=[b.value for b in AdapterBinding], default="fixed",
@@ -75,7 +77,8 @@ def prepared_from_args(args: argparse.Namespace) -> tuple[Prepared, dict]:
     x = x if x is not None else rng.standard_normal((tokens, d_in))
     alpha = float(args.alpha) if args.alpha is not None else float(rank)
     scaling = alpha / (rank ** 0.5 if args.rslora else rank)
-    q = quantise(A, B, scaling=scaling, x_calibration=x, per_channel=args.per_channel, shift=args.shift)
+    q = quantise(A, B, scaling=scaling, x_calibration=x, per_channel=args.per_channel, shift=args.shift,
+                 weight_bits=args.weight_bits)
     info["shift"] = "given" if args.shift is not None else "calibrated once from the given activations"
     info["dequantisation"] = q.dequantisation.to_json()
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)

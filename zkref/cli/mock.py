@@ -27,7 +27,9 @@ def cmd_mock(args: argparse.Namespace) -> int:
     doc = {
         "satisfied": bool(verdict), "reason": verdict.reason, "statement": st.canonical(), "statement_id": st.id,
         "lanes": layout.lanes, "strategy": layout.products.value, "shift": st.shift, "macs": st.shape.macs,
-        "k": result.cost.k, "seconds": round(seconds, 4), "inputs": info,
+        "k": result.cost.k, "seconds": {"prove": round(result.proven.prove_seconds, 4),
+                                         "verify": round(result.proven.verify_seconds, 4), "total": round(seconds, 4)},
+        "inputs": info,
         "check": {"max_abs_error": check.max_abs_error, "error_bound": check.error_bound,
                   "relative_error": check.relative_error, "within_bound": check.within_bound},
         "cost": result.cost.to_dict(),
@@ -40,7 +42,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
     else:
         verdict_text = "[green]satisfied[/]" if verdict else f"[red]not satisfied[/]: {verdict.reason}"
         out.print(f"[bold]{st.describe()}[/]")
-        out.print(f"L={layout.lanes} {layout.products.value}, k={result.cost.k}: {verdict_text} ({seconds:.3f} s)")
+        out.print(f"L={layout.lanes} {layout.products.value}, k={result.cost.k}: {verdict_text} (mock prove "
+                  f"{result.proven.prove_seconds:.3f} s, verify {result.proven.verify_seconds:.3f} s)")
         out.print(f"shift {st.shift} ({info['shift']}); dequantised vs float delta: max error {check.max_abs_error:.4g}"
                   f" ≤ proven bound {check.error_bound:.4g}: {'yes' if check.within_bound else 'NO'} "
                   f"(relative {check.relative_error:.2%})")

@@ -64,15 +64,17 @@ class LoRALayout:
                              f"got {self.products!r}") from None
 
 
-def unsupported_reason(statement: LoRAStatement) -> str | None:
-    """Why zkref's layout cannot prove `statement`, or None when it can."""
+def unsupported_reason(statement: LoRAStatement, layout: LoRALayout = LoRALayout()) -> str | None:
+    """Why zkref's layout (with these layout choices) cannot prove `statement`, or None when it can."""
     kzg = [name for name, b in (("x", statement.x_binding), ("adapter", statement.adapter_binding),
                                 ("y", statement.y_binding)) if b.value == "polycommit"]
     if kzg:
         return (f"{', '.join(kzg)} bound by a KZG polynomial commitment (polycommit): zkref's mock layout has no "
                 "commitment scheme; use a real backend (ezkl)")
-    if statement.weight_bits != 4:
-        return f"zkref's MAC chips multiply int4 weights, not int{statement.weight_bits}"
+    if statement.weight_bits == 8 and layout.products is Products.TABLE \
+            and statement.adapter_binding is not AdapterBinding.FIXED:
+        return ("int8 weights by table lookups are two fixed digit columns: they need the adapter fixed; "
+                "products by gate (--strategy gate) take a private int8 adapter")
     return None
 
 
@@ -95,7 +97,7 @@ class LoRACircuit:
 
     def __init__(self, *, statement: LoRAStatement, witness: LoRAWitness | None = None,
                  layout: LoRALayout = LoRALayout()):
-        reason = unsupported_reason(statement)
+        reason = unsupported_reason(statement, layout)
         if reason:
             raise ValueError(reason)
         if witness is not None:
@@ -128,14 +130,14 @@ class LoRACircuit:
         mac = self.layout.products.chip.configure(
             cs, self.layout.lanes, padding=self.padding,
             tied_weights=self.shape.tokens > 1 or adapter_hashed,  # weight cells copied across tokens or into a hash
-            fixed_weights=st.adapter_binding is AdapterBinding.FIXED)
+            fixed_weights=st.adapter_binding is AdapterBinding.FIXED, weight_bits=st.weight_bits)
         z_min, z_max = st.z_bounds
         requant = Requant.configure(cs, shift=st.shift, z_min=z_min, z_max=z_max)
         hashing = adapter_hashed or st.x_binding in HASHED_ACTIVATIONS
         poseidon = PoseidonChip.configure(cs) if hashing else None
-        pack_x = PackChip.configure(cs, INT8.bits, prefix="pack8") \
+        pack_x = PackChip.configure(cs, INT8.bits, prefix="packx") \
             if st.x_binding is ActivationBinding.HASHED_PACKED else None
-        pack_w = PackChip.configure(cs, INT4.bits, prefix="pack4") \
+        pack_w = PackChip.configure(cs, st.weight_bits, prefix="packw") \
             if st.adapter_binding is AdapterBinding.HASHED_PACKED else None
         clamp = cs.fixed_column("adapter.clamp", equality=True) \
             if st.adapter_binding is AdapterBinding.HASHED else None

@@ -3,7 +3,7 @@
     activations, plain:   x_q row-major, one felt per value (v < 0 as p-|v|)      = EZKL's "hashed" input
     activations, packed:  pack(x_q row-major, 8)                                  (zkref only)
     adapter, plain:       A_qᵀ row-major ‖ [-128·2^shift, 127] ‖ B_qᵀ row-major    = EZKL's "hashed" params
-    adapter, packed:      pack(A_qᵀ row-major ‖ B_qᵀ row-major, 4)               (zkref only)
+    adapter, packed:      pack(A_qᵀ row-major ‖ B_qᵀ row-major, weight bits)     (zkref only)
 
 The plain adapter message is what EZKL hashes for the statement's graph: every constant of the graph in graph order
 (torch's export stores A_qᵀ and B_qᵀ, and the requantising clamp's two bounds sit between them), so the digest also
@@ -18,7 +18,7 @@ import numpy as np
 from zkref.primitives.field import P
 from zkref.primitives.packing import pack
 from zkref.primitives.poseidon import poseidon_hash_fast
-from zkref.primitives.ranges import INT4, INT8, as_int_matrix, check_shift
+from zkref.primitives.ranges import INT8, IntRange, as_int_matrix, check_shift
 
 __all__ = ["activations_message", "adapter_message", "adapter_message_index", "activations_digest", "adapter_digest",
            "clamp_constants"]
@@ -33,9 +33,9 @@ def clamp_constants(shift: int) -> tuple[int, int]:
     return -(128 << check_shift(shift)), 127
 
 
-def _adapter(A_q: object, B_q: object) -> tuple[np.ndarray, np.ndarray]:
-    A = as_int_matrix("A_q", A_q, INT4)
-    B = as_int_matrix("B_q", B_q, INT4)
+def _adapter(A_q: object, B_q: object, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    A = as_int_matrix("A_q", A_q, IntRange(weight_bits))
+    B = as_int_matrix("B_q", B_q, IntRange(weight_bits))
     if A.shape[0] != B.shape[1]:
         raise ValueError(f"lora_A is r×d_in and lora_B d_out×r: ranks differ (A_q {A.shape}, B_q {B.shape})")
     return A, B
@@ -47,11 +47,11 @@ def activations_message(x_q: object, *, packed: bool) -> list[int]:
     return pack(x, 8) if packed else _felts(x)
 
 
-def adapter_message(A_q: object, B_q: object, *, shift: int, packed: bool) -> list[int]:
-    """The field elements an adapter commitment hashes (lora_A r × d_in, lora_B d_out × r, int4)."""
-    A, B = _adapter(A_q, B_q)
+def adapter_message(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4) -> list[int]:
+    """The field elements an adapter commitment hashes (lora_A r × d_in, lora_B d_out × r, `weight_bits` wide)."""
+    A, B = _adapter(A_q, B_q, weight_bits)
     if packed:
-        return pack(np.concatenate([A.T.reshape(-1), B.T.reshape(-1)]), 4)
+        return pack(np.concatenate([A.T.reshape(-1), B.T.reshape(-1)]), weight_bits)
     return _felts(A.T) + [v % P for v in clamp_constants(shift)] + _felts(B.T)
 
 
@@ -71,6 +71,6 @@ def activations_digest(x_q: object, *, packed: bool) -> int:
     return poseidon_hash_fast(activations_message(x_q, packed=packed))
 
 
-def adapter_digest(A_q: object, B_q: object, *, shift: int, packed: bool) -> int:
+def adapter_digest(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4) -> int:
     """Poseidon over `adapter_message`: the public adapter digest of a hashed statement."""
-    return poseidon_hash_fast(adapter_message(A_q, B_q, shift=shift, packed=packed))
+    return poseidon_hash_fast(adapter_message(A_q, B_q, shift=shift, packed=packed, weight_bits=weight_bits))

@@ -13,8 +13,8 @@ import numpy as np
 
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement, LoRAWitness,
                                   OutputBinding, evaluate)
-from zkref.primitives.quant import choose_shift, finite_array, symmetric_scale, quantize_int4, quantize_int8
-from zkref.primitives.ranges import check_shift
+from zkref.primitives.quant import choose_shift, finite_array, quantize_int8, quantize_weights, symmetric_scale
+from zkref.primitives.ranges import IntRange, check_shift
 
 
 def lora_delta_float(x: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: float) -> np.ndarray:
@@ -95,8 +95,8 @@ class QuantizedLoRA:
     The shift is chosen here, once, from calibration activations (or given), and then fixed in every statement.
     """
 
-    A_q: np.ndarray       # r × d_in, int4
-    B_q: np.ndarray       # d_out × r, int4
+    A_q: np.ndarray       # r × d_in, int4 (or int8)
+    B_q: np.ndarray       # d_out × r
     scale_A: float
     scale_B: np.ndarray   # (d_out,): per output channel (constant when per-tensor)
     scale_x: float
@@ -104,6 +104,7 @@ class QuantizedLoRA:
     shift: int
     A_eff: np.ndarray     # the float matrix A_q approximates: A (per-tensor) or diag(1/a)·A (per-channel)
     B_eff: np.ndarray     # the float matrix scale_B·B_q approximates: B or B·diag(a)
+    weight_bits: int = 4
 
     @property
     def rank(self) -> int:
@@ -119,25 +120,28 @@ class QuantizedLoRA:
 
     @classmethod
     def from_float(cls, A: np.ndarray, B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
-                   per_channel: bool = False, shift: int | None = None) -> "QuantizedLoRA":
-        """Quantise lora_A, lora_B; take the activation scale and (unless given) the shift from calibration data."""
+                   per_channel: bool = False, shift: int | None = None, weight_bits: int = 4) -> "QuantizedLoRA":
+        """Quantise lora_A, lora_B (int4, or int8 with weight_bits=8); take the activation scale and (unless given)
+        the shift from calibration data."""
         A, B, x = finite_array(A, "lora_A"), finite_array(B, "lora_B"), finite_array(x_calibration, "x_calibration")
         _check_lora_shapes(A, B, x)
         scaling = _check_scaling(scaling)
+        qmax = IntRange(weight_bits).hi
         if per_channel:
-            a = symmetric_scale(np.abs(A).max(axis=1), 7)
+            a = symmetric_scale(np.abs(A).max(axis=1), qmax)
             A_eff, B_eff = A / a[:, None], B * a[None, :]
-            qa = quantize_int4(A_eff)  # rows already span [-7, 7]: per-tensor scale 1 (or less for zero rows)
-            qb = quantize_int4(B_eff, per_channel=True)
+            # rows already span [-qmax, qmax]: per-tensor scale 1 (or less for zero rows)
+            qa = quantize_weights(A_eff, bits=weight_bits)
+            qb = quantize_weights(B_eff, bits=weight_bits, per_channel=True)
             scale_B = qb.scale
         else:
             A_eff, B_eff = A, B
-            qa, qb = quantize_int4(A), quantize_int4(B)
+            qa, qb = quantize_weights(A, bits=weight_bits), quantize_weights(B, bits=weight_bits)
             scale_B = np.full(B.shape[0], float(qb.scale))
         qx = quantize_int8(x)
         chosen = choose_shift(qx.values @ qa.values.T) if shift is None else check_shift(shift)
         return cls(qa.values, qb.values, float(qa.scale), np.asarray(scale_B, dtype=np.float64), float(qx.scale),
-                   scaling, chosen, A_eff, B_eff)
+                   scaling, chosen, A_eff, B_eff, weight_bits)
 
     # -- into the statement ------------------------------------------------------------------------------------------
     def statement(self, tokens: int, *, x_binding: ActivationBinding | str = ActivationBinding.PUBLIC,
@@ -146,7 +150,7 @@ class QuantizedLoRA:
         """The statement proving this adapter on `tokens` tokens (its shift fixed here, not at proving time)."""
         shape = LoRAShape(d_in=self.d_in, d_out=self.d_out, rank=self.rank, tokens=tokens)
         return LoRAStatement(shape=shape, shift=self.shift, x_binding=x_binding, adapter_binding=adapter_binding,
-                             y_binding=y_binding)
+                             y_binding=y_binding, weight_bits=self.weight_bits)
 
     def quantize_x(self, x: np.ndarray) -> np.ndarray:
         """x_q for new activations with the calibrated scale (clipped to int8)."""

@@ -26,12 +26,13 @@ import numpy as np
 from zkref.lora.commitments import activations_digest, adapter_digest
 from zkref.primitives.field import P, signed
 from zkref.primitives.quant import requantize
-from zkref.primitives.ranges import (INT4, INT8, MAX_DIM, MAX_RANK, MAX_TOKENS, IntRange, as_int_matrix, check_int,
+from zkref.primitives.ranges import (INT8, MAX_DIM, MAX_RANK, MAX_TOKENS, IntRange, as_int_matrix, check_int,
                                      check_shift)
 
 FORMAT = "zkref-lora-statement/1"
 """Version tag of the canonical encoding; part of every statement id."""
-SUPPORTED_WEIGHT_BITS = (4,)
+SUPPORTED_WEIGHT_BITS = (4, 8)
+"""Weight precisions a statement may declare: int4 (the design note's) or int8 (~16× less rounding error)."""
 ACTIVATION_BITS = 8
 ID_HEX_CHARS = 32
 """Statement ids are the first 128 bits of SHA-256 over the canonical encoding."""
@@ -217,8 +218,9 @@ def _dot_bounds(length: int, w: IntRange, a: IntRange) -> tuple[int, int]:
 class LoRAWitness:
     """The private values: quantised lora_A (r × d_in), lora_B (d_out × r) and activations x_q (T × d_in).
 
-    Validated once on construction (2-D integer matrices, consistent shapes, int4 weights, int8 activations);
-    stored as read-only int64 arrays.
+    Validated once on construction (2-D integer matrices, consistent shapes, int8 activations, weights within the
+    widest supported precision, int8); a statement checks its own weight width (`LoRAStatement.check_witness`).
+    Stored as read-only int64 arrays.
     """
 
     A_q: np.ndarray
@@ -226,8 +228,9 @@ class LoRAWitness:
     x_q: np.ndarray
 
     def __post_init__(self) -> None:
-        A = as_int_matrix("A_q", self.A_q, INT4)
-        B = as_int_matrix("B_q", self.B_q, INT4)
+        widest = IntRange(max(SUPPORTED_WEIGHT_BITS))
+        A = as_int_matrix("A_q", self.A_q, widest)
+        B = as_int_matrix("B_q", self.B_q, widest)
         x = as_int_matrix("x_q", self.x_q, INT8)
         if B.shape[1] != A.shape[0]:
             raise ValueError(f"lora_A is r×d_in and lora_B d_out×r: ranks differ (A_q {A.shape}, B_q {B.shape})")
@@ -372,7 +375,7 @@ def public_values(statement: LoRAStatement, witness: LoRAWitness, trace: LoRATra
         x_digest=activations_digest(witness.x_q, packed=xb is ActivationBinding.HASHED_PACKED)
         if xb in HASHED_ACTIVATIONS else None,
         adapter_digest=adapter_digest(witness.A_q, witness.B_q, shift=statement.shift,
-                                      packed=ab is AdapterBinding.HASHED_PACKED)
+                                      packed=ab is AdapterBinding.HASHED_PACKED, weight_bits=statement.weight_bits)
         if ab in HASHED_ADAPTERS else None)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zkref.primitives.ranges import A_MAX, A_MIN, MAX_SHIFT, PRODUCT_MAX, W_MAX, W_MIN, check_shift
+from zkref.primitives.ranges import A_MAX, A_MIN, MAX_SHIFT, PRODUCT_MAX, IntRange, check_shift
 
 
 def finite_array(x: np.ndarray | float, what: str) -> np.ndarray:
@@ -92,18 +92,20 @@ def symmetric_scale(absmax: np.ndarray, qmax: int) -> np.ndarray:
     return np.where(absmax > 0, absmax / qmax, 1.0)
 
 
-def quantize_int4(w: np.ndarray, per_channel: bool = False) -> QuantizedTensor:
-    """Symmetric int4: scale = max|w| / 7 (per tensor, or per output row), q = round_half_away(w / scale) in [-7, 7].
+def quantize_weights(w: np.ndarray, *, bits: int = 4, per_channel: bool = False) -> QuantizedTensor:
+    """Symmetric signed `bits`-bit weights: scale = max|w| / qmax (per tensor, or per output row) with
+    qmax = 2^(bits-1) - 1, q = round_half_away(w / scale) in [-qmax, qmax] (int4: [-7, 7]; int8: [-127, 127]).
 
-    An all-zero tensor or row gets scale 1. Since |w / scale| <= 7, rounding never leaves [-8, 7] (no clipping).
+    An all-zero tensor or row gets scale 1. Since |w / scale| <= qmax, rounding never leaves the range (no clipping).
     """
+    rng = IntRange(bits)
     w = finite_array(w, "weights")
     if w.ndim != 2:
         raise ValueError(f"weights must be a 2-D matrix, got shape {w.shape}")
     absmax = np.abs(w).max(axis=1) if per_channel else np.array(np.abs(w).max(initial=0.0))
-    scale = symmetric_scale(absmax, 7)
+    scale = symmetric_scale(absmax, rng.hi)
     s = scale[:, None] if per_channel else scale
-    return QuantizedTensor(np.clip(round_half_away(w / s), W_MIN, W_MAX), np.asarray(scale, dtype=np.float64))
+    return QuantizedTensor(np.clip(round_half_away(w / s), rng.lo, rng.hi), np.asarray(scale, dtype=np.float64))
 
 
 def quantize_int8(x: np.ndarray, scale: float | None = None) -> QuantizedTensor:
