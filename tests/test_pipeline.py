@@ -45,3 +45,19 @@ def test_errors_are_value_errors(build, match):
     q = quantise(A, B, scaling=2.0, x_calibration=x)
     with pytest.raises(ValueError, match=match):
         build(q, x)
+
+
+def test_choose_precision_takes_the_cheapest_that_is_accurate_enough():
+    from zkref.pipeline import choose_precision
+
+    A, B, x = adapter(3, d_in=64, d_out=48, rank=8)
+    loose, trials = choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=0.5)
+    assert loose.weight_bits == 4 and {t.precision.weight_bits for t in trials} == {4}
+    tight, trials = choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=0.05)
+    int4 = [t for t in trials if t.precision.weight_bits == 4]
+    assert tight.weight_bits == 8 and all(not t.within for t in int4)  # int4 could not, int8 does
+    int8_best = min(t.relative_error for t in trials if t.precision.weight_bits == 8)
+    assert int8_best <= 0.05
+    assert compare(prepare(tight, x), tight.y_q(tight.quantize_x(x))).relative_error == int8_best
+    with pytest.raises(ValueError, match="no precision reaches"):
+        choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=1e-9)

@@ -53,6 +53,55 @@ def quantise(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibr
                                     per_channel=per_channel, shift=shift, weight_bits=weight_bits)
 
 
+@dataclass(frozen=True)
+class Precision:
+    """A weight precision: bit width (the circuit's cost) and per-channel scales (free: outside the circuit)."""
+
+    weight_bits: int
+    per_channel: bool
+
+    def __str__(self) -> str:
+        return f"int{self.weight_bits} {'per-channel' if self.per_channel else 'per-tensor'}"
+
+
+PRECISIONS = (Precision(4, False), Precision(4, True), Precision(8, False), Precision(8, True))
+"""Cheapest first: int4 costs one lookup per product in zkref's table layout, int8 two."""
+
+
+@dataclass(frozen=True)
+class PrecisionTrial:
+    """One precision tried on calibration activations: its measured relative error of the delta."""
+
+    precision: Precision
+    relative_error: float
+    within: bool
+
+
+def choose_precision(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
+                     max_rel_error: float, shift: int | None = None) -> tuple[QuantizedLoRA, list[PrecisionTrial]]:
+    """The cheapest precision whose measured delta error on the calibration activations is within `max_rel_error`
+    (max |dequantised − float delta| / max |float delta|); among equally cheap ones the more accurate.
+
+    ValueError, naming the best error reached, when no precision is accurate enough."""
+    if not 0 < float(max_rel_error) < 1e6:
+        raise ValueError(f"max_rel_error must be a positive number, got {max_rel_error!r}")
+    trials: list[PrecisionTrial] = []
+    for bits in sorted({p.weight_bits for p in PRECISIONS}):
+        candidates = []
+        for precision in (p for p in PRECISIONS if p.weight_bits == bits):
+            q = quantise(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration,
+                         per_channel=precision.per_channel, shift=shift, weight_bits=bits)
+            error = compare(prepare(q, x_calibration), q.y_q(q.quantize_x(x_calibration))).relative_error
+            trials.append(PrecisionTrial(precision, error, error <= max_rel_error))
+            candidates.append((error, q))
+        error, best = min(candidates, key=lambda c: c[0])
+        if error <= max_rel_error:
+            return best, trials
+    best_trial = min(trials, key=lambda t: t.relative_error)
+    raise ValueError(f"no precision reaches a relative error of {max_rel_error:g} on the calibration activations; "
+                     f"the best is {best_trial.precision} at {best_trial.relative_error:.3g}")
+
+
 @dataclass(frozen=True, eq=False)
 class Prepared:
     """One call ready to prove: the quantised adapter, the float activations, the statement and its witness."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from zkref.lora.statement import ActivationBinding, AdapterBinding, OutputBinding
 from zkref.models.tensor_files import load_safetensors
-from zkref.pipeline import Bindings, Prepared, prepare, quantise
+from zkref.pipeline import Bindings, Prepared, choose_precision, prepare, quantise
 from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS, check_int
 
 RANDOM_WEIGHT_STD = 0.02
@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
     p.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
                    help="weight precision: int4 (default) or int8 (~16× less rounding error, two lookups per product)")
+    p.add_argument("--max-rel-error", type=float, default=None,
+                   help="pick the cheapest precision whose delta error on the given activations is within this "
+                        "(overrides --weight-bits and --per-channel)")
     p.add_argument("--x", dest="x_binding", choices=[b.value for b in ActivationBinding], default="public",
                    help="how activations are bound (default public)")
     p.add_argument("--adapter-binding", choices=[b.value for b in AdapterBinding], default="fixed",
@@ -77,8 +80,14 @@ def prepared_from_args(args: argparse.Namespace) -> tuple[Prepared, dict]:
     x = x if x is not None else rng.standard_normal((tokens, d_in))
     alpha = float(args.alpha) if args.alpha is not None else float(rank)
     scaling = alpha / (rank ** 0.5 if args.rslora else rank)
-    q = quantise(A, B, scaling=scaling, x_calibration=x, per_channel=args.per_channel, shift=args.shift,
-                 weight_bits=args.weight_bits)
+    if args.max_rel_error is not None:
+        q, trials = choose_precision(A, B, scaling=scaling, x_calibration=x, max_rel_error=args.max_rel_error,
+                                     shift=args.shift)
+        info["precision_trials"] = [{"precision": str(tr.precision), "relative_error": tr.relative_error,
+                                     "within": tr.within} for tr in trials]
+    else:
+        q = quantise(A, B, scaling=scaling, x_calibration=x, per_channel=args.per_channel, shift=args.shift,
+                     weight_bits=args.weight_bits)
     info["shift"] = "given" if args.shift is not None else "calibrated once from the given activations"
     info["dequantisation"] = q.dequantisation.to_json()
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
