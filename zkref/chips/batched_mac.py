@@ -297,7 +297,7 @@ class BatchedMac(LaneMac):
         if weight_bits == 8:
             w_lo = tuple(cs.fixed_column(f"{name}.wl{i}") for i in range(lanes))
             p_lo = tuple(cs.advice_column(f"{name}.pl{i}") for i in range(lanes))
-            tables.append(cs.lookup_table(f"{table.table.name}_lo", ["l", "a", "p"]))
+            tables.append(cs.lookup_table("mul_lo", ["l", "a", "p"]))
             total = _sum([pi.cur() * 16 + pl.cur() for pi, pl in zip(p, p_lo)])
             what = "Σ (16·p + pl)"
         else:

@@ -282,7 +282,8 @@ class Scaled(Expression):
         return self.a.degree()
 
     def bound(self, column_bound) -> int:
-        return abs(signed(self.factor)) * self.a.bound(column_bound)
+        # the factor itself must fit the int64 path, even when its operand is 0
+        return abs(signed(self.factor)) * max(1, self.a.bound(column_bound))
 
     def evaluate(self, leaf, exact_int64):
         if exact_int64:

@@ -159,7 +159,7 @@ class Region:
             return None, length
         if not self.with_values:
             return None, (length if length is not None else len(np.asarray(values).reshape(-1)))
-        arr = as_field_array(np.asarray(values).reshape(-1) if not np.isscalar(values) else [values])
+        arr = as_field_array(values if not np.isscalar(values) else [values]).reshape(-1)
         return arr, len(arr)
 
     def assign_advice(self, column: Column, offset: Offsets, values=None, *, length: int | None = None
@@ -181,7 +181,7 @@ class Region:
             raise CircuitError(f"{column.name} is not a fixed column")
         if values is None and self.with_values:
             raise CircuitError(f"region {self.record.name!r}: fixed cells of {column.name} need values")
-        arr = None if values is None else as_field_array(np.atleast_1d(np.asarray(values)).reshape(-1))
+        arr = None if values is None else as_field_array(values if not np.isscalar(values) else [values]).reshape(-1)
         offs = _offsets(offset, length if arr is None else len(arr))
         self._touch(column, offs)
         self._fixed.append((column, offs, arr))
@@ -264,7 +264,7 @@ class Layouter:
         """Fill a lookup table's fixed columns from row 0; unused rows repeat the first row (as halo2 does)."""
         if len(columns) != len(table.columns):
             raise CircuitError(f"table {table.name!r} has {len(table.columns)} columns, got {len(columns)}")
-        arrays = [as_field_array(np.asarray(c).reshape(-1)) for c in columns]
+        arrays = [as_field_array(c).reshape(-1) for c in columns]
         if len({len(a) for a in arrays}) != 1 or len(arrays[0]) == 0:
             raise CircuitError(f"table {table.name!r}: columns must be non-empty and of equal length")
         if table.name in self.layout.tables:

@@ -85,6 +85,11 @@ def encode_signed(values: Iterable[int]) -> list[int]:
 def as_field_array(values: Sequence[int] | np.ndarray) -> np.ndarray:
     """Normalise values to a field array: int64 signed representatives when all fit, else canonical objects."""
     arr = np.asarray(values)
+    if not isinstance(values, np.ndarray) and arr.dtype.kind in "uf":
+        # numpy turns a list holding ints of 2^63 and above into float64 or uint64: read Python ints exactly
+        as_objects = np.asarray(values, dtype=object)
+        if all(type(v) is int for v in as_objects.reshape(-1).tolist()):
+            arr = as_objects
     if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 8:
         if arr.dtype == np.uint64 and arr.size and int(arr.max()) >= INT64_SAFE:
             return _canonical_objects(arr)
