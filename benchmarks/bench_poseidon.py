@@ -75,7 +75,7 @@ def digest_figures(workers: int, config: dict, label: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         build_gpt2(Path(tmp), **config)
         t0 = time.perf_counter()
-        d = model_digest(tmp, progress=True, use_cache=False, workers=workers)
+        d = model_digest(tmp, progress=True, use_cache=False, workers=workers, format_version="zkref-model-digest/1")
         seconds = time.perf_counter() - t0
     return {"model": label, "workers": workers, "parameters": d.n_parameters, "bytes": d.n_bytes,
             "elements": d.n_elements, "seconds": round(seconds, 2),

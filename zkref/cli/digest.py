@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 
 from zkref.cli.console import out, print_json
+from zkref.models.digest import FORMAT_VERSION, FORMATS
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
     from zkref.models.digest import model_digest
 
-    result = model_digest(args.model_dir, progress=not args.quiet, use_cache=not args.no_cache, workers=args.workers)
+    result = model_digest(args.model_dir, progress=not args.quiet, use_cache=not args.no_cache, workers=args.workers,
+                          format_version=args.format_version)
     if args.json:
         print_json(result.to_json() | {"from_cache": result.from_cache})
     else:
@@ -24,7 +26,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("digest", help="Poseidon digest of a local model's safetensors weights (specs/commitments.md)")
     p.add_argument("model_dir", help="directory with *.safetensors files (e.g. from save_pretrained)")
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write zkref-digest.json")
-    p.add_argument("--workers", type=int, default=None, help="hashing workers (default: one per CPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads for /2, processes for /1 (default: one per CPU, at most 64)")
+    p.add_argument("--format", dest="format_version", choices=FORMATS, default=FORMAT_VERSION,
+                   help="zkref-model-digest/2 (default: SHA-256 per tensor, then Poseidon) or the old "
+                        "zkref-model-digest/1 (Poseidon over every byte, under 1 MB/s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_digest)
