@@ -57,7 +57,7 @@ from zkref.models.digest import read_safetensors_header
 __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "MAX_JSON_BYTES", "MAX_ADAPTER_BYTES", "MAX_TOKENS",
     "LoRAModule", "LoadedAdapter", "CapturedIO",
-    "load_base_model", "load_peft_model", "lora_modules", "capture_module_io", "read_adapter_config",
+    "load_base_model", "load_peft_model", "lora_layers", "lora_modules", "capture_module_io", "read_adapter_config",
 ]
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -475,6 +475,16 @@ def _adapter_layers(peft_model, adapter: str):
                     ("lora_A", "lora_embedding_A", "lora_magnitude_vector", "r"))
         if holds:
             yield _base_name(peft_name), module
+
+
+def lora_layers(peft_model, adapter: str | None = None) -> dict[str, Any]:
+    """The torch LoRA layers of `adapter` (default: the active one) by base-model path, each checked to be plain
+    LoRA (the same refusals as `lora_modules`): for hooking a forward pass."""
+    adapter = _resolve_adapter(peft_model, adapter)
+    layers = dict(_adapter_layers(peft_model, adapter))
+    for name, module in layers.items():
+        _plain_linear_module(module, name, adapter)
+    return layers
 
 
 def lora_modules(peft_model, adapter: str | None = None) -> list[LoRAModule]:

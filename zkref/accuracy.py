@@ -1,0 +1,127 @@
+"""What proving costs in accuracy: a model whose every LoRA delta is the statement's dequantised integer output.
+
+`quantise_adapter` quantises each LoRA layer of a peft model (one precision for all, shift and activation scale fixed
+from a calibration prompt, as a contributor does); `proven_deltas` runs the model with each layer's delta replaced
+by `QuantizedLoRA.dequantize(evaluate(statement, witness).y_q)` — exactly what a client adds after verifying a proof;
+`measure` compares that model with the float peft model: per-module delta error, max logit error, top-1 agreement
+and perplexity.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zkref.lora.quantisation import QuantizedLoRA
+from zkref.lora.statement import evaluate
+from zkref.models.peft_loading import capture_module_io, lora_layers, lora_modules
+from zkref.pipeline import Precision, quantise
+
+
+def quantise_adapter(peft_model, calibration_ids: Sequence[int], precision: Precision, *,
+                     adapter: str | None = None) -> dict[str, QuantizedLoRA]:
+    """Every LoRA layer quantised at `precision`, its shift and activation scale fixed from the calibration prompt."""
+    modules = lora_modules(peft_model, adapter)
+    captured = capture_module_io(peft_model, list(calibration_ids), [m.name for m in modules], adapter=adapter)
+    return {m.name: quantise(m.lora_A, m.lora_B, scaling=m.scaling, x_calibration=captured[m.name].x,
+                             per_channel=precision.per_channel, weight_bits=precision.weight_bits)
+            for m in modules}
+
+
+@dataclass
+class DeltaErrors:
+    """Per module: the largest |proven − float| delta error and the largest |float delta| seen, over every call."""
+
+    max_error: dict[str, float] = field(default_factory=dict)
+    max_delta: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, proven: np.ndarray, exact: np.ndarray) -> None:
+        self.max_error[name] = max(self.max_error.get(name, 0.0), float(np.abs(proven - exact).max(initial=0.0)))
+        self.max_delta[name] = max(self.max_delta.get(name, 0.0), float(np.abs(exact).max(initial=0.0)))
+
+    def relative(self, name: str) -> float:
+        return self.max_error[name] / self.max_delta[name] if self.max_delta.get(name) else 0.0
+
+
+@contextlib.contextmanager
+def proven_deltas(peft_model, quantised: dict[str, QuantizedLoRA], *, adapter: str | None = None,
+                  errors: DeltaErrors | None = None) -> Iterator[DeltaErrors]:
+    """Within the block, every listed LoRA layer outputs base(x) + the statement's dequantised y_q for its x;
+    the delta errors of every call are recorded in `errors` (a new record unless given)."""
+    import torch
+
+    layers = lora_layers(peft_model, adapter)
+    missing = [n for n in quantised if n not in layers]
+    if missing:
+        raise ValueError(f"no LoRA layer named {missing[:3]} in the model")
+    errors = DeltaErrors() if errors is None else errors
+
+    def make_hook(name: str, q: QuantizedLoRA):
+        def hook(module, args, output):
+            x = args[0]
+            base = module.get_base_layer()(x)
+            x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float64).numpy()
+            w = q.witness(q.quantize_x(x2))
+            proven = q.dequantize(evaluate(q.statement(w.shape.tokens), w).y_q)
+            errors.add(name, proven, (output - base).detach().reshape(-1, output.shape[-1]).to(torch.float64).numpy())
+            return base + torch.as_tensor(proven, dtype=output.dtype).reshape(output.shape)
+        return hook
+
+    handles = [layers[n].register_forward_hook(make_hook(n, q)) for n, q in quantised.items()]
+    try:
+        yield errors
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass(frozen=True)
+class ModelAccuracy:
+    """The proven model against the float peft model on the same token sequences."""
+
+    module_relative_error: dict[str, float]
+    max_logit_error: float
+    top1_agreement: float
+    perplexity_float: float
+    perplexity_proven: float
+
+    @property
+    def max_module_relative_error(self) -> float:
+        return max(self.module_relative_error.values(), default=0.0)
+
+
+def _perplexity(logits, ids) -> float:
+    import torch
+
+    logp = torch.log_softmax(logits[:-1].to(torch.float64), dim=-1)
+    nll = -logp[torch.arange(len(ids) - 1), torch.as_tensor(ids[1:])].mean()
+    return float(nll)
+
+
+def measure(peft_model, quantised: dict[str, QuantizedLoRA], sequences: Sequence[Sequence[int]], *,
+            adapter: str | None = None) -> ModelAccuracy:
+    """Logits of both models on each sequence: max |logit difference|, top-1 agreement, perplexity of each."""
+    import torch
+
+    max_err, agree, total, nll_f, nll_p = 0.0, 0, 0, [], []
+    peft_model.eval()
+    errors = DeltaErrors()
+    for ids in sequences:
+        ids = [int(t) for t in ids]
+        if len(ids) < 2:
+            raise ValueError("each sequence needs at least two tokens (perplexity predicts the next one)")
+        batch = torch.as_tensor([ids])
+        with torch.no_grad():
+            exact = peft_model(input_ids=batch).logits[0]
+            with proven_deltas(peft_model, quantised, adapter=adapter, errors=errors):
+                proven = peft_model(input_ids=batch).logits[0]
+        max_err = max(max_err, float((proven - exact).abs().max()))
+        agree += int((proven.argmax(-1) == exact.argmax(-1)).sum())
+        total += len(ids)
+        nll_f.append(_perplexity(exact, ids))
+        nll_p.append(_perplexity(proven, ids))
+    return ModelAccuracy({n: errors.relative(n) for n in errors.max_error}, max_err, agree / total,
+                         math.exp(float(np.mean(nll_f))), math.exp(float(np.mean(nll_p))))
