@@ -17,18 +17,14 @@ import numpy as np
 
 from zkref.lora.quantisation import QuantizedLoRA
 from zkref.lora.statement import evaluate
-from zkref.models.peft_loading import capture_module_io, lora_layers, lora_modules
-from zkref.pipeline import Precision, quantise
+from zkref.models.peft_loading import lora_layers
+from zkref.pipeline import Precision, calibrate
 
 
 def quantise_adapter(peft_model, calibration_ids: Sequence[int], precision: Precision, *,
                      adapter: str | None = None) -> dict[str, QuantizedLoRA]:
     """Every LoRA layer quantised at `precision`, its shift and activation scale fixed from the calibration prompt."""
-    modules = lora_modules(peft_model, adapter)
-    captured = capture_module_io(peft_model, list(calibration_ids), [m.name for m in modules], adapter=adapter)
-    return {m.name: quantise(m.lora_A, m.lora_B, scaling=m.scaling, x_calibration=captured[m.name].x,
-                             per_channel=precision.per_channel, weight_bits=precision.weight_bits)
-            for m in modules}
+    return {c.name: c.quantised for c in calibrate(peft_model, calibration_ids, precision=precision, adapter=adapter)}
 
 
 @dataclass

@@ -23,6 +23,7 @@ from backends.base import AdapterAnchor, Backend, Progress, ProofResult, Verdict
 from zkref.lora.circuit import LoRACircuit, LoRALayout, unsupported_reason
 from zkref.lora.quantisation import DeltaCheck, QuantizedLoRA
 from zkref.lora.presets import ModuleShape
+from zkref.models.peft_loading import CapturedIO, LoRAModule
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAStatement, LoRAWitness, OutputBinding
 from zkref.plonkish.accounting import CircuitCost, account
 from zkref.plonkish.mock_prover import MockProver
@@ -100,6 +101,51 @@ def choose_precision(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, 
     best_trial = min(trials, key=lambda t: t.relative_error)
     raise ValueError(f"no precision reaches a relative error of {max_rel_error:g} on the calibration activations; "
                      f"the best is {best_trial.precision} at {best_trial.relative_error:.3g}")
+
+
+@dataclass(frozen=True, eq=False)
+class CalibratedModule:
+    """One LoRA layer as peft built it, what it saw on the calibration prompt, and its quantisation (shift fixed)."""
+
+    module: LoRAModule
+    captured: CapturedIO
+    quantised: QuantizedLoRA
+    trials: tuple[PrecisionTrial, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.module.name
+
+
+def calibrate(peft_model, calibration_ids: Sequence[int], *, modules: Sequence[str] | None = None,
+              precision: Precision = PRECISIONS[0], max_rel_error: float | None = None, shift: int | None = None,
+              adapter: str | None = None) -> list[CalibratedModule]:
+    """Quantise every LoRA layer of a peft model (or those named) once, from one calibration prompt.
+
+    The activation scale and the shift come from the calibration activations (never from a later call's); the
+    precision is given, or with `max_rel_error` chosen per module (`choose_precision`).
+    """
+    from zkref.models.peft_loading import capture_module_io, lora_modules
+
+    layers = lora_modules(peft_model, adapter)
+    if modules is not None:
+        unknown = sorted(set(modules) - {m.name for m in layers})
+        if unknown:
+            raise ValueError(f"no LoRA module named {', '.join(unknown[:3])}; the adapter has "
+                             f"{', '.join(m.name for m in layers[:4])}{'…' if len(layers) > 4 else ''}")
+        layers = [m for m in layers if m.name in set(modules)]
+    captured = capture_module_io(peft_model, list(calibration_ids), [m.name for m in layers], adapter=adapter)
+    out = []
+    for m in layers:
+        x = captured[m.name].x
+        if max_rel_error is not None:
+            q, trials = choose_precision(m.lora_A, m.lora_B, scaling=m.scaling, x_calibration=x,
+                                         max_rel_error=max_rel_error, shift=shift)
+        else:
+            q, trials = quantise(m.lora_A, m.lora_B, scaling=m.scaling, x_calibration=x, shift=shift,
+                                 per_channel=precision.per_channel, weight_bits=precision.weight_bits), []
+        out.append(CalibratedModule(m, captured[m.name], q, tuple(trials)))
+    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
-from zkref.cli import audit, demo, digest, mock, prove, report, verify
+from zkref.cli import audit, client, demo, digest, mock, prove, report, serve, verify
 from zkref.cli.console import err
 
-COMMANDS = (demo, mock, prove, verify, report, audit, digest)
+COMMANDS = (demo, mock, prove, verify, report, audit, digest, serve, client)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # its own deprecations
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
     layout = LoRALayout(lanes=args.lanes, products=args.strategy)
     if args.preset:
         return _mock_preset(args, layout)
+    if args.adapter or args.base:
+        return _mock_adapter(args, layout)
     prepared, info = inputs.prepared_from_args(args)
     t0 = time.perf_counter()
     result = run(prepared, get_backend("zkref", layout=layout), layout=layout)
@@ -92,6 +94,77 @@ def _mock_preset(args: argparse.Namespace, layout: LoRALayout) -> int:
     return 0 if not failed else 1
 
 
+def _token_ids(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated token ids, got {text[:40]!r}") from None
+    if not ids or len(ids) > 4096 or min(ids) < 0:
+        raise ValueError(f"{what} must hold 1..4096 non-negative token ids")
+    return ids
+
+
+def _mock_adapter(args: argparse.Namespace, layout: LoRALayout) -> int:
+    """Every LoRA module of a peft adapter (or those named): calibrate once, prove one call, compare with peft."""
+    import numpy as np
+
+    from backends import get_backend
+    from zkref.models.peft_loading import capture_module_io, load_peft_model
+    from zkref.pipeline import PRECISIONS, Precision, calibrate, prepare, run
+
+    if not (args.adapter and args.base):
+        raise ValueError("--adapter DIR needs --base DIR (the base model the adapter was trained on), and vice versa")
+    if args.weights or args.activations or args.d_in or args.d_out or args.rank:
+        raise ValueError("--adapter takes shapes and weights from the adapter: give no shapes or tensor files")
+    peft_model, _ = load_peft_model(args.base, args.adapter)
+    vocab = int(getattr(peft_model.config, "vocab_size", 0) or 0)
+    calibration = _token_ids(args.calibration_ids, "--calibration-ids") or \
+        [int(t) for t in np.random.default_rng(args.seed).integers(0, vocab, 16)]
+    prompt = _token_ids(args.prompt_ids, "--prompt-ids") or calibration
+    precision = Precision(args.weight_bits, args.per_channel) if args.max_rel_error is None else PRECISIONS[0]
+    modules = calibrate(peft_model, calibration, modules=args.module or None, precision=precision,
+                        max_rel_error=args.max_rel_error, shift=args.shift)
+    captured = capture_module_io(peft_model, prompt, [c.name for c in modules])
+    backend = get_backend("zkref", layout=layout)
+    results, all_ok = [], True
+    for c in modules:
+        call = captured[c.name]
+        outcome = run(prepare(c.quantised, call.x), backend, layout=layout)
+        delta = c.quantised.dequantize(outcome.proven.y_q)
+        peft_error = float(np.abs(delta - call.delta).max()) / max(float(np.abs(call.delta).max()), 1e-300)
+        ok = bool(outcome.proven.verdict) and outcome.check.within_bound
+        all_ok &= ok
+        results.append({"module": c.name, "statement_id": outcome.prepared.statement.id,
+                        "statement": outcome.prepared.statement.canonical(), "satisfied": bool(outcome.proven.verdict),
+                        "reason": outcome.proven.verdict.reason, "scaling": c.module.scaling,
+                        "weight_bits": c.quantised.weight_bits, "relative_error_vs_peft": peft_error,
+                        "within_bound": outcome.check.within_bound, "k": outcome.cost.k,
+                        "public": outcome.proven.result.public.to_json(),
+                        "dequantisation": c.quantised.dequantisation.to_json(), "delta": delta.tolist()})
+    doc = {"base": args.base, "adapter": args.adapter, "calibration_ids": calibration, "prompt_ids": prompt,
+           "modules": results, "satisfied": all_ok}
+    if args.out:
+        _write_json(Path(args.out), doc)
+    if args.json:
+        print_json(doc)
+    else:
+        for r in results:
+            mark = "[green]ok[/]" if r["satisfied"] and r["within_bound"] else f"[red]{r['reason']}[/]"
+            out.print(f"{r['module']}: int{r['weight_bits']}, scaling {r['scaling']:g}, k={r['k']}: {mark}; "
+                      f"error vs peft's own delta {r['relative_error_vs_peft']:.2%}")
+    return 0 if all_ok else 1
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Write atomically (a temporary sibling renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
 def _write_result(path: Path, prepared, result) -> None:
     """What was proven, for a user to use: the statement, the public values, the dequantised delta."""
     doc = {"statement": prepared.statement.canonical() | {"id": prepared.statement.id},
@@ -99,10 +172,7 @@ def _write_result(path: Path, prepared, result) -> None:
            "dequantisation": prepared.quantised.dequantisation.to_json(),
            "delta": prepared.quantised.dequantize(result.proven.y_q).tolist(),
            "verdict": {"ok": bool(result.proven.verdict), "reason": result.proven.verdict.reason}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
+    _write_json(path, doc)
 
 
 def register(subparsers) -> None:
@@ -112,6 +182,13 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", choices=[m.value for m in Products], default="table",
                    help="products by the 4096-row table or by a gate")
     p.add_argument("--out", default=None, help="write the statement, public values and dequantised delta (JSON)")
+    p.add_argument("--base", default=None, help="base model directory (with --adapter)")
+    p.add_argument("--adapter", default=None, help="a peft adapter directory (save_pretrained): prove its modules")
+    p.add_argument("--module", action="append", default=None, help="with --adapter: only this module (repeatable)")
+    p.add_argument("--calibration-ids", default=None,
+                   help="with --adapter: comma-separated calibration token ids (default: 16 seeded random ids)")
+    p.add_argument("--prompt-ids", default=None,
+                   help="with --adapter: the call's token ids (default: the calibration prompt)")
     p.add_argument("--preset", default=None,
                    help="mock-check a seeded random adapter on every module of a named model (e.g. llama3-8b)")
     p.add_argument("--workers", type=int, default=None, help="worker processes for --preset (default: one per CPU)")

@@ -23,7 +23,7 @@ def lora_delta_float(x: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: float
 
     x, A, B = (finite_array(v, n) for v, n in ((x, "x"), (A, "lora_A"), (B, "lora_B")))
     _check_lora_shapes(A, B, x)
-    xt, At, Bt = (torch.from_numpy(np.ascontiguousarray(v)) for v in (x, A, B))
+    xt, At, Bt = (torch.from_numpy(np.array(v, dtype=np.float64)) for v in (x, A, B))  # writable copies
     return (float(scaling) * (xt @ At.T @ Bt.T)).numpy()
 
 
