@@ -1,0 +1,75 @@
+"""`zkref client`: run your base model with adapters served by contributors, verify every call's proof.
+
+Exit 0 when every call's proof verified (or, with --float, after the unverified float run), 1 when any did not
+(each failure is named by module and call), 2 on bad input (including a contributor that cannot be used).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from zkref.cli.console import out, print_json
+from zkref.cli.serve import TOKEN_ENV, parse_ids, quiet_model_loading
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from zkref.protocol.client import BaseModelClient, tokenize
+
+    quiet_model_loading()
+    if args.prompt is not None and args.prompt_ids is not None:
+        raise ValueError("give --prompt or --prompt-ids, not both")
+    if args.prompt is None and args.prompt_ids is None:
+        raise ValueError("give --prompt TEXT or --prompt-ids 1,2,3")
+    if args.float and not args.reference_adapter:
+        raise ValueError("--float runs the float peft model: it needs --reference-adapter DIR")
+    if not args.float and not args.contributor:
+        raise ValueError("give at least one --contributor URL (or --float with --reference-adapter)")
+    ids = parse_ids(args.prompt_ids, "--prompt-ids") if args.prompt_ids is not None else \
+        tokenize(args.base, args.prompt)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    with BaseModelClient(base_dir=args.base, contributors=args.contributor or (), token=token,
+                         use_optimization=not args.float, reference_adapters=args.reference_adapter or (),
+                         srs=args.srs, cache_dir=args.cache_dir, timeout=args.timeout,
+                         proof_timeout=args.proof_timeout) as client:
+        result = client.run(ids)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        out.print(f"[bold]{result.label}[/] ({len(ids)} tokens, logits {result.logits.shape[0]}×"
+                  f"{result.logits.shape[1]})")
+        for c in result.calls:
+            mark = "[green]verified[/]" if c.verified else "[red]NOT verified[/]"
+            out.print(f"  {c.label} ({c.contributor}, call id {c.call_id}): {mark} — {c.reason}")
+        if result.accuracy is not None:
+            a = result.accuracy
+            for mod in a.modules:
+                out.print(f"  accuracy {mod.module}: relative error of the delta {mod.relative_error:.2%}")
+            out.print(f"  accuracy overall: max logit error {a.max_logit_error:.4g}, top-1 agreement "
+                      f"{a.top1_agreement:.0%} (against {a.reference})")
+        for w in result.warnings:
+            out.print(f"  [yellow]warning: {w}[/]")
+        out.print(f"  next-token argmax: {result.logits.argmax(axis=-1).tolist()}")
+    if args.float:
+        return 0
+    return 0 if result.verified else 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("client", help="run a base model with contributors' adapters, verifying each call")
+    p.add_argument("--base", required=True, help="your base model directory (transformers, safetensors)")
+    p.add_argument("--contributor", action="append", default=None, metavar="URL",
+                   help="a contributor's URL (repeat for several; each serves some modules)")
+    p.add_argument("--prompt", default=None, help="prompt text (needs a tokenizer in --base)")
+    p.add_argument("--prompt-ids", default=None, help="prompt as token ids, e.g. 1,2,3")
+    p.add_argument("--token", default=None, help=f"bearer token for every contributor (default: ${TOKEN_ENV})")
+    p.add_argument("--json", action="store_true", help="one JSON document: logits, verified, calls, accuracy")
+    p.add_argument("--reference-adapter", action="append", default=None, metavar="DIR",
+                   help="EVALUATION ONLY: the adapter(s) held locally, for the accuracy against the float peft "
+                        "model (a real client does not have them)")
+    p.add_argument("--float", action="store_true",
+                   help="run the float peft model with --reference-adapter instead (no contributor; UNVERIFIED)")
+    p.add_argument("--srs", default=None, help="ezkl: the SRS to verify with (default: the local cache's)")
+    p.add_argument("--cache-dir", default=None, help="ezkl: cache holding the SRS (default $ZKREF_CACHE)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
+    p.add_argument("--proof-timeout", type=float, default=900.0, help="seconds to wait for anchors and proofs")
+    p.set_defaults(func=cmd_client)

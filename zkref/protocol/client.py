@@ -1,0 +1,581 @@
+"""The base-model user's side: run your own base model, get each adapter's delta from its contributor, verify it all.
+
+`BaseModelClient(base_dir=…, contributors=[url, …]).run(prompt_ids)`:
+
+1. loads its own copy of the base model (transformers, local files only) and digests it (zkref.models.digest);
+2. fetches each contributor's manifest, refuses a contributor whose base-model digest differs from its own or whose
+   modules do not fit its model, and pins, per (module, T), the adapter anchor the contributor publishes — before
+   any activation leaves the machine;
+3. runs the forward pass with a forward hook on every served module: the base layer computes W x locally; the hook
+   quantises x with the manifest's scale, sends x_q, receives y_q, dequantises it with the manifest's parameters
+   and adds the delta to the module's output (several contributors on one module: their deltas add, as peft adds
+   active adapters);
+4. fetches every call's proof and verifies it with the manifest's backend against what the client itself holds:
+   the statement rebuilt from the manifest and T, the x_q it sent, the y_q it received, and the pinned anchor. A
+   proof for another call, other activations, another adapter or a changed output fails, named by module and call.
+
+What each side knows: the contributor never sees the base model's weights or the prompt, only each served module's
+quantised input x_q; the client never sees the adapter (with the zkref mock backend it does: that backend's
+"proof" is the witness). The accuracy figures compare with the float peft model, which needs the adapter: pass
+`reference_adapters` only where the adapter is available (an evaluation, a demo), never to a real contributor.
+`use_optimization=False` runs that float peft model instead of the protocol: logits labelled unverified.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from backends import get_backend
+from backends.base import AdapterAnchor, Backend, Proof
+from zkref.lora.commitments import activations_digest
+from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement
+from zkref.primitives.quant import quantize_int8
+from zkref.protocol import messages as m
+from zkref.protocol.tensors import TensorFormatError, decode_tensors, encode_tensors
+
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_SMALL_ANSWER_BYTES = 1 << 20
+MAX_PROOF_ANSWER_BYTES = 2 * m.MAX_B64_PROOF + (16 << 20)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+class ContributorError(ValueError):
+    """A contributor cannot be used (unreachable, refused a request, answered out of protocol, another base model)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """A contributor's base URL and the bearer token it requires (if any)."""
+
+    url: str
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"contributor URL must start with http:// or https://, got {self.url!r}")
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallReport:
+    """One call of one module to one contributor, and whether its proof verified (with the reason)."""
+
+    contributor: str
+    module: str
+    call: int
+    """Index of this call among the calls of `module` to this contributor in this client (0, 1, …)."""
+    call_id: str
+    tokens: int
+    statement_id: str
+    verified: bool
+    reason: str
+    worker: dict | None = None
+    proof_seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.module} call {self.call}"
+
+    def to_json(self) -> dict:
+        return {"contributor": self.contributor, "module": self.module, "call": self.call, "call_id": self.call_id,
+                "tokens": self.tokens, "statement_id": self.statement_id, "verified": self.verified,
+                "reason": self.reason, "worker": self.worker, "proof_seconds": round(self.proof_seconds, 4)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleAccuracy:
+    """The dequantised deltas the client added against the float peft delta of the same activations."""
+
+    module: str
+    calls: int
+    max_abs_error: float
+    max_abs_delta: float
+
+    @property
+    def relative_error(self) -> float:
+        """max |delta − float delta| / max |float delta| over the module's calls (0 when the float delta is 0)."""
+        return self.max_abs_error / self.max_abs_delta if self.max_abs_delta else 0.0
+
+    def to_json(self) -> dict:
+        return {"module": self.module, "calls": self.calls, "relative_error": self.relative_error,
+                "max_abs_error": self.max_abs_error, "max_abs_delta": self.max_abs_delta}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Accuracy:
+    """Per module: relative error of the delta; overall: logits against the float peft model's (same prompt)."""
+
+    modules: tuple[ModuleAccuracy, ...]
+    max_logit_error: float
+    top1_agreement: float
+    reference: str
+
+    def to_json(self) -> dict:
+        return {"modules": {a.module: a.to_json() for a in self.modules}, "max_logit_error": self.max_logit_error,
+                "top1_agreement": self.top1_agreement, "reference": self.reference}
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ClientResult:
+    """The run's logits (tokens × vocab), whether every call verified, each call's report, the accuracy."""
+
+    logits: np.ndarray
+    verified: bool
+    calls: tuple[CallReport, ...]
+    accuracy: Accuracy | None
+    label: str
+    prompt_ids: tuple[int, ...]
+    warnings: tuple[str, ...] = ()
+    contributors: tuple[dict, ...] = ()
+
+    @property
+    def failures(self) -> tuple[CallReport, ...]:
+        return tuple(c for c in self.calls if not c.verified)
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "verified": self.verified, "prompt_ids": list(self.prompt_ids),
+                "logits": self.logits.tolist(), "calls": [c.to_json() for c in self.calls],
+                "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
+                "warnings": list(self.warnings), "contributors": list(self.contributors)}
+
+
+@dataclass(eq=False)
+class _Sent:
+    """What the client holds about one call until its proof is verified."""
+
+    session: "_Session"
+    module: str
+    call: int
+    call_id: str
+    statement: LoRAStatement
+    x_q: np.ndarray
+    y_q: np.ndarray
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Session:
+    """One contributor: its endpoint, manifest, verifying backend and the anchors pinned per (module, T)."""
+
+    endpoint: Endpoint
+    manifest: m.Manifest
+    backend: Backend
+    anchors: dict[tuple[str, int], AdapterAnchor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _module_dims(module) -> tuple[int, int]:
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, Conv1D):
+        return int(module.weight.shape[0]), int(module.weight.shape[1])
+    if isinstance(module, torch.nn.Linear):
+        return int(module.in_features), int(module.out_features)
+    raise ValueError(f"{type(module).__name__} is neither nn.Linear nor Conv1D")
+
+
+def tokenize(base_dir: str | os.PathLike, text: str) -> list[int]:
+    """Token ids of `text` with the base model directory's own tokenizer (local files only)."""
+    d = Path(base_dir)
+    if not any((d / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"{d} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): pass token ids instead "
+                         "(--prompt-ids)")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(d, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load the tokenizer in {d}: {exc}") from None
+    ids = tokenizer(text)["input_ids"]
+    if not ids:
+        raise ValueError("the prompt has no tokens")
+    return [int(t) for t in ids]
+
+
+class BaseModelClient:
+    """A base-model user talking to one or more contributors (see the module docstring)."""
+
+    def __init__(self, *, base_dir: str | os.PathLike, contributors: Sequence[str | Endpoint] = (),
+                 token: str | None = None, use_optimization: bool = True,
+                 reference_adapters: Sequence[str | os.PathLike] = (), srs: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None, timeout: float = 60.0, proof_timeout: float = 900.0,
+                 transport: httpx.BaseTransport | None = None):
+        """contributors: URLs (with `token` for all) or `Endpoint`s; srs / cache_dir: where the EZKL verifier finds
+        the SRS (a ceremony SRS file, or the cache holding the development SRS); transport: an httpx transport
+        (proxies, mTLS, or a test's man in the middle)."""
+        from zkref.models.peft_loading import load_base_model
+
+        self.base_dir = Path(base_dir)
+        self.endpoints = tuple(c if isinstance(c, Endpoint) else Endpoint(url=c, token=token) for c in contributors)
+        if use_optimization and not self.endpoints:
+            raise ValueError("at least one contributor URL is needed (or use_optimization=False with "
+                             "reference adapters)")
+        if not use_optimization and not reference_adapters:
+            raise ValueError("use_optimization=False runs the float peft model: it needs the adapter directories "
+                             "(reference_adapters)")
+        for name, v in (("timeout", timeout), ("proof_timeout", proof_timeout)):
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        self.use_optimization = use_optimization
+        self.reference_adapters = tuple(Path(p) for p in reference_adapters)
+        self.srs = None if srs is None else str(srs)
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.timeout, self.proof_timeout = float(timeout), float(proof_timeout)
+        self.model = load_base_model(self.base_dir)
+        self.http = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout), follow_redirects=False)
+        self.sessions: list[_Session] = []
+        self.serving: dict[str, list[tuple[_Session, m.ModuleInfo]]] = {}
+        self._digests: dict[str, str] = {}
+        self._reference = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "BaseModelClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- HTTP --------------------------------------------------------------------------------------------------------
+    def _request(self, endpoint: Endpoint, method: str, path: str, *, limit: int, params: dict | None = None,
+                 content: bytes | None = None, deadline: float | None = None) -> bytes:
+        """One request with a bounded answer; 429 is retried (Retry-After) until `deadline`; other errors raise."""
+        headers = {"accept": "application/json"}
+        if endpoint.token:
+            headers["authorization"] = f"Bearer {endpoint.token}"
+        if content is not None:
+            headers["content-type"] = "application/octet-stream"
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout
+        while True:
+            try:
+                with self.http.stream(method, endpoint.url + path, params=params, content=content,
+                                      headers=headers) as response:
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise ContributorError(f"{endpoint.url}{path}: answer exceeds {limit:,} bytes")
+                        chunks.append(chunk)
+                    status = response.status_code
+                    retry = response.headers.get("retry-after", "1")
+            except httpx.HTTPError as exc:
+                raise ContributorError(f"{endpoint.url}{path}: {type(exc).__name__}: {exc}") from None
+            body = b"".join(chunks)
+            if status == 200:
+                return body
+            if status == 429 and time.monotonic() < deadline:
+                time.sleep(min(float(retry) if retry.isdigit() else 1.0, max(0.0, deadline - time.monotonic())))
+                continue
+            try:
+                err = m.ErrorResponse.model_validate_json(body).error
+                detail = f"{err.code}: {err.message}"
+            except ValueError:
+                detail = body[:200].decode("utf-8", "replace")
+            raise ContributorError(f"{endpoint.url}{path}: HTTP {status} {detail}")
+
+    def _parse(self, endpoint: Endpoint, model: type, body: bytes, what: str):
+        try:
+            return model.model_validate_json(body)
+        except ValueError as exc:
+            raise ContributorError(f"{endpoint.url}: {what} is not a valid {model.__name__}: "
+                                   f"{str(exc).splitlines()[0][:300]}") from None
+
+    # -- round 0: manifests ------------------------------------------------------------------------------------------
+    def _own_digest(self, format_version: str) -> str:
+        if format_version not in self._digests:
+            from zkref.models.digest import model_digest
+
+            self._digests[format_version] = model_digest(self.base_dir, progress=False,
+                                                         format_version=format_version).hex
+        return self._digests[format_version]
+
+    def _backend(self, name: str) -> Backend:
+        options: dict = {}
+        if name == "ezkl":
+            options = {k: v for k, v in (("srs", self.srs), ("cache_dir", self.cache_dir)) if v is not None}
+        return get_backend(name, **options)
+
+    def connect(self) -> None:
+        """Fetch every manifest, check base-model digests and module shapes, decide who serves which module."""
+        if self.sessions or not self.use_optimization:
+            return
+        for endpoint in self.endpoints:
+            body = self._request(endpoint, "GET", "/v1/manifest", limit=MAX_MANIFEST_BYTES)
+            manifest = self._parse(endpoint, m.Manifest, body, "the manifest")
+            theirs = manifest.base_model.digest
+            try:
+                ours = self._own_digest(manifest.base_model.format_version)
+            except ValueError as exc:
+                raise ContributorError(f"{endpoint.url}: cannot compute our digest in its format: {exc}") from None
+            if theirs != ours:
+                raise ContributorError(f"{endpoint.url} serves an adapter for another base model: its digest "
+                                       f"{theirs} differs from ours {ours} ({manifest.base_model.format_version})")
+            session = _Session(endpoint=endpoint, manifest=manifest, backend=self._backend(manifest.backend.name))
+            for info in manifest.modules:
+                try:
+                    module = self.model.get_submodule(info.name)
+                    dims = _module_dims(module)
+                except (AttributeError, ValueError) as exc:
+                    raise ContributorError(f"{endpoint.url} serves {info.name}, which our base model has no usable "
+                                           f"module for ({exc})") from None
+                if dims != (info.d_in, info.d_out):
+                    raise ContributorError(f"{endpoint.url}: {info.name} is {info.d_in}→{info.d_out} there, "
+                                           f"{dims[0]}→{dims[1]} in our base model")
+                self.serving.setdefault(info.name, []).append((session, info))
+            self.sessions.append(session)
+
+    # -- round 1: anchors --------------------------------------------------------------------------------------------
+    def pin_anchor(self, session: _Session, info: m.ModuleInfo, tokens: int) -> AdapterAnchor:
+        """The contributor's anchor for (module, T), fetched once and pinned for every later call of that shape."""
+        key = (info.name, tokens)
+        if key in session.anchors:
+            return session.anchors[key]
+        statement = info.statement.statement(tokens)
+        deadline = time.monotonic() + self.proof_timeout
+        wait = session.manifest.limits.max_wait_seconds
+        path = f"/v1/modules/{info.name}/anchors/{tokens}"
+        while True:
+            remaining = deadline - time.monotonic()
+            body = self._request(session.endpoint, "GET", path, limit=MAX_SMALL_ANSWER_BYTES,
+                                 params={"wait": max(0.0, min(wait, remaining))}, deadline=deadline)
+            status = self._parse(session.endpoint, m.AnchorStatus, body, "the anchor answer")
+            if status.status == "done" and status.anchor is not None:
+                break
+            if status.status == "failed":
+                raise ContributorError(f"{session.endpoint.url}: no anchor for {info.name} at {tokens} tokens: "
+                                       f"{status.reason}")
+            if time.monotonic() >= deadline:
+                raise ContributorError(f"{session.endpoint.url}: no anchor for {info.name} within "
+                                       f"{self.proof_timeout:g} s")
+        anchor = status.anchor.anchor()
+        if anchor.statement_id != statement.id or anchor.backend != session.manifest.backend.name:
+            raise ContributorError(f"{session.endpoint.url}: the anchor for {info.name} at {tokens} tokens is for "
+                                   f"statement {anchor.statement_id}, not {statement.id} as the manifest states")
+        if statement.adapter_binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED) and anchor.digest is None:
+            raise ContributorError(f"{session.endpoint.url}: the adapter of {info.name} is hashed but its anchor has "
+                                   "no digest")
+        session.anchors[key] = anchor
+        return anchor
+
+    # -- round 2: calls ----------------------------------------------------------------------------------------------
+    def _call(self, session: _Session, info: m.ModuleInfo, x: np.ndarray, sent: list[_Sent]) -> np.ndarray:
+        """Send one module call; returns the delta the client computes from the received y_q."""
+        tokens = x.shape[0]
+        self.pin_anchor(session, info, tokens)
+        statement = info.statement.statement(tokens)
+        dequant = info.dequantisation.dequantisation(info.d_out)
+        x_q = quantize_int8(x, dequant.scale_x).values.astype(np.int8)
+        body = self._request(session.endpoint, "POST", f"/v1/modules/{info.name}/calls",
+                             limit=MAX_SMALL_ANSWER_BYTES + 64 * tokens * info.d_out,
+                             content=encode_tensors({"x_q": x_q}))
+        accepted = self._parse(session.endpoint, m.CallAccepted, body, f"the answer to a call of {info.name}")
+        index = session.counts.get(info.name, 0)
+        session.counts[info.name] = index + 1
+        label = f"{info.name} call {index}"
+        try:
+            raw = m.b64decode(accepted.tensors, "tensors", 16 * tokens * info.d_out + 4096)
+            tensors = decode_tensors(raw, info.y_specs(tokens))
+        except (ValueError, TensorFormatError) as exc:
+            raise ContributorError(f"{session.endpoint.url}: {label}: the answer's tensors are malformed: {exc}") \
+                from None
+        y_q = tensors["y_q"].astype(np.int64)
+        delta = dequant.apply(y_q)
+        record = _Sent(session=session, module=info.name, call=index, call_id=accepted.call_id, statement=statement,
+                       x_q=x_q.astype(np.int64), y_q=y_q)
+        if (accepted.module, accepted.tokens, accepted.statement_id) != (info.name, tokens, statement.id):
+            record.problems.append(f"the answer names module {accepted.module}, {accepted.tokens} tokens, statement "
+                                   f"{accepted.statement_id}; the call was {info.name}, {tokens}, {statement.id}")
+        if not np.allclose(tensors["delta"], delta, rtol=1e-12, atol=0.0):
+            record.problems.append("the delta sent is not the dequantisation of the y_q sent (tampered delta)")
+        sent.append(record)
+        return delta
+
+    # -- round 3: proofs ---------------------------------------------------------------------------------------------
+    def _public(self, record: _Sent, anchor: AdapterAnchor) -> LoRAPublic:
+        """The public values from what the client holds: x_q it sent, y_q it received, the pinned adapter digest."""
+        st = record.statement
+        x_known = st.x_binding in (ActivationBinding.PUBLIC, ActivationBinding.POLYCOMMIT)
+        hashed_x = st.x_binding in (ActivationBinding.HASHED, ActivationBinding.HASHED_PACKED)
+        hashed_adapter = st.adapter_binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED)
+        return LoRAPublic(
+            y_q=record.y_q, x_q=record.x_q if x_known else None,
+            x_digest=activations_digest(record.x_q, packed=st.x_binding is ActivationBinding.HASHED_PACKED)
+            if hashed_x else None,
+            adapter_digest=int(anchor.digest, 16) if hashed_adapter and anchor.digest else None)
+
+    def _verify(self, record: _Sent, deadline: float) -> CallReport:
+        session = record.session
+        report = dict(contributor=session.endpoint.url, module=record.module, call=record.call,
+                      call_id=record.call_id, tokens=record.x_q.shape[0], statement_id=record.statement.id)
+        t0 = time.monotonic()
+        wait = session.manifest.limits.max_wait_seconds
+        status = None
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                body = self._request(session.endpoint, "GET", f"/v1/calls/{record.call_id}",
+                                     limit=MAX_PROOF_ANSWER_BYTES, params={"wait": max(0.0, min(wait, remaining))},
+                                     deadline=deadline)
+                status = self._parse(session.endpoint, m.CallStatus, body, "the proof answer")
+                if status.status in ("done", "failed") or time.monotonic() >= deadline:
+                    break
+        except ContributorError as exc:
+            return CallReport(**report, verified=False, reason=f"no proof: {exc}",
+                              proof_seconds=time.monotonic() - t0)
+        seconds = time.monotonic() - t0
+        worker = None if status.worker is None else status.worker.model_dump()
+        if status.call_id != record.call_id:
+            return CallReport(**report, verified=False, reason=f"the answer is for call {status.call_id}",
+                              worker=worker, proof_seconds=seconds)
+        if status.status == "failed":
+            return CallReport(**report, verified=False, reason=f"the contributor failed to prove it: {status.reason}",
+                              worker=worker, proof_seconds=seconds)
+        if status.status != "done":
+            return CallReport(**report, verified=False, reason=f"no proof within {self.proof_timeout:g} s "
+                                                               f"(still {status.status})",
+                              worker=worker, proof_seconds=seconds)
+        try:
+            proof: Proof = status.proof.proof()
+        except ValueError as exc:
+            return CallReport(**report, verified=False, reason=f"malformed proof: {exc}", worker=worker,
+                              proof_seconds=seconds)
+        anchor = session.anchors[(record.module, record.x_q.shape[0])]
+        verdict = session.backend.verify(record.statement, self._public(record, anchor), proof, anchor=anchor)
+        problems = list(record.problems) + ([] if verdict else [verdict.reason])
+        reason = "; ".join(problems) if problems else verdict.reason
+        return CallReport(**report, verified=bool(verdict) and not record.problems, reason=reason, worker=worker,
+                          proof_seconds=seconds)
+
+    # -- the forward pass --------------------------------------------------------------------------------------------
+    def _check_prompt(self, prompt_ids: Sequence[int]) -> tuple[int, ...]:
+        ids = tuple(int(t) for t in prompt_ids)
+        if not ids:
+            raise ValueError("the prompt has no tokens")
+        vocab = getattr(self.model.config, "vocab_size", None)
+        if any(t < 0 or (isinstance(vocab, int) and t >= vocab) for t in ids):
+            raise ValueError(f"token ids must lie in [0, {vocab})")
+        for key in ("n_positions", "max_position_embeddings"):
+            limit = getattr(self.model.config, key, None)
+            if isinstance(limit, int) and len(ids) > limit:
+                raise ValueError(f"{len(ids)} tokens exceed the model's {limit} positions")
+        for session in self.sessions:
+            if len(ids) > session.manifest.limits.max_tokens:
+                raise ValueError(f"{len(ids)} tokens exceed {session.endpoint.url}'s limit of "
+                                 f"{session.manifest.limits.max_tokens} per call")
+        return ids
+
+    def _forward(self, model, ids: tuple[int, ...]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([list(ids)], dtype=torch.long))
+        return out.logits[0].to(torch.float64).numpy()
+
+    def run(self, prompt_ids: Sequence[int]) -> ClientResult:
+        """One forward pass over the prompt with every served module's delta from its contributor, then verify."""
+        import torch
+
+        if not self.use_optimization:
+            ids = self._check_prompt(prompt_ids)
+            logits = self._forward(self._reference_model(), ids)
+            return ClientResult(logits=logits, verified=False, calls=(), accuracy=None, prompt_ids=ids,
+                                label="float peft model with the adapters held locally: UNVERIFIED",
+                                warnings=("no contributor was asked and nothing was proven",))
+        self.connect()
+        ids = self._check_prompt(prompt_ids)
+        for name, servers in self.serving.items():
+            for session, info in servers:
+                self.pin_anchor(session, info, len(ids))
+        sent: list[_Sent] = []
+        seen: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+        def make_hook(name: str):
+            def hook(_module, inputs, output):
+                x = inputs[0]
+                if x.ndim != 3 or x.shape[0] != 1:
+                    raise ValueError(f"{name}: expected input of shape (1, T, d_in), got {tuple(x.shape)}")
+                x_np = x[0].detach().to(torch.float64).numpy()
+                total = np.zeros((x_np.shape[0], output.shape[-1]), dtype=np.float64)
+                for session, info in self.serving[name]:
+                    total += self._call(session, info, x_np, sent)
+                seen.append((name, x_np, total))
+                return output + torch.from_numpy(total).to(output.dtype)[None]
+            return hook
+
+        handles = [self.model.get_submodule(name).register_forward_hook(make_hook(name)) for name in self.serving]
+        try:
+            logits = self._forward(self.model, ids)
+        finally:
+            for h in handles:
+                h.remove()
+        deadline = time.monotonic() + self.proof_timeout
+        reports = tuple(self._verify(record, deadline) for record in sent)
+        verified = bool(reports) and all(r.verified for r in reports)
+        accuracy = self._accuracy(ids, logits, seen) if self.reference_adapters else None
+        warnings = []
+        for session in self.sessions:
+            b = session.manifest.backend
+            if not b.zero_knowledge:
+                warnings.append(f"{session.endpoint.url}: backend {b.name} is a mock check, not a zero-knowledge "
+                                "proof (its proofs reveal the adapter)")
+            if b.name == "ezkl" and self.srs is None:
+                warnings.append(f"{session.endpoint.url}: EZKL proofs were verified with the SRS found in the local "
+                                "cache; if it is a development SRS the contributor who made it could forge proofs "
+                                "(pass a ceremony SRS)")
+        contributors = tuple({"url": s.endpoint.url, "backend": s.manifest.backend.name,
+                              "zero_knowledge": s.manifest.backend.zero_knowledge,
+                              "base_model_digest": s.manifest.base_model.digest,
+                              "modules": [i.name for i in s.manifest.modules]} for s in self.sessions)
+        label = ("every call's proof verified" if verified else
+                 f"{sum(not r.verified for r in reports)} of {len(reports)} calls NOT verified")
+        return ClientResult(logits=logits, verified=verified, calls=reports, accuracy=accuracy, prompt_ids=ids,
+                            label=label, warnings=tuple(warnings), contributors=contributors)
+
+    # -- accuracy against the float peft model (needs the adapters) ---------------------------------------------------
+    def _reference_model(self):
+        if self._reference is None:
+            from zkref.models.peft_loading import load_peft_model
+
+            names = {f"ref{i}": str(d) for i, d in enumerate(self.reference_adapters)}
+            peft_model, adapters = load_peft_model(self.base_dir, names)
+            peft_model.base_model.set_adapter(list(names), inference_mode=True)
+            peft_model.eval()
+            self._reference = (peft_model, adapters)
+        return self._reference[0]
+
+    def _accuracy(self, ids: tuple[int, ...], logits: np.ndarray,
+                  seen: list[tuple[str, np.ndarray, np.ndarray]]) -> Accuracy:
+        reference = self._reference_model()
+        adapters = self._reference[1]
+        float_logits = self._forward(reference, ids)
+        by_module: dict[str, list] = {}
+        for adapter in adapters.values():
+            for mod in adapter.modules:
+                by_module.setdefault(mod.name, []).append(mod)
+        stats: dict[str, list[float]] = {}
+        for name, x, delta in seen:
+            if name not in by_module:
+                continue
+            ref = sum(mod.delta(x) for mod in by_module[name])
+            s = stats.setdefault(name, [0, 0.0, 0.0])
+            s[0] += 1
+            s[1] = max(s[1], float(np.abs(delta - ref).max(initial=0.0)))
+            s[2] = max(s[2], float(np.abs(ref).max(initial=0.0)))
+        modules = tuple(ModuleAccuracy(module=k, calls=int(v[0]), max_abs_error=v[1], max_abs_delta=v[2])
+                        for k, v in stats.items())
+        agreement = float(np.mean(np.argmax(logits, axis=-1) == np.argmax(float_logits, axis=-1)))
+        return Accuracy(modules=modules, max_logit_error=float(np.abs(logits - float_logits).max()),
+                        top1_agreement=agreement,
+                        reference=f"float peft model (base + {len(adapters)} adapter(s) loaded locally for "
+                                  "evaluation; per-module errors use the client's own activations)")
+

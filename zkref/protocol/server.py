@@ -1,0 +1,772 @@
+"""The contributor's HTTP server (FastAPI on uvicorn): answers calls at once, proves them in the background.
+
+Endpoints (specs/protocol.md; the schema is served at /openapi.json):
+
+    GET  /healthz                               Health           (no auth)
+    GET  /v1/manifest                           Manifest
+    GET  /v1/modules/{module}/anchors/{tokens}  AnchorStatus     ?wait=S long-polls until computed
+    POST /v1/modules/{module}/calls             CallAccepted     body: safetensors {x_q: int8 T × d_in}
+    GET  /v1/calls/{call_id}                    CallStatus       ?wait=S long-polls until done or failed
+
+Bounds, each answered with a JSON `ErrorResponse` and a 4xx status while the server keeps serving:
+- `Guard` (ASGI middleware, before any body byte is read): at most `max_concurrent_requests` requests in progress
+  (429), bearer token on /v1/* when configured (401), Content-Length at most `max_body_bytes` (413); then the body
+  is read with the same bound (413) and a deadline (408);
+- the handlers: unknown module or call (404), wrong content type (415), bytes that are not exactly the expected
+  safetensors tensor — dtype int8, T × d_in with 1 ≤ T ≤ max_tokens (400), a statement the backend cannot prove
+  (422), a full proving queue (429).
+Stored results are bounded (`CallStore`): a finished call is kept `result_ttl` seconds, and the oldest finished
+calls are evicted first whenever more than `max_results` calls or `max_result_bytes` bytes of answers are held;
+an evicted or unknown call id is a 404.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import json
+import math
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import Depends, FastAPI, Path, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backends import get_backend
+from backends.base import Backend
+from zkref.lora.statement import LoRAPublic, LoRAStatement, encode_instances
+from zkref.protocol import messages as m
+from zkref.protocol.contributor import Contributor, ServedModule
+from zkref.protocol.provers import Prover, job_request
+from zkref.protocol.tensors import TensorFormatError, decode_tensors, encode_tensors
+
+TENSOR_HEADER_ALLOWANCE = 1024
+"""Bytes allowed for the safetensors length prefix and header of a call body (a real one is under 100 bytes)."""
+BACKEND_NOTES = {
+    "zkref": ("zkref MockProver replay: NOT zero-knowledge and not succinct. The 'proof' is the witness itself, so "
+              "whoever fetches it learns the quantised adapter (A_q, B_q). For development and tests only."),
+    "ezkl": ("EZKL Halo2/KZG zero-knowledge proofs. Sound only under an SRS whose secret nobody knows: each proof's "
+             "meta says dev_srs=true when a locally generated development SRS was used (its secret is known to "
+             "the contributor, who could then forge proofs)."),
+}
+STATEMENT_IDS = ("A call of T tokens to module M is proven under the statement "
+                 "LoRAStatement.from_canonical(M.statement with tokens = T) (zkref.lora.statement); its id is the "
+                 "first 128 bits (32 hex digits) of SHA-256 over that statement's canonical JSON (sorted keys, no "
+                 "spaces). Its adapter anchor is GET /v1/modules/{M}/anchors/{T}: clients pin it before their first "
+                 "call.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """The server's bounds and where its proofs run. Every field is published in the manifest's `limits`."""
+
+    backend: str = "zkref"
+    backend_options: dict = field(default_factory=dict)
+    """JSON-able keyword arguments of the backend (EZKL: cache_dir, srs), passed to every proving job as-is."""
+    token: str | None = None
+    max_tokens: int = 64
+    max_body_bytes: int | None = None
+    """Default: exactly what the largest valid call needs (max_tokens · max d_in + header allowance)."""
+    max_queue: int = 64
+    max_concurrent_requests: int = 32
+    request_timeout: float = 30.0
+    prove_timeout: float = 600.0
+    max_wait: float = 30.0
+    result_ttl: float = 3600.0
+    max_results: int = 1024
+    max_result_bytes: int = 256 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_queue", "max_concurrent_requests", "max_results", "max_result_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("request_timeout", "prove_timeout", "max_wait", "result_ttl"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {v!r}")
+        if self.max_results <= self.max_queue:
+            raise ValueError("max_results must exceed max_queue (queued calls are stored until they finish)")
+        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8
+                                       or not self.token.isprintable() or " " in self.token):
+            raise ValueError("the bearer token must be at least 8 printable characters without spaces")
+        try:
+            json.dumps(self.backend_options)
+        except (TypeError, ValueError):
+            raise ValueError("backend options must be JSON-able (they travel to every proving worker)") from None
+
+    def body_limit(self, contributor: Contributor) -> int:
+        needed = TENSOR_HEADER_ALLOWANCE + self.max_tokens * max(s.d_in for s in contributor.modules.values())
+        return needed if self.max_body_bytes is None else min(self.max_body_bytes, needed)
+
+
+class ProtocolError(Exception):
+    """A refused request: becomes an `ErrorResponse` with this status and code."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_bytes(status: int, code: str, message: str) -> bytes:
+    body = m.ErrorResponse(error=m.ErrorBody(status=status, code=code, message=message[:m.MAX_REASON]))
+    return body.model_dump_json().encode()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Guard: concurrency, auth and body bounds before the application sees a request
+# ----------------------------------------------------------------------------------------------------------------------
+
+DRAIN_BYTES = 4 << 20
+DRAIN_SECONDS = 1.0
+
+
+async def _drain(receive) -> None:
+    """Read and discard a refused request's body, up to DRAIN_BYTES and DRAIN_SECONDS."""
+    seen = 0
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while seen <= DRAIN_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), timeout=remaining)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        seen += len(message.get("body", b""))
+
+
+class Guard:
+    """ASGI middleware enforcing the request-level bounds (see the module docstring) in that order."""
+
+    def __init__(self, app, *, token: str | None, max_body: int, max_concurrent: int, body_timeout: float):
+        self.app, self.token, self.max_body = app, token, max_body
+        self.max_concurrent, self.body_timeout = max_concurrent, body_timeout
+        self.active = 0
+
+    async def _refuse(self, receive, send, status: int, code: str, message: str,
+                      headers: dict[str, str] | None = None, *, drained: bool = False):
+        """Answer with an ErrorResponse and close. Unless the body was read, first discard up to DRAIN_BYTES of it
+        (for at most DRAIN_SECONDS): closing a socket with unread data resets it, and the client would lose the
+        answer. A larger body is not read: that client sees the connection reset instead."""
+        if not drained:
+            await _drain(receive)
+        body = error_bytes(status, code, message)
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+        raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    def _authorised(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        values = [v for k, v in headers if k == b"authorization"]
+        if len(values) != 1:
+            return False
+        expected = b"Bearer " + self.token.encode()
+        return hmac.compare_digest(values[0], expected)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = scope.get("headers") or []
+        lengths = [v for k, v in headers if k == b"content-length"]
+        declared = int(lengths[0]) if len(lengths) == 1 and lengths[0].isdigit() else None
+        no_drain = declared is not None and declared > DRAIN_BYTES  # too big to discard: the client sees a reset
+        if self.active >= self.max_concurrent:
+            return await self._refuse(receive, send, 429, "too_many_requests",
+                                      f"{self.active} requests in progress (limit {self.max_concurrent}); retry later",
+                                      {"Retry-After": "1"}, drained=no_drain)
+        self.active += 1
+        try:
+            if self.token and scope["path"].startswith("/v1/") and not self._authorised(headers):
+                return await self._refuse(receive, send, 401, "unauthorized", "a valid bearer token is required",
+                                          {"WWW-Authenticate": 'Bearer realm="zkref"'}, drained=no_drain)
+            if lengths and declared is None:
+                return await self._refuse(receive, send, 400, "bad_content_length",
+                                          "Content-Length must be one integer", drained=True)
+            if declared is not None and declared > self.max_body:
+                return await self._refuse(receive, send, 413, "body_too_large",
+                                          f"body of {declared:,} bytes exceeds {self.max_body:,}", drained=no_drain)
+            chunks, size = [], 0
+            deadline = time.monotonic() + self.body_timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
+                except asyncio.TimeoutError:
+                    return await self._refuse(receive, send, 408, "request_timeout",
+                                              f"body not received within {self.body_timeout:g} s", drained=True)
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    return await self._refuse(receive, send, 413, "body_too_large",
+                                              f"body exceeds {self.max_body:,} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            delivered = False
+
+            async def replay():
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            return await self.app(scope, replay, send)
+        finally:
+            self.active -= 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The proving queue
+# ----------------------------------------------------------------------------------------------------------------------
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class _Job:
+    spec: str
+    tensors: bytes
+    result: asyncio.Future
+    on_start: Callable[[], None] | None = None
+
+
+class ProvingQueue:
+    """Jobs wait here (at most `max_queue`, queued + running), and at most `prover.workers` run at once.
+
+    Jobs stay in this queue — not in the executor's — until a worker is free, so a later version can coalesce the
+    queued calls of one module into one proof with T = Σ tokens (EZKL checks matrix products by Freivalds'
+    random linear combination, which makes T > 1 several times cheaper per product). A job that exceeds
+    `timeout` fails; its executor task is cancelled where the executor can (Ray), and its worker slot is freed only
+    when the task really ends, so the executor is never oversubscribed.
+    """
+
+    def __init__(self, prover: Prover, *, max_queue: int, timeout: float):
+        self.prover, self.max_queue, self.timeout = prover, max_queue, timeout
+        self.pending: collections.deque[_Job] = collections.deque()
+        self.running = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def load(self) -> int:
+        return len(self.pending) + self.running
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for job in self.pending:
+            if not job.result.done():
+                job.result.set_exception(RuntimeError("server shutting down"))
+        self.pending.clear()
+
+    def submit(self, spec: str, tensors: bytes, *, on_start: Callable[[], None] | None = None,
+               priority: bool = False) -> asyncio.Future:
+        """Queue a job; its future resolves to the job's JSON answer (or its failure). QueueFull when full."""
+        if self.load >= self.max_queue:
+            raise QueueFull()
+        job = _Job(spec, tensors, asyncio.get_running_loop().create_future(), on_start)
+        (self.pending.appendleft if priority else self.pending.append)(job)
+        self._wake.set()
+        return job.result
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.pending and self.running < self.prover.workers:
+                job = self.pending.popleft()
+                self.running += 1
+                asyncio.get_running_loop().create_task(self._execute(job))
+
+    async def _execute(self, job: _Job) -> None:
+        try:
+            if job.on_start:
+                job.on_start()
+            try:
+                future = self.prover.submit(job.spec, job.tensors)
+            except Exception as exc:  # noqa: BLE001 - an executor that cannot take the job fails this job only
+                job.result.set_exception(exc)
+                return
+            wrapped = asyncio.wrap_future(future)
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(wrapped), timeout=self.timeout)
+            except asyncio.TimeoutError:
+                self.prover.cancel(future)
+                job.result.set_exception(TimeoutError(f"proving exceeded {self.timeout:g} s"))
+                if not future.cancelled():  # still running: its worker is busy until it ends
+                    with contextlib.suppress(Exception):
+                        await wrapped
+                return
+            except Exception as exc:  # noqa: BLE001 - the worker's failure is the job's failure
+                job.result.set_exception(exc)
+                return
+            job.result.set_result(answer)
+        finally:
+            self.running -= 1
+            self._wake.set()
+
+
+def describe_failure(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:m.MAX_REASON]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Calls and their results
+# ----------------------------------------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class CallRecord:
+    """One call: what was answered, and its proof's state. x_q and y_q are kept only until the proof is checked."""
+
+    call_id: str
+    module: str
+    tokens: int
+    statement: LoRAStatement
+    x_q: np.ndarray | None
+    y_q: np.ndarray | None
+    status: str = "pending"
+    reason: str = ""
+    answer: bytes | None = None
+    """The finished call's CallStatus JSON (what the proof fetch returns); counted in the store's bytes."""
+    finished_at: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status_message(self) -> m.CallStatus:
+        return m.CallStatus(call_id=self.call_id, module=self.module, tokens=self.tokens,
+                            statement_id=self.statement.id, status=self.status, reason=self.reason, proof=None,
+                            worker=None, timings={})
+
+    @property
+    def size(self) -> int:
+        return len(self.answer or b"")
+
+
+class CallStore:
+    """Every call by id, with bounded memory: see the module docstring for the eviction rule."""
+
+    def __init__(self, *, ttl: float, max_results: int, max_bytes: int):
+        self.ttl, self.max_results, self.max_bytes = ttl, max_results, max_bytes
+        self.calls: dict[str, CallRecord] = {}
+        self.finished: collections.OrderedDict[str, CallRecord] = collections.OrderedDict()
+        self.bytes = 0
+        self.evicted = 0
+
+    def add(self, record: CallRecord) -> None:
+        self.evict(extra=1)
+        self.calls[record.call_id] = record
+
+    def get(self, call_id: str) -> CallRecord | None:
+        self.evict()
+        return self.calls.get(call_id)
+
+    def finish(self, record: CallRecord) -> None:
+        record.finished_at = time.monotonic()
+        record.x_q = record.y_q = None
+        if record.call_id in self.calls:
+            self.finished[record.call_id] = record
+            self.bytes += record.size
+        record.done.set()
+        self.evict()
+
+    def evict(self, extra: int = 0) -> None:
+        """Drop expired finished calls, then the oldest finished ones while over the count or byte bound."""
+        now = time.monotonic()
+        while self.finished:
+            call_id, record = next(iter(self.finished.items()))
+            expired = now - (record.finished_at or now) > self.ttl
+            if not (expired or len(self.calls) + extra > self.max_results or self.bytes > self.max_bytes):
+                break
+            self.finished.popitem(last=False)
+            self.calls.pop(call_id, None)
+            self.bytes -= record.size
+            self.evicted += 1
+
+
+@dataclass(eq=False)
+class _AnchorEntry:
+    status: str = "pending"
+    anchor: m.AnchorInfo | None = None
+    reason: str = ""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The application
+# ----------------------------------------------------------------------------------------------------------------------
+
+class ServerState:
+    """Everything the handlers share; created inside the server's event loop (lifespan)."""
+
+    def __init__(self, contributor: Contributor, config: ServerConfig, prover: Prover, backend: Backend):
+        self.contributor, self.config, self.prover, self.backend = contributor, config, prover, backend
+        self.queue = ProvingQueue(prover, max_queue=config.max_queue, timeout=config.prove_timeout)
+        self.store = CallStore(ttl=config.result_ttl, max_results=config.max_results,
+                               max_bytes=config.max_result_bytes)
+        self.anchors: dict[tuple[str, int], _AnchorEntry] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.manifest = build_manifest(contributor, config, prover, backend)
+
+    def spawn(self, coro: Awaitable) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def build_manifest(contributor: Contributor, config: ServerConfig, prover: Prover, backend: Backend) -> m.Manifest:
+    limits = m.Limits(max_body_bytes=config.body_limit(contributor), max_tokens=config.max_tokens,
+                      max_queue=config.max_queue, max_concurrent_requests=config.max_concurrent_requests,
+                      request_timeout_seconds=config.request_timeout, prove_timeout_seconds=config.prove_timeout,
+                      max_wait_seconds=config.max_wait, result_ttl_seconds=config.result_ttl,
+                      max_results=config.max_results, max_result_bytes=config.max_result_bytes)
+    return m.Manifest(format=m.FORMAT,
+                      backend=m.BackendInfo(name=backend.name, zero_knowledge=backend.zero_knowledge,
+                                            note=BACKEND_NOTES.get(backend.name, "")),
+                      base_model=contributor.base_model_info(), calibration=contributor.calibration_info(),
+                      statement_ids=STATEMENT_IDS, modules=[s.info() for s in contributor.modules.values()],
+                      limits=limits, prover=m.ProverInfo(kind=prover.kind, workers=prover.workers),
+                      auth="bearer" if config.token else "none")
+
+
+ERROR_RESPONSES = {code: {"model": m.ErrorResponse, "description": text} for code, text in (
+    (400, "malformed request (tensor bytes, Content-Length)"), (401, "missing or wrong bearer token"),
+    (404, "unknown module or call id (or an evicted call)"), (408, "body not received in time"),
+    (413, "body too large"), (415, "body is not application/octet-stream"),
+    (422, "parameters out of range, or a statement the backend cannot prove"),
+    (429, "too many requests in progress, or the proving queue is full"))}
+
+
+def create_app(contributor: Contributor, config: ServerConfig, prover: Prover):
+    """The FastAPI application serving `contributor`, proving with `prover` (which the caller owns and shuts down)."""
+    backend = get_backend(config.backend, **config.backend_options)
+    if not contributor.modules:
+        raise ValueError("the contributor serves no modules")
+    for served in contributor.modules.values():
+        support = backend.supports(served.statement(1))
+        if not support:
+            raise ValueError(f"backend {backend.name} cannot prove module {served.name}: {support.reason}")
+    holder: dict[str, ServerState] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        state = ServerState(contributor, config, prover, backend)
+        state.queue.start()
+        holder["state"] = state
+        try:
+            yield
+        finally:
+            await state.queue.stop()
+            for task in list(state.tasks):
+                task.cancel()
+
+    app = FastAPI(title="zkref contributor", version=m.FORMAT, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="A LoRA contributor: answers each call with the adapter's output at once and proves it "
+                              "in the background (specs/protocol.md).")
+    bearer = HTTPBearer(auto_error=False, description="required when the manifest's auth is 'bearer'")
+
+    def state() -> ServerState:
+        return holder["state"]
+
+    def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+        return Response(error_bytes(status, code, message), status_code=status, media_type="application/json",
+                        headers=headers)
+
+    @app.exception_handler(ProtocolError)
+    async def _protocol_error(_request, exc: ProtocolError):
+        return json_error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return json_error(422, "invalid_parameter", f"{where}: {first.get('msg', 'invalid')}"[:500])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return json_error(exc.status_code, code, str(exc.detail)[:500])
+
+    @app.exception_handler(Exception)
+    async def _bug(_request, exc: Exception):  # a 5xx is a bug: the fuzz tests assert none happen
+        return JSONResponse(status_code=500, content={"error": {"status": 500, "code": "internal_error",
+                                                                "message": describe_failure(exc)}})
+
+    def served_module(name: str) -> ServedModule:
+        served = contributor.modules.get(name)
+        if served is None:
+            raise ProtocolError(404, "unknown_module", f"no module {name[:80]!r} is served (see /v1/manifest)")
+        return served
+
+    def statement_for(served: ServedModule, tokens: int) -> LoRAStatement:
+        statement = served.statement(tokens)
+        support = state().backend.supports(statement)
+        if not support:
+            raise ProtocolError(422, "unsupported_statement",
+                                f"backend {backend.name} cannot prove {served.name} for {tokens} tokens: "
+                                f"{support.reason}")
+        return statement
+
+    @app.get("/healthz", response_model=m.Health)
+    async def health() -> m.Health:
+        s = state()
+        return m.Health(status="ok", queued=len(s.queue.pending), running=s.queue.running,
+                        stored_calls=len(s.store.calls), stored_bytes=s.store.bytes, evicted_calls=s.store.evicted)
+
+    def require_token(credentials=Security(bearer)) -> None:
+        """The Guard already refused requests without the token; checked again here, and documented in OpenAPI."""
+        if config.token is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), config.token.encode()):
+            raise ProtocolError(401, "unauthorized", "a valid bearer token is required",
+                                {"WWW-Authenticate": 'Bearer realm="zkref"'})
+
+    auth = [Depends(require_token)]
+
+    @app.get("/v1/manifest", response_model=m.Manifest, responses=ERROR_RESPONSES, dependencies=auth)
+    async def manifest() -> m.Manifest:
+        return state().manifest
+
+    # -- anchors ------------------------------------------------------------------------------------------------
+    async def compute_anchor(key: tuple[str, int], entry: _AnchorEntry, served: ServedModule,
+                             statement: LoRAStatement) -> None:
+        s = state()
+        q = served.quantised
+        spec, tensors = job_request(kind="anchor", backend=config.backend, options=config.backend_options,
+                                    statement=statement, A_q=q.A_q, B_q=q.B_q, x_q=None)
+        try:
+            answer = json.loads(await s.queue.submit(spec, tensors, priority=True))
+            info = m.AnchorInfo.model_validate(answer["anchor"])
+            if info.statement_id != statement.id or info.backend != backend.name:
+                raise ValueError("the worker's anchor is for another statement or backend")
+            entry.anchor, entry.status = info, "done"
+        except QueueFull:
+            entry.status, entry.reason = "failed", "the proving queue is full; retry later"
+            s.anchors.pop(key, None)
+        except Exception as exc:  # noqa: BLE001 - recorded; a later request recomputes
+            entry.status, entry.reason = "failed", describe_failure(exc)
+            s.anchors.pop(key, None)
+        finally:
+            entry.done.set()
+
+    @app.get("/v1/modules/{module}/anchors/{tokens}", response_model=m.AnchorStatus, responses=ERROR_RESPONSES,
+             dependencies=auth)
+    async def anchor(module: str, tokens: int = Path(ge=1, le=config.max_tokens),
+                     wait: float = Query(0.0, ge=0.0, le=config.max_wait)) -> m.AnchorStatus:
+        s = state()
+        served = served_module(module)
+        statement = statement_for(served, tokens)
+        key = (served.name, tokens)
+        entry = s.anchors.get(key)
+        if entry is None:
+            if s.queue.load >= s.queue.max_queue:
+                raise ProtocolError(429, "queue_full", "the proving queue is full; retry later", {"Retry-After": "1"})
+            entry = s.anchors[key] = _AnchorEntry()
+            s.spawn(compute_anchor(key, entry, served, statement))
+        if wait and not entry.done.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(entry.done.wait(), timeout=wait)
+        return m.AnchorStatus(module=served.name, tokens=tokens, statement_id=statement.id, status=entry.status,
+                              anchor=entry.anchor, reason=entry.reason)
+
+    # -- calls --------------------------------------------------------------------------------------------------
+    async def prove_call(record: CallRecord, served: ServedModule, result: asyncio.Future) -> None:
+        s = state()
+        try:
+            answer = json.loads(await result)
+            proof = m.ProofMessage.model_validate(answer["proof"])
+            worker = m.WorkerInfo(kind=s.prover.kind, **answer["worker"])
+            timings = {str(k)[:64]: float(v) for k, v in dict(answer.get("timings", {})).items()
+                       if isinstance(v, (int, float)) and 0 <= v < 1e9}
+            check_worker_answer(record, proof, answer["public"], s.anchors.get((record.module, record.tokens)))
+            record.status, record.reason = "done", ""
+            record.answer = m.CallStatus(call_id=record.call_id, module=record.module, tokens=record.tokens,
+                                         statement_id=record.statement.id, status="done", reason="", proof=proof,
+                                         worker=worker, timings=dict(list(timings.items())[:32])
+                                         ).model_dump_json().encode()
+        except Exception as exc:  # noqa: BLE001 - the call's proof failed: say why to whoever fetches it
+            record.status, record.reason = "failed", describe_failure(exc)
+            record.answer = record.status_message().model_dump_json().encode()
+        s.store.finish(record)
+
+    @app.post("/v1/modules/{module}/calls", response_model=m.CallAccepted, responses=ERROR_RESPONSES,
+              dependencies=auth, openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {
+                      "schema": {"type": "string", "format": "binary"},
+                      "description": "safetensors holding exactly one tensor x_q: int8, T × d_in (the module's d_in), "
+                                     "1 ≤ T ≤ max_tokens"}}}})
+    async def call(module: str, request: Request) -> m.CallAccepted:
+        s = state()
+        served = served_module(module)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/octet-stream":
+            raise ProtocolError(415, "unsupported_media_type", "the body must be application/octet-stream "
+                                                               "(safetensors bytes)")
+        body = await request.body()
+        info = s.manifest.module(served.name)
+        try:
+            x_q = decode_tensors(body, {"x_q": info.x_spec(config.max_tokens)})["x_q"].astype(np.int64)
+        except TensorFormatError as exc:
+            raise ProtocolError(400, "bad_tensors", f"x_q: {exc}") from None
+        statement = statement_for(served, x_q.shape[0])
+        if s.queue.load >= s.queue.max_queue:
+            raise ProtocolError(429, "queue_full", f"{s.queue.load} proofs queued or running (limit "
+                                                   f"{s.queue.max_queue}); retry later", {"Retry-After": "1"})
+        _, y_q = served.evaluate(x_q)
+        q = served.quantised
+        spec, tensors = job_request(kind="prove", backend=config.backend, options=config.backend_options,
+                                    statement=statement, A_q=q.A_q, B_q=q.B_q, x_q=x_q)
+        record = CallRecord(call_id=secrets.token_hex(16), module=served.name, tokens=x_q.shape[0],
+                            statement=statement, x_q=x_q, y_q=y_q)
+
+        def started() -> None:
+            if record.status == "pending":
+                record.status = "running"
+
+        result = s.queue.submit(spec, tensors, on_start=started)
+        s.store.add(record)
+        s.spawn(prove_call(record, served, result))
+        delta = q.dequantize(y_q)
+        payload = encode_tensors({"y_q": y_q.astype(np.int32), "delta": delta.astype(np.float64)})
+        return m.CallAccepted(call_id=record.call_id, module=served.name, tokens=record.tokens,
+                              statement_id=statement.id, status="pending", tensors=m.b64encode(payload))
+
+    @app.get("/v1/calls/{call_id}", response_model=m.CallStatus, responses=ERROR_RESPONSES, dependencies=auth)
+    async def call_status(call_id: str = Path(pattern=m.CALL_ID),
+                          wait: float = Query(0.0, ge=0.0, le=config.max_wait)):
+        s = state()
+        record = s.store.get(call_id)
+        if record is None:
+            raise ProtocolError(404, "unknown_call",
+                                f"unknown call id (never issued, or evicted: finished calls are kept "
+                                f"{config.result_ttl:g} s, at most {config.max_results} calls and "
+                                f"{config.max_result_bytes:,} bytes)")
+        if wait and not record.done.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(record.done.wait(), timeout=wait)
+        if record.answer is not None:
+            return Response(record.answer, media_type="application/json")
+        return record.status_message()
+
+    app.add_middleware(Guard, token=config.token, max_body=config.body_limit(contributor),
+                       max_concurrent=config.max_concurrent_requests, body_timeout=config.request_timeout)
+    return app
+
+
+def check_worker_answer(record: CallRecord, proof_message: m.ProofMessage, public_json: object,
+                        anchor: _AnchorEntry | None) -> None:
+    """Before publishing a worker's proof: it is for this call's statement, its public values are exactly what the
+    server answered (x_q received, y_q returned), and its verifying key is the published anchor's (a node with
+    another SRS or a stale cache would otherwise publish proofs no client can verify)."""
+    statement = record.statement
+    proof = proof_message.proof()
+    public = LoRAPublic.from_json(statement, public_json)
+    if proof.statement_id != statement.id:
+        raise ValueError(f"the worker proved statement {proof.statement_id}, not {statement.id}")
+    if not np.array_equal(public.y_q, record.y_q):
+        raise ValueError("the worker's y_q differs from the one answered (a bug)")
+    if public.x_q is not None and not np.array_equal(public.x_q, record.x_q):
+        raise ValueError("the worker's x_q differs from the one received (a bug)")
+    if list(proof.instances) != encode_instances(statement, public):
+        raise ValueError("the proof's instances are not the call's public values")
+    if anchor is not None and anchor.anchor is not None and anchor.anchor.vk_hash is not None \
+            and anchor.anchor.vk_hash != proof.vk_hash:
+        raise ValueError("the proof's verifying key differs from the published anchor's (workers must share the "
+                         "SRS and circuit cache)")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running it
+# ----------------------------------------------------------------------------------------------------------------------
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: a free port), so the caller knows the address before uvicorn starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it Nagle's algorithm and delayed ACKs
+    # add ~40 ms to every answer written in two parts (headers, body)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    return sock
+
+
+def uvicorn_server(app, *, keep_alive: float = 5.0):
+    import uvicorn
+
+    # http="h11" so that the head-size bound holds whichever optional parsers are installed
+    config = uvicorn.Config(app, http="h11", log_level="warning", timeout_keep_alive=int(max(1, keep_alive)),
+                            lifespan="on", h11_max_incomplete_event_size=16 << 10, access_log=False)
+    return uvicorn.Server(config)
+
+
+class ServerThread:
+    """Serve an app from a background thread on `host:port` (0: a free port): for tests, the demo and notebooks.
+
+    `start()` returns the base URL once uvicorn accepts connections; `stop()` shuts it down (and the prover, when
+    `owns_prover`)."""
+
+    def __init__(self, app, *, host: str = "127.0.0.1", port: int = 0, prover: Prover | None = None):
+        self.app, self.host, self.port, self.prover = app, host, port, prover
+        self.server = None
+        self.thread: threading.Thread | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 60.0) -> str:
+        sock = bind_socket(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self.server = uvicorn_server(self.app)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
+                                       name=f"zkref-serve-{self.port}")
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{self.port}"
+        return self.url
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout)
+        if self.prover is not None:
+            self.prover.shutdown()
+
+    def __enter__(self) -> "ServerThread":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
