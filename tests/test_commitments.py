@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
 
 from zkref.lora.commitments import (activations_digest, activations_message, adapter_digest, adapter_message,
-                                    adapter_message_index, clamp_constants)
+                                    adapter_message_index, requant_constants)
 from zkref.primitives.field import P, felt_from_str, felt_to_str
 from zkref.primitives.packing import pack
 from zkref.primitives.poseidon import poseidon_hash
@@ -32,12 +32,13 @@ def test_activation_message_is_row_major_with_negatives_as_p_minus_v():
     assert activations_digest(x, packed=False) != activations_digest(x[:, ::-1], packed=False)  # order matters
 
 
-def test_adapter_message_is_A_transposed_then_clamp_constants_then_B_transposed():
+def test_adapter_message_is_A_transposed_then_requant_constants_then_B_transposed():
     A = np.array([[1, 2, 3], [4, 5, -6]])                 # r=2, d_in=3
     B = np.array([[-7, 7], [1, 2], [3, 4], [0, -1]])      # d_out=4, r=2
-    values = [1, 4, 2, 5, 3, -6, -(128 << 5), 127, -7, 1, 3, 0, 7, 2, 4, -1]
+    values = [1, 4, 2, 5, 3, -6, 0, 16, -(128 << 5), 127 << 5, -7, 1, 3, 0, 7, 2, 4, -1]
     assert adapter_message(A, B, shift=5, packed=False) == [v % P for v in values]
-    assert clamp_constants(0) == (-128, 127) and clamp_constants(5) == (-4096, 127)
+    assert requant_constants(0) == (-128, 127) and requant_constants(5) == (0, 16, -4096, 4064)
+    assert adapter_message(A, B, shift=0, packed=False)[6:8] == [P - 128, 127]
     assert adapter_digest(A, B, shift=5, packed=False) == poseidon_hash([v % P for v in values])
     # the digest binds the shift, and the order
     assert adapter_digest(A, B, shift=4, packed=False) != adapter_digest(A, B, shift=5, packed=False)
@@ -47,15 +48,16 @@ def test_adapter_message_is_A_transposed_then_clamp_constants_then_B_transposed(
 
 
 def test_adapter_message_index_places_every_weight():
-    for r, d, m, packed in ((2, 3, 4, False), (3, 5, 2, True), (1, 1, 1, False)):
+    for r, d, m, packed, shift in ((2, 3, 4, False, 3), (3, 5, 2, True, 3), (1, 1, 1, False, 0)):
         A, B = small((r, d), 4), small((m, r), 4)
-        a_index, b_index, clamp_at = adapter_message_index(r, d, m, packed=packed)
-        seq = np.zeros(r * d + m * r + (0 if packed else 2), dtype=np.int64)
+        a_index, b_index, at = adapter_message_index(r, d, m, packed=packed, shift=shift)
+        constants = () if packed else requant_constants(shift)
+        seq = np.zeros(r * d + m * r + len(constants), dtype=np.int64)
         seq[a_index.reshape(-1)] = A.reshape(-1)
         seq[b_index.reshape(-1)] = B.reshape(-1)
         if not packed:
-            seq[clamp_at:clamp_at + 2] = clamp_constants(3)
-            assert [v % P for v in seq.tolist()] == adapter_message(A, B, shift=3, packed=False)
+            seq[at:at + len(constants)] = constants
+            assert [v % P for v in seq.tolist()] == adapter_message(A, B, shift=shift, packed=False)
         else:
             assert pack(seq, 4) == adapter_message(A, B, shift=3, packed=True)
 

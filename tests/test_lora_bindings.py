@@ -72,9 +72,9 @@ def test_the_hashed_activations_are_the_ones_multiplied():
     assert CopyConstraintFailure in kinds  # both the MAC's and the sponge's copies of x[2] now disagree
 
 
-def test_the_plain_adapter_hash_absorbs_the_clamp_constants_so_it_binds_the_shift():
+def test_the_plain_adapter_hash_absorbs_the_requant_constants_so_it_binds_the_shift():
     prover = prover_for(circuit_for(4, 3, 2, 1, x="public", adapter="hashed"))
-    col = prover.column("adapter.clamp")
+    col = prover.column("adapter.constants")
     prover.set_cell(col, int(np.nonzero(prover.assigned[col])[0][0]), 5)
     assert any(isinstance(f, CopyConstraintFailure) for f in prover.verify())
 
@@ -104,7 +104,7 @@ def test_packed_commitments_are_cheaper_and_reported():
     packed = account(LoRACircuit(statement=_statement("hashed-packed", "hashed-packed")))
     bare = account(LoRACircuit(statement=_statement("public", "fixed")))
     assert packed.rows_used < plain.rows_used and bare.k <= packed.k <= plain.k
-    # plain: 64 rows per absorbed element: 64 activations + 512 weights + the clamp's 2 constants
+    # plain: 64 rows per absorbed element: 64 activations + 512 weights + the requantisation's 2 constants (shift 0)
     assert {c.chip: c.rows for c in plain.chips}["Poseidon"] == 64 * 64 + 1 + 64 * (512 + 2) + 1
     report = build_report(d_in=64, d_out=64, rank=4, commitments=True)
     assert report.strategies["lowrank-table+plain"].rows == plain.rows_used

@@ -1,9 +1,14 @@
-"""`zkref demo`: the end-to-end run on a tiny GPT-2 built locally, a short script over zkref.pipeline.
+"""`zkref demo`: a contributor and a base-model user, end to end over HTTP, on a tiny GPT-2 built locally.
 
-Build and save the model (safetensors), digest it, attach a peft LoRA to c_attn, capture 4 tokens' activations and
-peft's delta, quantise once (shift fixed from those calibration activations), then prove the call in three bindings
-(x public and the adapter fixed; x and adapter hashed as EZKL hashes them; packed then hashed), compare the
-dequantised output with peft's float delta within the proven bound, audit a sample of cells and print the costs.
+1. build and save a tiny GPT-2 (random weights, safetensors) and a peft LoRA adapter on c_attn (random A and B);
+2. the contributor: `zkref serve`'s server on a free localhost port, calibrated on its own prompt, proving every call
+   in a background process with the chosen backend (default EZKL: real Halo2/KZG proofs, dev SRS);
+3. the base-model user: `BaseModelClient` runs its own copy of the base model, sends each c_attn module's quantised
+   activations, adds the returned deltas, then fetches and verifies every call's proof against what it sent and got;
+4. the accuracy against the float peft model — the demo plays both roles, so it holds the adapter for this
+   comparison; a real client would not.
+
+`DemoResult.ok` is true only if every call's proof verified; `make demo` exits 0 only then.
 """
 from __future__ import annotations
 
@@ -11,113 +16,114 @@ import argparse
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
 from zkref.cli.console import out
 
-BINDINGS = (("x public, adapter fixed", "public", "fixed"),
-            ("x and adapter hashed (EZKL's Poseidon)", "hashed", "hashed"),
-            ("x and adapter packed then hashed", "hashed-packed", "hashed-packed"))
+if TYPE_CHECKING:
+    from zkref.protocol.client import Accuracy, CallReport
 
 
 @dataclass
 class DemoResult:
     """What the demo established; `ok` is the exit status's source."""
 
-    proven: list[bool] = field(default_factory=list)
-    within_bound: bool = False
-    audit_clean: bool = False
+    calls: list[CallReport] = field(default_factory=list)
+    verified: bool = False
+    accuracy: Accuracy | None = None
     figures: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return bool(self.proven) and all(self.proven) and self.within_bound and self.audit_clean
+        return bool(self.calls) and self.verified and all(c.verified for c in self.calls)
 
 
-def run_demo(model_dir: str | Path | None = None, *, tokens: int = 4, rank: int = 4, alpha: float = 8.0,
-             lanes: int = 8, audit_sample: int = 300, seed: int = 0, console: Console | None = None) -> DemoResult:
+def run_demo(model_dir: str | Path | None = None, *, backend: str = "ezkl", tokens: int = 4, rank: int = 4,
+             alpha: float = 8.0, seed: int = 0, cache_dir: str | Path | None = None,
+             console: Console | None = None) -> DemoResult:
     """Run every step, printing as it goes; returns the figures (also used by the test of this demo)."""
-    from backends import get_backend
-    from zkref.lora.circuit import LoRACircuit, LoRALayout
-    from zkref.lora.report import build_report
-    from zkref.models.digest import model_digest
-    from zkref.models.tiny_model import TINY_GPT2, build_tiny_gpt2, capture_lora_io, load_with_lora
-    from zkref.pipeline import Bindings, prepare, quantise, run
-    from zkref.plonkish.audit import audit
+    from zkref.models.tiny_model import TINY_GPT2, build_tiny_gpt2, save_random_lora
+    from zkref.protocol.client import BaseModelClient
+    from zkref.protocol.contributor import load_contributor
+    from zkref.protocol.provers import ProcessProver
+    from zkref.protocol.server import ServerConfig, ServerThread, create_app
 
     con = console or Console()
     result = DemoResult()
-    layout = LoRALayout(lanes=lanes)
-    backend = get_backend("zkref", layout=layout)
     with tempfile.TemporaryDirectory(prefix="zkref-demo-") as tmp:
-        model_path = Path(model_dir) if model_dir is not None else Path(tmp) / "tiny-gpt2"
-        con.rule("[bold]1. base model (built locally, never downloaded)")
-        if not (model_path / "model.safetensors").exists():
-            build_tiny_gpt2(model_path, seed=seed)
-        digest = model_digest(model_path, progress=True)
-        con.print(f"GPT-2 {TINY_GPT2} in {model_path}\nbase-model digest ({digest.format_version}): "
-                  f"[cyan]{digest.hex}[/] over {digest.n_parameters:,} parameters")
+        root = Path(model_dir) if model_dir is not None else Path(tmp)
+        base, adapter = root / "tiny-gpt2", root / f"lora-c_attn-r{rank}-seed{seed}"
+        con.rule("[bold]1. base model and adapter (built locally, never downloaded)")
+        if not (base / "model.safetensors").exists():
+            build_tiny_gpt2(base, seed=seed)
+        if not (adapter / "adapter_model.safetensors").exists():
+            save_random_lora(base, adapter, seed=seed, r=rank, lora_alpha=alpha, target_modules=["c_attn"],
+                             fan_in_fan_out=True, lora_dropout=0.0)
+        con.print(f"GPT-2 {TINY_GPT2} in {base}\npeft LoRA r={rank}, alpha={alpha:g} on c_attn in {adapter}")
 
-        con.rule("[bold]2. LoRA adapter (peft) and the activations reaching it")
-        peft_model = load_with_lora(model_path, rank=rank, alpha=alpha, seed=seed)
-        token_ids = [int(t) for t in np.random.default_rng(seed).integers(0, TINY_GPT2["vocab_size"], tokens)]
-        cap = capture_lora_io(peft_model, token_ids)
-        con.print(f"{cap.module}: lora_A {cap.lora_A.shape}, lora_B {cap.lora_B.shape}, scaling {cap.alpha / cap.rank:g}, "
-                  f"{tokens} tokens {token_ids}")
-        q = quantise(cap.lora_A, cap.lora_B, scaling=cap.alpha / cap.rank, x_calibration=cap.x)
-        con.print(f"quantised: int4 weights, int8 activations, shift {q.shift} fixed from calibration activations")
+        con.rule(f"[bold]2. the contributor serves the adapter (backend {backend})")
+        contributor = load_contributor(base_dir=base, adapter_dir=adapter)
+        options = {"cache_dir": str(cache_dir)} if backend == "ezkl" and cache_dir is not None else {}
+        config = ServerConfig(backend=backend, backend_options=options, max_tokens=max(16, tokens))
+        prover = ProcessProver(workers=1)
+        prover.warm_up()
+        app = create_app(contributor, config, prover)
+        con.print(f"base-model digest ({contributor.base_digest.format_version}): "
+                  f"[cyan]{contributor.base_digest.hex}[/]")
+        for served in contributor.modules.values():
+            q = served.quantised
+            con.print(f"  {served.name}: {q.d_in}→{q.d_out} r={q.rank}, peft scaling {q.scaling:g}, shift {q.shift} "
+                      f"and scale_x {q.scale_x:.4g} fixed from the contributor's calibration prompt")
+        with ServerThread(app, prover=prover) as server:
+            con.print(f"listening on {server.url} (manifest {server.url}/v1/manifest, schema "
+                      f"{server.url}/openapi.json); proofs in a background process")
 
-        con.rule("[bold]3. prove y_q = B_q · requant(A_q · x_q) in each binding (zkref backend: a mock check)")
-        for label, x_binding, adapter_binding in BINDINGS:
-            prepared = prepare(q, cap.x, Bindings(x=x_binding, adapter=adapter_binding))
-            outcome = run(prepared, backend, layout=layout)
-            result.proven.append(bool(outcome.proven.verdict))
-            con.print(f"{label}: k={outcome.cost.k}, {outcome.cost.rows_used:,} rows, "
-                      f"{outcome.proven.prove_seconds:.2f} s: "
-                      + ("[green]verified[/]" if outcome.proven.verdict else f"[red]{outcome.proven.verdict.reason}[/]"))
-            pub = outcome.proven.result.public
-            for name in ("x_digest", "adapter_digest"):
-                if getattr(pub, name) is not None:
-                    con.print(f"    {name} 0x{getattr(pub, name):064x}")
-            if x_binding == "public":
-                check, base = outcome.check, outcome
-        peft_err = float(np.abs(q.dequantize(base.proven.y_q) - cap.delta).max())
-        result.within_bound = check.within_bound
+            con.rule("[bold]3. the base-model user runs its own model; each c_attn call goes to the contributor")
+            prompt = [int(t) for t in np.random.default_rng(seed).integers(0, TINY_GPT2["vocab_size"], tokens)]
+            with BaseModelClient(base_dir=base, contributors=[server.url], reference_adapters=[adapter],
+                                 cache_dir=cache_dir) as client:
+                run = client.run(prompt)
+        result.calls, result.verified, result.accuracy = list(run.calls), run.verified, run.accuracy
+        con.print(f"prompt {prompt} → logits {run.logits.shape[0]}×{run.logits.shape[1]}")
+        for c in run.calls:
+            mark = "[green]verified[/]" if c.verified else "[red]NOT verified[/]"
+            took = f", proof ready after {c.proof_seconds:.1f} s" if c.proof_seconds else ""
+            con.print(f"  {c.label}: {mark} — {c.reason}{took}")
+        for w in run.warnings:
+            con.print(f"  [yellow]{w}[/]")
 
-        con.rule("[bold]4. dequantise and compare with peft's float delta")
-        con.print(f"max |dequantised − float delta| = {check.max_abs_error:.4g} ≤ proven bound "
-                  f"{check.error_bound:.4g}: {'[green]yes[/]' if check.within_bound else '[red]no[/]'} "
-                  f"(relative {check.relative_error:.1%}; against peft's own float32 output {peft_err:.4g})")
-
-        con.rule("[bold]5. audit: perturb advice cells, look for under-constrained ones")
-        circuit = LoRACircuit(statement=base.prepared.statement, witness=base.prepared.witness, layout=layout)
-        report = audit(circuit, circuit.public_inputs(), sample=audit_sample, seed=seed)
-        result.audit_clean = report.ok
-        con.print(report.render(limit=10))
-
-        con.rule("[bold]6. accounting")
-        con.print(base.cost.rich_table())
-        s = base.prepared.statement.shape
-        con.print(build_report(d_in=s.d_in, d_out=s.d_out, rank=rank, tokens=tokens, lanes=lanes).rich_table())
-        result.figures = {"k": base.cost.k, "shift": q.shift, "digest": digest.hex,
-                          "max_abs_error": check.max_abs_error, "error_bound": check.error_bound,
-                          "rows_used": base.cost.rows_used, "proof_bytes_estimate": base.cost.proof.bytes}
-    con.rule("[bold green]demo complete: every check passed" if result.ok else "[bold red]demo: a check failed")
+        con.rule("[bold]4. accuracy against the float peft model (evaluation only: needs the adapter)")
+        a = run.accuracy
+        for mod in a.modules:
+            con.print(f"  {mod.module}: relative error of the delta {mod.relative_error:.2%} "
+                      f"(max |error| {mod.max_abs_error:.3g} of max |delta| {mod.max_abs_delta:.3g})")
+        con.print(f"  logits: max error {a.max_logit_error:.3g}, top-1 agreement {a.top1_agreement:.0%}")
+        result.figures = {"digest": contributor.base_digest.hex, "prompt": prompt, "backend": backend,
+                          "calls": len(run.calls), "max_logit_error": a.max_logit_error,
+                          "top1_agreement": a.top1_agreement,
+                          "relative_errors": {mod.module: mod.relative_error for mod in a.modules}}
+    verdict = (f"{len(result.calls)} of {len(result.calls)} calls verified" if result.ok else
+               f"{sum(not c.verified for c in result.calls)} of {len(result.calls)} calls NOT verified")
+    con.rule(f"[bold green]demo complete: every call's proof verified ({verdict})" if result.ok
+             else f"[bold red]demo: {verdict}")
     return result
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return 0 if run_demo(args.model_dir, tokens=args.tokens, rank=args.rank, lanes=args.lanes, seed=args.seed,
+    return 0 if run_demo(args.model_dir, backend=args.backend, tokens=args.tokens, rank=args.rank, seed=args.seed,
                          console=out).ok else 1
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="end-to-end demo on a tiny locally built model")
-    p.add_argument("--model-dir", default=None, help="keep the tiny model here (default: a temporary directory)")
+    p = subparsers.add_parser("demo", help="contributor server + base-model client end to end on a tiny local model")
+    p.add_argument("--model-dir", default=None, help="keep the tiny model and adapter here (default: a temporary "
+                                                     "directory)")
+    p.add_argument("--backend", choices=["ezkl", "zkref"], default="ezkl",
+                   help="ezkl: real zero-knowledge proofs (default); zkref: the fast mock check")
     p.add_argument("--tokens", type=int, default=4)
     p.add_argument("--rank", type=int, default=4)
-    p.add_argument("--lanes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

@@ -27,7 +27,7 @@ from zkref.chips.mul_gate import MulGate
 from zkref.chips.pack_chip import PackChip, PackConfig
 from zkref.chips.poseidon_chip import PoseidonChip, PoseidonConfig
 from zkref.chips.requant import Requant, RequantConfig
-from zkref.lora.commitments import adapter_message_index, clamp_constants
+from zkref.lora.commitments import adapter_message_index, requant_constants
 from zkref.lora.statement import (HASHED_ACTIVATIONS, HASHED_ADAPTERS, ActivationBinding, AdapterBinding, LoRAStatement,
                                   LoRAWitness, OutputBinding, encode_instances, instance_layout, public_values)
 from zkref.plonkish.constraint_system import ConstraintSystem
@@ -89,7 +89,7 @@ class LoRAConfig:
     poseidon: PoseidonConfig | None
     pack_x: PackConfig | None
     pack_w: PackConfig | None
-    clamp: Column | None
+    constants: Column | None
 
 
 class LoRACircuit:
@@ -139,9 +139,9 @@ class LoRACircuit:
             if st.x_binding is ActivationBinding.HASHED_PACKED else None
         pack_w = PackChip.configure(cs, st.weight_bits, prefix="packw") \
             if st.adapter_binding is AdapterBinding.HASHED_PACKED else None
-        clamp = cs.fixed_column("adapter.clamp", equality=True) \
+        constants = cs.fixed_column("adapter.constants", equality=True) \
             if st.adapter_binding is AdapterBinding.HASHED else None
-        return LoRAConfig(public, x, mac, requant, poseidon, pack_x, pack_w, clamp)
+        return LoRAConfig(public, x, mac, requant, poseidon, pack_x, pack_w, constants)
 
     # -- synthesize ------------------------------------------------------------------------------------------------
     def synthesize(self, config: LoRAConfig, layouter: Layouter) -> None:
@@ -196,7 +196,8 @@ class LoRACircuit:
         """Poseidon over token 0's weight cells, each absorbed at its place in `adapter_message`."""
         s = self.shape
         packed = config.pack_w is not None
-        a_index, b_index, clamp_at = adapter_message_index(s.rank, s.d_in, s.d_out, packed=packed)
+        a_index, b_index, constants_at = adapter_message_index(s.rank, s.d_in, s.d_out, packed=packed,
+                                                               shift=self.statement.shift)
         runs = list(stage1.w_lanes) + list(stage2.w_lanes)
         positions = [a_index.reshape(-1)[idx] for idx in stage1.w_index] + \
                     [b_index.reshape(-1)[idx] for idx in stage2.w_index]
@@ -207,12 +208,12 @@ class LoRACircuit:
             elements = packer.pack_cells(layouter, runs, "pack adapter", positions)
             digest = poseidon.hash_cells(layouter, elements, "adapter commitment")
         else:
-            constants = np.array(clamp_constants(self.statement.shift), dtype=np.int64)
-            clamp = layouter.assign_region("clamp constants",
-                                           lambda region: region.assign_fixed(config.clamp, 0, constants),
+            constants = np.array(requant_constants(self.statement.shift), dtype=np.int64)
+            cells = layouter.assign_region("requant constants",
+                                           lambda region: region.assign_fixed(config.constants, 0, constants),
                                            chip="Constants")
-            runs.append(clamp)
-            positions.append(np.array([clamp_at, clamp_at + 1], dtype=np.int64))
+            runs.append(cells)
+            positions.append(constants_at + np.arange(len(constants), dtype=np.int64))
             digest = poseidon.hash_cells(layouter, runs, "adapter commitment", positions=positions)
         layouter.constrain_instance(digest, config.public, [row])
 

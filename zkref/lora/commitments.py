@@ -1,13 +1,13 @@
 """The messages the statement's Poseidon commitments hash, and their digests: one definition for zkref and EZKL.
 
-    activations, plain:   x_q row-major, one felt per value (v < 0 as p-|v|)      = EZKL's "hashed" input
-    activations, packed:  pack(x_q row-major, 8)                                  (zkref only)
-    adapter, plain:       A_qᵀ row-major ‖ [-128·2^shift, 127] ‖ B_qᵀ row-major    = EZKL's "hashed" params
-    adapter, packed:      pack(A_qᵀ row-major ‖ B_qᵀ row-major, weight bits)     (zkref only)
+    activations, plain:   x_q row-major, one felt per value (v < 0 as p-|v|)        = EZKL's "hashed" input
+    activations, packed:  pack(x_q row-major, 8)                                    (zkref only)
+    adapter, plain:       A_qᵀ row-major ‖ requant_constants(shift) ‖ B_qᵀ row-major = EZKL's "hashed" params
+    adapter, packed:      pack(A_qᵀ row-major ‖ B_qᵀ row-major, weight bits)       (zkref only)
 
-The plain adapter message is what EZKL hashes for the statement's graph: every constant of the graph in graph order
-(torch's export stores A_qᵀ and B_qᵀ, and the requantising clamp's two bounds sit between them), so the digest also
-binds the shift. A digest alone does not fix the shapes (a packed x of 30 values and the same x followed by −128
+The plain adapter message is what EZKL hashes for the statement's graph (backends/ezkl/graph.py): every constant of
+the graph in graph order — torch's export stores A_qᵀ, then the requantisation's constants, then B_qᵀ — so the
+digest also binds the shift. A digest alone does not fix the shapes (a packed x of 30 values and the same x followed by −128
 hash alike, and adapters of different shapes can share a message): digests are only ever read together with a
 `LoRAStatement`, whose id fixes the shapes. Spec: specs/commitments.md.
 """
@@ -21,16 +21,24 @@ from zkref.primitives.poseidon import poseidon_hash_fast
 from zkref.primitives.ranges import INT8, IntRange, as_int_matrix, check_shift
 
 __all__ = ["activations_message", "adapter_message", "adapter_message_index", "activations_digest", "adapter_digest",
-           "clamp_constants"]
+           "requant_constants"]
 
 
 def _felts(values: np.ndarray) -> list[int]:
     return [int(v) % P for v in values.reshape(-1).tolist()]
 
 
-def clamp_constants(shift: int) -> tuple[int, int]:
-    """The requantising clamp's bounds as the graph holds them: -128 at the scale of z (·2^shift), then 127."""
-    return -(128 << check_shift(shift)), 127
+def requant_constants(shift: int) -> tuple[int, ...]:
+    """The requantisation's constants as the statement's graph holds them, in graph order (signed integers).
+
+    shift 0: the clamp bounds (-128, 127). shift s ≥ 1: the sign comparison's 0, the rounding offset 2^(s-1), then the
+    clamp bounds at the scale of z, (-128·2^s, 127·2^s) — the graph computes clamp(floor((z + 2^(s-1) − [z<0]) / 2^s)),
+    every step constrained exactly (specs/ezkl-backend.md, "Why not the rebase").
+    """
+    shift = check_shift(shift)
+    if shift == 0:
+        return (-128, 127)
+    return (0, 1 << (shift - 1), -(128 << shift), 127 << shift)
 
 
 def _adapter(A_q: object, B_q: object, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,15 +60,16 @@ def adapter_message(A_q: object, B_q: object, *, shift: int, packed: bool, weigh
     A, B = _adapter(A_q, B_q, weight_bits)
     if packed:
         return pack(np.concatenate([A.T.reshape(-1), B.T.reshape(-1)]), weight_bits)
-    return _felts(A.T) + [v % P for v in clamp_constants(shift)] + _felts(B.T)
+    return _felts(A.T) + [v % P for v in requant_constants(shift)] + _felts(B.T)
 
 
-def adapter_message_index(rank: int, d_in: int, d_out: int, *, packed: bool) -> tuple[np.ndarray, np.ndarray, int]:
+def adapter_message_index(rank: int, d_in: int, d_out: int, *, packed: bool, shift: int = 0
+                          ) -> tuple[np.ndarray, np.ndarray, int]:
     """Where each weight sits in the (unpacked) adapter value sequence: (index of A[o, j], index of B[o, j], offset of
-    the clamp constants or -1 when packed). Circuits use it to absorb weight cells at their message positions."""
+    the requant constants or -1 when packed). Circuits use it to absorb weight cells at their message positions."""
     o, j = np.meshgrid(np.arange(rank), np.arange(d_in), indexing="ij")
     a_index = j * rank + o                                    # A_qᵀ row-major
-    b_offset = rank * d_in + (0 if packed else 2)
+    b_offset = rank * d_in + (0 if packed else len(requant_constants(shift)))
     o, j = np.meshgrid(np.arange(d_out), np.arange(rank), indexing="ij")
     b_index = b_offset + j * d_out + o                        # B_qᵀ row-major
     return a_index, b_index, (-1 if packed else rank * d_in)

@@ -389,19 +389,21 @@ class InstanceSegment:
 
 
 def instance_layout(statement: LoRAStatement) -> tuple[InstanceSegment, ...]:
-    """The flat public-instance vector, in order: x_q (row-major) or its digest, the adapter digest, y_q (row-major).
+    """The flat public-instance vector, in order: the digests (x's, then the adapter's), then x_q and y_q row-major.
 
-    Values bound by a verifying key or a KZG commitment (a fixed or polycommit adapter, polycommit x or y) take no
-    instance cells. Every backend and zkref's layout place instances in this order.
+    Digests come first because EZKL places its Poseidon module's outputs before the graph's public inputs and outputs
+    (measured: x public with a hashed adapter gives [adapter digest, x_q, y]). Values bound by a verifying key or a
+    KZG commitment (a fixed or polycommit adapter, polycommit x or y) take no instance cells. Every backend and
+    zkref's layout place instances in this order.
     """
     s = statement.shape
     parts: list[tuple[str, int]] = []
-    if statement.x_binding is ActivationBinding.PUBLIC:
-        parts.append(("x_q", s.tokens * s.d_in))
-    elif statement.x_binding in HASHED_ACTIVATIONS:
+    if statement.x_binding in HASHED_ACTIVATIONS:
         parts.append(("x_digest", 1))
     if statement.adapter_binding in HASHED_ADAPTERS:
         parts.append(("adapter_digest", 1))
+    if statement.x_binding is ActivationBinding.PUBLIC:
+        parts.append(("x_q", s.tokens * s.d_in))
     if statement.y_binding is OutputBinding.PUBLIC:
         parts.append(("y_q", s.tokens * s.d_out))
     out, offset = [], 0

@@ -1,0 +1,9 @@
+"""The EZKL backend: the LoRA statement as an ONNX graph proven with EZKL 23 (Halo2, KZG on BN254).
+
+Modules: `graph` (the ONNX formulation whose witness equals zkref's integers), `settings` (pinned run arguments and
+the layout choice), `instances` (canonical instances ↔ EZKL's), `cache` (SRS files, circuits and keys),
+`backend` (`EzklBackend`). Spec: specs/ezkl-backend.md.
+"""
+from backends.ezkl.backend import EzklBackend
+
+__all__ = ["EzklBackend"]

@@ -1,0 +1,552 @@
+"""`EzklBackend`: real Halo2/KZG proofs of a `LoRAStatement` with EZKL 23, equal to zkref's semantics bit for bit.
+
+prove: export the statement's graph (backends.ezkl.graph) → pinned settings and a chosen layout → compile → setup
+(cached per statement, adapter and SRS) → witness, checked equal to `evaluate()` → prove → the proof is verified once
+before it is returned (EZKL's prover accepts unsatisfied witnesses; a proof that does not verify is a bug, raised).
+verify: `check_binding`, then the settings carried in the verifying key must be the statement's pinned ones, then EZKL
+verifies with instances BUILT from the caller's public values and, for polycommit bindings, with KZG commitments the
+verifier computes itself (x, y) or pinned (the adapter) written over the proof's. Spec: specs/ezkl-backend.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backends.base import (AdapterAnchor, Progress, Proof, ProofResult, Support, Verdict, canonical_json,
+                           check_binding, sha256_hex)
+from backends.ezkl import graph, instances
+from backends.ezkl.cache import (CacheError, build_entry, cache_root, dev_srs, sha256_file,
+                                 srs_header_k)
+from backends.ezkl.settings import (K_MAX, Layout, RunSettings, canonicalise, choose_layout, k_floor, run_args_for)
+from zkref.lora.commitments import requant_constants
+from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement, LoRAWitness,
+                                  OutputBinding, encode_instances, evaluate, instance_length, public_values)
+from zkref.primitives.field import P, felt_from_str, felt_to_str, signed
+from zkref.primitives.poseidon import poseidon_hash_fast
+
+NAME = "ezkl"
+GRAPH_VERSION = "zkref-ezkl-graph/1"
+"""Names the ONNX formulation; part of every cache key, so a changed graph never reuses old circuits or keys."""
+VK_FORMAT = b"zkref-ezkl-vk/1\n"
+"""The verifying key this backend publishes: this tag, the canonical settings JSON (length-prefixed), EZKL's vk.
+EZKL's vk file alone does not fix the constraint system: the verifier rebuilds it from the settings, so both are
+the key, and `vk_hash` covers both."""
+MAX_SETTINGS_BYTES = 4 << 20
+MAX_VK_BYTES = 256 << 20
+MAX_HASHED_VALUES = 3000
+"""Largest number of values hashed in-circuit (hashed x plus hashed adapter params): EZKL's Poseidon takes ~41 rows
+per value in ONE column, so 3,000 values need k = 17 (2^17 rows), the largest k whose setup and prove stay within
+a couple of minutes here (benchmarks/results/ezkl.md: hashed ladder)."""
+
+
+def hashed_values(statement: LoRAStatement) -> int:
+    """How many values EZKL's Poseidon absorbs for this statement: x if hashed, the graph's params if hashed."""
+    s = statement.shape
+    n = s.tokens * s.d_in if statement.x_binding is ActivationBinding.HASHED else 0
+    if statement.adapter_binding is AdapterBinding.HASHED:
+        n += s.rank * (s.d_in + s.d_out) + len(requant_constants(statement.shift))
+    return n
+BINDINGS_UNSUPPORTED = {
+    ActivationBinding.HASHED_PACKED: "packed Poseidon commitments exist only in zkref (EZKL hashes one felt per value)",
+    AdapterBinding.HASHED_PACKED: "packed Poseidon commitments exist only in zkref (EZKL hashes one felt per value)",
+}
+MAX_COMMITMENT_POINTS = 4096
+"""More columns than any supported adapter's commitment has; longer commitment strings are refused unparsed."""
+CIRCUIT_FILES = ("model.onnx", "settings.json", "model.compiled")
+KEY_FILES = ("vk.key", "pk.key")
+SECTION_ORDER = ("x", "adapter", "y")
+"""Polycommit tensors in the order the proof transcript carries their commitments: inputs, params, outputs."""
+
+
+def _interrupt(exc: BaseException) -> bool:
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("ezkl", "torch", "onnx"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def encode_vk(settings: dict, vk: bytes) -> bytes:
+    """The published verifying key: `VK_FORMAT`, 8-byte length, canonical settings JSON, EZKL's vk bytes."""
+    blob = canonical_json(settings)
+    return VK_FORMAT + len(blob).to_bytes(8, "little") + blob + vk
+
+
+def decode_vk(data: bytes) -> tuple[dict, bytes]:
+    """Inverse of `encode_vk` with every size bounded; ValueError on anything malformed."""
+    if not isinstance(data, (bytes, bytearray)) or not data.startswith(VK_FORMAT):
+        raise ValueError("verifying key is not a zkref EZKL verifying key")
+    if len(data) > MAX_VK_BYTES:
+        raise ValueError(f"verifying key of {len(data)} bytes exceeds {MAX_VK_BYTES}")
+    head = len(VK_FORMAT)
+    n = int.from_bytes(data[head:head + 8], "little")
+    if n > MAX_SETTINGS_BYTES or head + 8 + n > len(data):
+        raise ValueError("verifying key's settings length is out of range")
+    try:
+        settings = json.loads(data[head + 8:head + 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"verifying key's settings are not JSON ({exc})") from None
+    if not isinstance(settings, dict):
+        raise ValueError("verifying key's settings are not a JSON object")
+    vk = bytes(data[head + 8 + n:])
+    if not vk:
+        raise ValueError("verifying key has no EZKL key bytes")
+    return settings, vk
+
+
+def settings_mismatch(statement: LoRAStatement, settings: dict) -> str | None:
+    """Why `settings` are not this statement's pinned settings (None if they are): run arguments, scales, shapes."""
+    run = settings.get("run_args")
+    if not isinstance(run, dict):
+        return "settings have no run_args"
+    logrows, cols = run.get("logrows"), run.get("num_inner_cols")
+    if isinstance(logrows, bool) or not isinstance(logrows, int) or not isinstance(cols, int):
+        return "settings' logrows or num_inner_cols is not an integer"
+    try:
+        expected = run_args_for(statement, logrows=logrows, num_inner_cols=cols).settings_json()
+    except ValueError as exc:
+        return f"settings' layout is out of range: {exc}"
+    if run != expected:
+        keys = sorted(k for k in set(run) | set(expected) if run.get(k) != expected.get(k))
+        return f"settings' run arguments are not the statement's pinned ones (differ in {', '.join(keys)})"
+    s = statement.shape
+    checks = {"model_instance_shapes": _instance_shapes(statement), "model_input_scales": [statement.shift],
+              "model_output_scales": [graph.output_scale(statement)], "required_lookups": []}
+    for key, value in checks.items():
+        if settings.get(key) != value:
+            return f"settings' {key} is {settings.get(key)!r:.200}, the statement needs {value!r:.200}"
+    modules = settings.get("module_sizes")
+    try:
+        module_rows = int(modules["poseidon"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return "settings' module_sizes are malformed"
+    if k_floor(instance_length(statement), module_rows) > logrows:
+        return (f"logrows {logrows} cannot hold the statement's {instance_length(statement)} instances and "
+                f"{module_rows} Poseidon rows ({s})")
+    return None
+
+
+def _instance_shapes(statement: LoRAStatement) -> list[list[int]]:
+    """EZKL's model_instance_shapes: the public tensors' shapes (x if public, y if public)."""
+    s = statement.shape
+    out = []
+    if statement.x_binding is ActivationBinding.PUBLIC:
+        out.append(list(s.x_shape))
+    if statement.y_binding is OutputBinding.PUBLIC:
+        out.append(list(s.y_shape))
+    return out
+
+
+def adapter_key(statement: LoRAStatement, witness: LoRAWitness) -> str:
+    """Cache key of the circuit compiled for this adapter (the compiled circuit holds the adapter's values)."""
+    h = hashlib.sha256()
+    h.update(GRAPH_VERSION.encode())
+    h.update(statement.id.encode())
+    for arr in (witness.A_q, witness.B_q):
+        h.update(repr(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+def _points_hex(points) -> str:
+    from backends import kzg
+
+    return "".join(kzg.to_transcript_bytes(p).hex() for p in points)
+
+
+def _points_from_hex(text: str) -> list:
+    from backends import kzg
+
+    if not isinstance(text, str) or len(text) % 128 or not text or len(text) > 128 * MAX_COMMITMENT_POINTS:
+        raise ValueError(f"a commitment must be a hex string of 1 to {MAX_COMMITMENT_POINTS} 64-byte points")
+    raw = bytes.fromhex(text)
+    return [kzg.from_transcript_bytes(raw[i:i + 64]) for i in range(0, len(raw), 64)]
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A statement's compiled circuit and keys for one adapter, in the cache, with the choices made."""
+
+    statement: LoRAStatement
+    circuit_dir: Path
+    keys_dir: Path
+    settings: dict
+    run: RunSettings
+    layout: Layout
+    srs_path: Path
+    srs_sha256: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def vk_bytes(self) -> bytes:
+        return encode_vk(self.settings, (self.keys_dir / "vk.key").read_bytes())
+
+    @property
+    def logrows(self) -> int:
+        return self.run.logrows
+
+
+class EzklBackend:
+    """Proves and verifies LoRA statements with EZKL (Halo2, KZG on BN254); zero-knowledge proofs."""
+
+    name = NAME
+    zero_knowledge = True
+
+    def __init__(self, *, cache_dir: str | os.PathLike | None = None, srs: str | os.PathLike | None = None,
+                 logrows: int | None = None):
+        """cache_dir: the cache root (default `ZKREF_CACHE` or the user's cache dir); srs: a real SRS file (RawBytes,
+        as EZKL reads it) used instead of a cached development SRS; it must cover every k this backend needs;
+        logrows: force k instead of `choose_layout`'s choice (for measurements; never below the instance floor)."""
+        self.cache = cache_root(cache_dir) / "ezkl"
+        self.forced_logrows = logrows
+        self.srs_file: Path | None = None
+        self.srs_file_k = 0
+        if srs is not None:
+            self.srs_file = Path(srs)
+            self.srs_file_k = srs_header_k(self.srs_file)
+
+    # -- what is supported ---------------------------------------------------------------------------------------
+    def supports(self, statement: LoRAStatement) -> Support:
+        for binding in (statement.x_binding, statement.adapter_binding):
+            if binding in BINDINGS_UNSUPPORTED:
+                return Support(False, BINDINGS_UNSUPPORTED[binding])
+        if statement.shift > graph.MAX_GRAPH_SHIFT:
+            return Support(False, f"shift {statement.shift} > {graph.MAX_GRAPH_SHIFT}: the exact rounding step "
+                                  f"range-checks against a 2^shift-row table")
+        hashed = hashed_values(statement)
+        if hashed > MAX_HASHED_VALUES:
+            what = " and ".join(n for n, b in (("x", statement.x_binding is ActivationBinding.HASHED),
+                                                ("the adapter", statement.adapter_binding is AdapterBinding.HASHED)) if b)
+            return Support(False, f"hashing {what} means {hashed} values > {MAX_HASHED_VALUES} in EZKL's Poseidon "
+                                  "(~41 rows each, in one column): use polycommit")
+        floor = k_floor(instance_length(statement))
+        if floor > K_MAX:
+            return Support(False, f"{instance_length(statement)} public instances need logrows {floor} > {K_MAX}; "
+                                  "use polycommit x and y")
+        if self.srs_file is not None and floor > self.srs_file_k:
+            return Support(False, f"the SRS {self.srs_file} (k = {self.srs_file_k}) is smaller than the "
+                                  f"2^{floor} rows the public instances need")
+        return Support(True, "EZKL (Halo2/KZG) zero-knowledge proof")
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    def _srs(self, k: int) -> Path:
+        if self.srs_file is not None:
+            if self.srs_file_k < k:
+                raise ValueError(f"the SRS {self.srs_file} has k = {self.srs_file_k}; this circuit needs k = {k}")
+            return self.srs_file
+        return dev_srs(self.cache, k)
+
+    def prepare(self, statement: LoRAStatement, witness: LoRAWitness, *,
+                progress: Progress | None = None) -> Prepared:
+        """Settings, compiled circuit and keys for (statement, adapter), from the cache or built now."""
+        support = self.supports(statement)
+        if not support:
+            raise ValueError(f"EZKL backend cannot prove this statement: {support.reason}")
+        statement.check_witness(witness)
+        timings: dict[str, float] = {}
+        key = adapter_key(statement, witness) + ("" if self.forced_logrows is None else f"-k{self.forced_logrows}")
+        circuit_dir = self.cache / "circuits" / statement.id / key
+        circuit_dir.parent.mkdir(parents=True, exist_ok=True)
+
+        def build_circuit(tmp: Path) -> dict:
+            import ezkl
+
+            if progress:
+                progress("settings")
+            t0 = time.perf_counter()
+            onnx = tmp / "model.onnx"
+            graph.export_onnx(statement, witness, onnx)
+            probe_k = k_floor(instance_length(statement))
+            probe = run_args_for(statement, logrows=probe_k)
+            if not ezkl.gen_settings(str(onnx), str(tmp / "probe.json"), py_run_args=probe.py_run_args()):
+                raise RuntimeError("ezkl.gen_settings failed")
+            probed = json.loads((tmp / "probe.json").read_text())
+            rows, module_rows = probed["num_rows"], probed["module_sizes"]["poseidon"][0]
+            (tmp / "probe.json").unlink()
+            layout = choose_layout(rows, instance_length(statement), module_rows)
+            if self.forced_logrows is not None:
+                k = max(self.forced_logrows, layout.k_floor)
+                layout = Layout(logrows=k, num_inner_cols=layout.num_inner_cols, rows=rows, k_floor=layout.k_floor,
+                                reason=f"k={k}: forced")
+            run = run_args_for(statement, logrows=layout.logrows, num_inner_cols=layout.num_inner_cols)
+            if not ezkl.gen_settings(str(onnx), str(tmp / "settings.json"), py_run_args=run.py_run_args()):
+                raise RuntimeError("ezkl.gen_settings failed")
+            settings = canonicalise(json.loads((tmp / "settings.json").read_text()))
+            (tmp / "settings.json").write_text(json.dumps(settings, sort_keys=True))
+            timings["settings"] = time.perf_counter() - t0
+            if progress:
+                progress("compile")
+            t0 = time.perf_counter()
+            if not ezkl.compile_circuit(str(onnx), str(tmp / "model.compiled"), str(tmp / "settings.json")):
+                raise RuntimeError("ezkl.compile_circuit failed")
+            timings["compile"] = time.perf_counter() - t0
+            return {"layout": {"logrows": layout.logrows, "num_inner_cols": layout.num_inner_cols,
+                               "rows": layout.rows, "k_floor": layout.k_floor, "reason": layout.reason},
+                    "statement": statement.canonical(), "graph": GRAPH_VERSION}
+
+        meta, _ = build_entry(circuit_dir, CIRCUIT_FILES, build_circuit)
+        settings = json.loads((circuit_dir / "settings.json").read_text())
+        lay = meta.get("layout", {})
+        try:
+            layout = Layout(logrows=lay["logrows"], num_inner_cols=lay["num_inner_cols"], rows=lay["rows"],
+                            k_floor=lay["k_floor"], reason=lay["reason"])
+            run = run_args_for(statement, logrows=layout.logrows, num_inner_cols=layout.num_inner_cols)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CacheError(f"cache entry {circuit_dir} has unusable layout metadata ({exc}); delete it") from None
+        mismatch = settings_mismatch(statement, settings)
+        if mismatch:
+            raise CacheError(f"cache entry {circuit_dir}: {mismatch}; delete it to rebuild")
+        if progress:
+            progress("setup")
+        t0 = time.perf_counter()
+        srs_path = self._srs(layout.logrows)
+        srs_sha = sha256_file(srs_path)
+        keys_dir = circuit_dir / f"keys-{srs_sha[:16]}"
+
+        def build_keys(tmp: Path) -> dict:
+            import ezkl
+
+            if not ezkl.setup(str(circuit_dir / "model.compiled"), str(tmp / "vk.key"), str(tmp / "pk.key"),
+                              srs_path=str(srs_path)):
+                raise RuntimeError("ezkl.setup failed")
+            return {"srs_sha256": srs_sha}
+
+        build_entry(keys_dir, KEY_FILES, build_keys)
+        timings["setup"] = time.perf_counter() - t0
+        return Prepared(statement=statement, circuit_dir=circuit_dir, keys_dir=keys_dir, settings=settings, run=run,
+                        layout=layout, srs_path=srs_path, srs_sha256=srs_sha, timings=timings)
+
+    # -- commitments ----------------------------------------------------------------------------------------------
+    def _commit(self, values: list[int], k: int, vk_path: Path, settings_path: Path, srs_path: Path) -> list:
+        """EZKL's polycommit commitment to one tensor as the PROOF carries it: `circuit_columns` points.
+
+        ezkl.kzg_commit when the SRS is exactly 2^k (fast); backends.kzg (py_ecc) through the monomial points when
+        the SRS is larger (kzg_commit does not downsize). Columns the witness does not list are padding-only.
+        """
+        from backends import kzg
+
+        cols = kzg.circuit_columns(len(values), k)
+        if srs_header_k(srs_path) == k:
+            import ezkl
+
+            felts = [felt_to_str(v % P) for v in values]
+            pts = [kzg.from_ezkl_point(p) for p in ezkl.kzg_commit(felts, str(vk_path), str(settings_path),
+                                                                     str(srs_path))]
+            if len(pts) < cols:
+                pad = kzg.from_ezkl_point(ezkl.kzg_commit([], str(vk_path), str(settings_path), str(srs_path))[0])
+                pts += [pad] * (cols - len(pts))
+            return pts
+        srs = kzg.read_srs(srs_path, max_k=max(kzg.MAX_SRS_K, srs_header_k(srs_path)))
+        return list(kzg.commit(values, srs, k=k, columns=cols))
+
+    def _tensors(self, statement: LoRAStatement, public: LoRAPublic,
+                 adapter_points: list | None, k: int, vk_path: Path, settings_path: Path,
+                 srs_path: Path) -> dict[str, list]:
+        """The polycommit commitments a verifier holds: x and y computed from its values, the adapter as given."""
+        out: dict[str, list] = {}
+        if statement.x_binding is ActivationBinding.POLYCOMMIT:
+            out["x"] = self._commit([int(v) for v in public.x_q.reshape(-1).tolist()], k, vk_path, settings_path,
+                                    srs_path)
+        if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
+            if adapter_points is None:
+                raise ValueError("the adapter is polycommit: its commitment is needed")
+            out["adapter"] = adapter_points
+        if statement.y_binding is OutputBinding.POLYCOMMIT:
+            factor = 1 << graph.output_scale(statement)
+            out["y"] = self._commit([int(v) * factor for v in public.y_q.reshape(-1).tolist()], k, vk_path,
+                                    settings_path, srs_path)
+        return out
+
+    def _adapter_commitment(self, prep: Prepared, witness: LoRAWitness) -> list:
+        return self._commit(graph.params_message(witness.A_q, witness.B_q, prep.statement.shift), prep.logrows,
+                            prep.keys_dir / "vk.key", prep.circuit_dir / "settings.json", prep.srs_path)
+
+    # -- anchor, prove ---------------------------------------------------------------------------------------------
+    def anchor(self, statement: LoRAStatement, witness: LoRAWitness) -> AdapterAnchor:
+        """What the contributor publishes once: the vk hash (a fixed adapter is in the vk), the polycommit adapter's
+        KZG commitment or the hashed adapter's digest."""
+        prep = self.prepare(statement, witness)
+        commitment = digest = None
+        if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
+            commitment = _points_hex(self._adapter_commitment(prep, witness))
+        if statement.adapter_binding is AdapterBinding.HASHED:
+            d = poseidon_hash_fast(graph.params_message(witness.A_q, witness.B_q, statement.shift))
+            digest = f"0x{d:064x}"
+        return AdapterAnchor(backend=NAME, statement_id=statement.id, vk_hash=sha256_hex(prep.vk_bytes),
+                             commitment=commitment, digest=digest)
+
+    def prove(self, statement: LoRAStatement, witness: LoRAWitness, *,
+              progress: Progress | None = None) -> ProofResult:
+        import ezkl
+
+        support = self.supports(statement)
+        if not support:
+            raise ValueError(f"EZKL backend cannot prove this statement: {support.reason}")
+        trace = evaluate(statement, witness)
+        public = public_values(statement, witness, trace)
+        canonical = encode_instances(statement, public)
+        prep = self.prepare(statement, witness, progress=progress)
+        timings = {"settings": prep.timings.get("settings", 0.0), "compile": prep.timings.get("compile", 0.0),
+                   "setup": prep.timings.get("setup", 0.0)}
+        work = Path(tempfile.mkdtemp(prefix="zkref-ezkl-"))
+        try:
+            if progress:
+                progress("witness")
+            t0 = time.perf_counter()
+            data, wit_path, proof_path = work / "input.json", work / "witness.json", work / "proof.json"
+            data.write_text(json.dumps(graph.input_data(witness.x_q, statement.shift)))
+            ezkl.gen_witness(str(data), str(prep.circuit_dir / "model.compiled"), str(wit_path),
+                             vk_path=str(prep.keys_dir / "vk.key"), srs_path=str(prep.srs_path))
+            wit = json.loads(wit_path.read_text())
+            self._check_witness(statement, witness, trace, public, wit)
+            timings["witness"] = time.perf_counter() - t0
+            if progress:
+                progress("prove")
+            t0 = time.perf_counter()
+            ezkl.prove(str(wit_path), str(prep.circuit_dir / "model.compiled"), str(prep.keys_dir / "pk.key"),
+                       proof_path=str(proof_path), srs_path=str(prep.srs_path))
+            timings["prove"] = time.perf_counter() - t0
+            proof_bytes = proof_path.read_bytes()
+            ezkl_proof = json.loads(proof_bytes)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if instances.from_ezkl(statement, ezkl_proof["instances"]) != canonical:
+            raise RuntimeError("EZKL's proof instances differ from the statement's canonical instances (a bug)")
+        commitments: dict[str, str] = {}
+        if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
+            commitments["adapter"] = _points_hex(self._adapter_commitment(prep, witness))
+        vk = prep.vk_bytes
+        transcript = len(bytes(ezkl_proof["proof"])) if isinstance(ezkl_proof.get("proof"), list) else None
+        meta = {"versions": _versions(), "graph": GRAPH_VERSION, "logrows": prep.logrows,
+                "num_inner_cols": prep.run.num_inner_cols, "rows": prep.layout.rows,
+                "layout_reason": prep.layout.reason, "srs_sha256": prep.srs_sha256,
+                "dev_srs": self.srs_file is None, "proof_bytes": transcript, "run_args": prep.run.to_json()}
+        proof = Proof(backend=NAME, statement_id=statement.id, instances=tuple(canonical), data=proof_bytes,
+                      zero_knowledge=True, vk=vk, vk_hash=sha256_hex(vk), settings=prep.settings,
+                      commitments=commitments, meta=meta)
+        t0 = time.perf_counter()
+        verdict = self.verify(statement, public, proof)
+        timings_self = time.perf_counter() - t0
+        if not verdict:
+            raise RuntimeError(f"EZKL produced a proof that does not verify ({verdict.reason}): the witness does not "
+                               "satisfy the circuit or a cached key is corrupt")
+        meta["timings"] = dict(timings, self_verify=timings_self)
+        return ProofResult(public, proof, timings)
+
+    @staticmethod
+    def _check_witness(statement: LoRAStatement, witness: LoRAWitness, trace, public: LoRAPublic, wit: dict) -> None:
+        """EZKL's witness must be `evaluate()`: inputs x_q, outputs y_q·2^shift, digests equal zkref's."""
+        try:
+            xs = [signed(felt_from_str(v)) for v in wit["inputs"][0]]
+            ys = [signed(felt_from_str(v)) for v in wit["outputs"][0]]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"EZKL's witness file is not as expected ({exc})") from None
+        factor = 1 << graph.output_scale(statement)
+        if xs != witness.x_q.reshape(-1).tolist():
+            raise RuntimeError("EZKL's witness inputs differ from x_q (a bug in the input encoding)")
+        if ys != [int(v) * factor for v in trace.y_q.reshape(-1).tolist()]:
+            raise RuntimeError("EZKL's witness outputs differ from evaluate(): the graph does not compute the "
+                               "statement (a bug)")
+        if statement.x_binding is ActivationBinding.HASHED:
+            got = felt_from_str(wit["processed_inputs"]["poseidon_hash"][0])
+            if got != public.x_digest:
+                raise RuntimeError("EZKL's input hash differs from zkref's activations_digest (a bug)")
+        if statement.adapter_binding is AdapterBinding.HASHED:
+            got = felt_from_str(wit["processed_params"]["poseidon_hash"][0])
+            if got != public.adapter_digest:
+                raise RuntimeError("EZKL's params hash differs from zkref's adapter_digest (a bug)")
+
+    # -- verify ----------------------------------------------------------------------------------------------------
+    def _verify_srs(self, k: int) -> Path:
+        if self.srs_file is not None:
+            if self.srs_file_k < k:
+                raise ValueError(f"the SRS {self.srs_file} (k = {self.srs_file_k}) is smaller than the proof's k = {k}")
+            return self.srs_file
+        path = self.cache / "srs" / f"dev-k{k}.srs"
+        if not path.exists():
+            raise ValueError(f"no SRS for k = {k}: pass srs= (the SRS the prover used); a development SRS exists "
+                             "only in the prover's cache")
+        return path
+
+    def verify(self, statement: LoRAStatement, public: LoRAPublic, proof: Proof, *,
+               anchor: AdapterAnchor | None = None) -> Verdict:
+        verdict = check_binding(NAME, statement, public, proof, anchor)
+        if not verdict:
+            return verdict
+        support = self.supports(statement)
+        if not support:
+            return Verdict(False, f"EZKL backend does not verify this statement: {support.reason}")
+        try:
+            settings, vk = decode_vk(proof.vk)
+            if proof.settings != settings:
+                return Verdict(False, "the proof's settings differ from those its verifying key carries")
+            mismatch = settings_mismatch(statement, settings)
+            if mismatch:
+                return Verdict(False, mismatch)
+            try:
+                ezkl_proof = json.loads(proof.data)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                return Verdict(False, f"proof data is not EZKL proof JSON ({exc})")
+            if not isinstance(ezkl_proof, dict) or not isinstance(ezkl_proof.get("proof"), (list, str)):
+                return Verdict(False, "proof data is not an EZKL proof object")
+            k = settings["run_args"]["logrows"]
+            srs_path = self._verify_srs(k)
+            adapter_points = None
+            if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
+                pinned = anchor.commitment if anchor is not None and anchor.commitment is not None else \
+                    proof.commitments.get("adapter")
+                adapter_points = _points_from_hex(pinned)
+        except ValueError as exc:
+            return Verdict(False, f"cannot verify: {exc}")
+        work = Path(tempfile.mkdtemp(prefix="zkref-ezkl-verify-"))
+        try:
+            settings_path, vk_path, proof_path = work / "settings.json", work / "vk.key", work / "proof.json"
+            settings_path.write_text(json.dumps(settings))
+            vk_path.write_bytes(vk)
+            tensors = self._tensors(statement, public, adapter_points, k, vk_path, settings_path, srs_path)
+            built = {key: ezkl_proof.get(key) for key in ("protocol", "split", "version", "timestamp")}
+            built["proof"] = ezkl_proof["proof"]
+            built["hex_proof"] = None
+            built["pretty_public_inputs"] = None
+            built["instances"] = instances.to_ezkl(statement, encode_instances(statement, public))
+            if tensors:
+                from backends import kzg
+
+                built = kzg.with_commitments(built, [pt for name in SECTION_ORDER for pt in tensors.get(name, [])])
+                built["hex_proof"] = None
+            proof_path.write_text(json.dumps(built))
+            import ezkl
+
+            ok = ezkl.verify(str(proof_path), str(settings_path), str(vk_path), srs_path=str(srs_path))
+        except BaseException as exc:  # EZKL raises RuntimeError and pyo3 PanicException (not an Exception)
+            if _interrupt(exc):
+                raise
+            hint = ""
+            if proof.meta.get("srs_sha256") not in (None, sha256_file(srs_path) if srs_path.exists() else None):
+                hint = " (the proof names another SRS than this verifier's)"
+            return Verdict(False, f"EZKL rejected the proof: {type(exc).__name__}: {str(exc)[:300]}{hint}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if ok is not True:
+            return Verdict(False, f"EZKL verify returned {ok!r}")
+        pinned = "verifying key pinned by the anchor" if anchor is not None and anchor.vk_hash else \
+            "verifying key NOT pinned (pass the contributor's anchor to bind the circuit and adapter)"
+        unbound = "; adapter UNBOUND: any adapter satisfies this statement" if not statement.adapter_binding.bound \
+            else ""
+        return Verdict(True, f"EZKL KZG proof verified; {pinned}{unbound}")

@@ -1,0 +1,107 @@
+"""The LoRA statement as an ONNX graph whose EZKL witness is `zkref.lora.statement.evaluate` exactly.
+
+    input  x' = x_q / 2^s           (EZKL quantises it at input scale s: the input cells hold x_q itself)
+    z'   = x' · A_qᵀ                (scale s: the cells hold z = x_q·A_qᵀ, the statement's exact integers)
+    lt   = [z' < 0]                 (comparison with the constant 0: one sign decomposition)
+    u    = z' + (2^(s-1) − lt)·2^-s (cells: z + 2^(s-1) − lt; the ·2^-s only relabels the scale)
+    z_q  = clamp(floor(u), −128, 127)   (Floor decomposes u in base 2^s: exact; the clamp bounds sit at scale s)
+    y'   = z_q · B_qᵀ               (scale s: the cells hold y_q·2^s, the statement's y shifted left by s)
+
+floor((z + 2^(s-1) − [z<0]) / 2^s) is round-half-away-from-zero of z/2^s for integers z (ties of a negative z round
+down because of the −1), and every step is constrained EXACTLY: a decomposition with range-checked digits. Nothing
+in the graph is rebased. (The obvious graph, ``clamp(z / 2**s, -128, 127)`` at input scale 0, makes EZKL insert a
+rebase whose constraint is |z − q·2^s| < 2^s: it admits both ⌊z/2^s⌋ and ⌈z/2^s⌉, so a dishonest prover could move
+any requantised value by one. See specs/ezkl-backend.md, "Why not the rebase".) Shift 0 has no rounding step.
+
+The graph's constants, in graph order, are what EZKL's "hashed" and "polycommit" params cover: `params_message`.
+"""
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from zkref.lora.commitments import adapter_message, requant_constants
+from zkref.lora.statement import LoRAStatement, LoRAWitness
+
+OPSET = 17
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+DECOMP_BASE = 256
+"""Base of EZKL's sign/comparison decompositions: a 256-row range table (digits 0..255)."""
+MAX_GRAPH_SHIFT = 16
+"""Largest shift the graph supports: Floor range-checks its last digit against a 2^shift-row table."""
+
+
+def params_message(A_q: np.ndarray, B_q: np.ndarray, shift: int) -> list[int]:
+    """Every constant of the graph in graph order as field elements — A_qᵀ row-major ‖ requant constants ‖ B_qᵀ
+    row-major — which is `zkref.lora.commitments.adapter_message`: EZKL's hashed params are Poseidon over it and its
+    polycommit params commit to it (one tensor)."""
+    return adapter_message(A_q, B_q, shift=shift, packed=False, weight_bits=8)
+
+
+def value_bound(statement: LoRAStatement) -> int:
+    """A bound on |every value the requantisation decomposes|: z, z + 2^(s-1), and z_q·2^s minus a clamp bound."""
+    lo, hi = statement.z_bounds
+    return max(-lo, hi) + 129 * (1 << statement.shift)
+
+
+def decomp_legs(statement: LoRAStatement) -> int:
+    """Digits per decomposition: enough for `value_bound` in base 256 and, for Floor, in base 2^shift."""
+    bits = value_bound(statement).bit_length()
+    legs = math.ceil(bits / math.log2(DECOMP_BASE))
+    if statement.shift:
+        legs = max(legs, math.ceil(bits / statement.shift))
+    return max(2, legs)
+
+
+def input_data(x_q: np.ndarray, shift: int) -> dict:
+    """EZKL's data JSON for x_q: x_q / 2^s as floats (exact dyadic values; EZKL's quantisation at scale s returns x_q)."""
+    scale = float(1 << shift)
+    return {"input_data": [[float(v) / scale for v in np.asarray(x_q, dtype=np.int64).reshape(-1).tolist()]]}
+
+
+def output_scale(statement: LoRAStatement) -> int:
+    """EZKL's output cells hold y_q · 2^output_scale."""
+    return statement.shift
+
+
+def _module(A_q: np.ndarray, B_q: np.ndarray, shift: int):
+    import torch
+
+    class LoRARequant(torch.nn.Module):
+        """y = clamp(round_half_away(x·Aᵀ / 2^s), int8) · Bᵀ, written so EZKL constrains every step exactly."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.A = torch.nn.Parameter(torch.tensor(np.asarray(A_q), dtype=torch.float32), requires_grad=False)
+            self.B = torch.nn.Parameter(torch.tensor(np.asarray(B_q), dtype=torch.float32), requires_grad=False)
+
+        def forward(self, x):
+            z = x @ self.A.t()
+            if shift:
+                lt = (z < 0).to(torch.float32)
+                u = z + (2.0 ** (shift - 1) - lt) * (2.0 ** -shift)
+                z = torch.floor(u)
+            z_q = torch.clamp(z, -128, 127)
+            return z_q @ self.B.t()
+
+    return LoRARequant()
+
+
+def export_onnx(statement: LoRAStatement, witness: LoRAWitness, path: Path) -> None:
+    """Write the statement's graph with this witness's adapter as ONNX (torch export, opset 17, TorchScript path)."""
+    import torch
+
+    statement.check_witness(witness)
+    module = _module(witness.A_q, witness.B_q, statement.shift)
+    dummy = torch.zeros(statement.shape.x_shape, dtype=torch.float32)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (dummy,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=OPSET, dynamo=False)
+    Path(path).write_bytes(buffer.getvalue())

@@ -1,0 +1,219 @@
+"""One statement, every backend (gnark's "one circuit, every backend"): the same public values as `evaluate()`, and
+the same rejections of tampered witnesses, for the zkref mock backend and the EZKL backend.
+
+Random small statements (hypothesis) include exact ties, negatives and clamping. zkref runs many examples (mock
+proving is milliseconds); EZKL few (each is a real setup and proof). The EZKL half is marked ``ezkl``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends import get_backend
+from zkref.lora.circuit import LoRACircuit
+from zkref.lora.statement import LoRAShape, LoRAStatement, LoRAWitness, evaluate, public_values
+from zkref.plonkish.mock_prover import MockProver
+
+BACKENDS = [pytest.param("zkref", id="zkref"), pytest.param("ezkl", id="ezkl", marks=pytest.mark.ezkl)]
+EXAMPLES = {"zkref": 40, "ezkl": 8}
+
+
+@pytest.fixture(scope="session")
+def conformance_cache(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "zkref-ezkl-cache"      # the same cache as tests/test_ezkl_backend.py
+    root.mkdir(exist_ok=True)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def make_backend(conformance_cache):
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            if name == "ezkl":
+                pytest.importorskip("ezkl")
+                made[name] = get_backend("ezkl", cache_dir=conformance_cache)
+            else:
+                made[name] = get_backend(name)
+        return made[name]
+
+    return get
+
+
+@st.composite
+def cases(draw):
+    """(statement, witness): d_in ≤ 8, d_out ≤ 6, rank ≤ 3, tokens ≤ 2, shift ≤ 6; exact ties, negatives, clamping."""
+    d_in, d_out = draw(st.integers(1, 8)), draw(st.integers(1, 6))
+    r, t, shift = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 6))
+    ints = lambda lo, hi, n: draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n))  # noqa: E731
+    A = np.array(ints(-8, 7, r * d_in)).reshape(r, d_in)
+    B = np.array(ints(-8, 7, d_out * r)).reshape(d_out, r)
+    x = np.array(ints(-128, 127, t * d_in)).reshape(t, d_in)
+    kind = draw(st.sampled_from(["random", "ties", "clamp"]))
+    if kind == "ties" and shift:
+        x[:, :] = 0                                  # z[t, o] = A[o, 0]·x[t, 0] = ±odd·2^(shift-1): exact ties
+        x[:, 0] = [(1 << (shift - 1)) * (-1) ** i for i in range(t)]
+        A[:, 0] = [draw(st.sampled_from([-7, -5, -3, -1, 1, 3, 5, 7])) for _ in range(r)]
+    elif kind == "clamp":
+        x[:, :] = draw(st.sampled_from([-128, 127]))
+        A[:, :] = draw(st.sampled_from([-8, 7]))
+    statement = LoRAStatement(shape=LoRAShape(d_in=d_in, d_out=d_out, rank=r, tokens=t), shift=shift)
+    return statement, LoRAWitness(A_q=A, B_q=B, x_q=x)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_public_values_equal_evaluate(make_backend, name):
+    backend = make_backend(name)
+
+    @settings(max_examples=EXAMPLES[name], deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(cases())
+    def check(case):
+        statement, witness = case
+        result = backend.prove(statement, witness)
+        expected = public_values(statement, witness)
+        assert result.public.equals(expected)
+        assert np.array_equal(result.public.y_q, evaluate(statement, witness).y_q)
+        assert backend.verify(statement, result.public, result.proof)
+
+    check()
+
+
+FIXED_CASES = {
+    "ties-negatives": (3, lambda w: w),
+    "clamping": (1, lambda w: LoRAWitness(A_q=np.full_like(w.A_q, 7), B_q=w.B_q, x_q=np.full_like(w.x_q, 127))),
+    "shift-0": (0, lambda w: w),
+}
+
+
+def _fixed(case: str) -> tuple[LoRAStatement, LoRAWitness]:
+    shift, transform = FIXED_CASES[case]
+    rng = np.random.default_rng(3)
+    A, B, x = rng.integers(-8, 8, (3, 8)), rng.integers(-8, 8, (6, 3)), rng.integers(-128, 128, (2, 8))
+    if shift:
+        x[0, :] = 0
+        x[0, 0] = 1 << (shift - 1)
+        A[:, 0] = [1, -1, 3]
+    statement = LoRAStatement(shape=LoRAShape(d_in=8, d_out=6, rank=3, tokens=2), shift=shift)
+    return statement, transform(LoRAWitness(A_q=A, B_q=B, x_q=x))
+
+
+@pytest.mark.ezkl
+@pytest.mark.parametrize("case", list(FIXED_CASES))
+def test_backends_agree_with_each_other(make_backend, case):
+    statement, witness = _fixed(case)
+    trace = evaluate(statement, witness)
+    assert case != "clamping" or trace.clamped == trace.z.size
+    results = {name: make_backend(name).prove(statement, witness) for name in ("zkref", "ezkl")}
+    assert results["zkref"].public.equals(results["ezkl"].public)
+    assert results["ezkl"].public.equals(public_values(statement, witness, trace))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tampered witnesses: every backend rejects
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _ezkl_evil_proof_verifies(backend, statement, witness, *, offset=0, a_override=None) -> bool:
+    """A dishonest EZKL prover: the statement's graph with the rounding offset moved (z_q off by one at ties) or one
+    weight changed, compiled with the honest settings and proven with the HONEST proving key; verified with the
+    honest verifying key."""
+    import ezkl
+    import torch
+
+    from backends.ezkl import graph
+
+    prep = backend.prepare(statement, witness)
+    s = statement.shift
+    A = np.asarray(witness.A_q if a_override is None else a_override)
+
+    class Evil(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = torch.nn.Parameter(torch.tensor(A, dtype=torch.float32), requires_grad=False)
+            self.B = torch.nn.Parameter(torch.tensor(witness.B_q, dtype=torch.float32), requires_grad=False)
+
+        def forward(self, x):
+            z = x @ self.A.t()
+            lt = (z < 0).to(torch.float32)
+            return torch.clamp(torch.floor(z + (2.0 ** (s - 1) + offset - lt) * 2.0 ** -s), -128, 127) @ self.B.t()
+
+    work = prep.circuit_dir.parent / f"evil-{offset}-{a_override is not None}"
+    work.mkdir(exist_ok=True)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Evil(), (torch.zeros(witness.x_q.shape),), buf, input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamo=False)
+    (work / "m.onnx").write_bytes(buf.getvalue())
+    settings_path = str(prep.circuit_dir / "settings.json")
+    ezkl.compile_circuit(str(work / "m.onnx"), str(work / "m.compiled"), settings_path)
+    (work / "in.json").write_text(json.dumps(graph.input_data(witness.x_q, s)))
+    ezkl.gen_witness(str(work / "in.json"), str(work / "m.compiled"), str(work / "w.json"))
+    ezkl.prove(str(work / "w.json"), str(work / "m.compiled"), str(prep.keys_dir / "pk.key"),
+               proof_path=str(work / "p.json"), srs_path=str(prep.srs_path))
+    try:
+        return bool(ezkl.verify(str(work / "p.json"), settings_path, str(prep.keys_dir / "vk.key"),
+                                srs_path=str(prep.srs_path)))
+    except RuntimeError:
+        return False
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _zkref_failures(statement, witness, tamper) -> list:
+    circuit = LoRACircuit(statement=statement, witness=witness)
+    prover = MockProver(circuit, circuit.public_inputs())
+    tamper(prover)
+    return prover.verify()
+
+
+TAMPERS = ["wrong z_q", "wrong y", "x out of range", "weight out of range"]
+
+
+@pytest.mark.parametrize("tamper", TAMPERS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_tampered_witnesses_are_rejected(make_backend, name, tamper):
+    backend = make_backend(name)
+    statement, witness = _fixed("ties-negatives")
+    result = backend.prove(statement, witness)
+    public = result.public
+    if tamper == "wrong z_q":                    # the tie z = 4 at shift 3 requantised to 2 (zkref) or 0 (EZKL), not 1
+        if name == "zkref":
+            failures = _zkref_failures(statement, witness,
+                                       lambda p: p.set_cell("requant.zq", 0, p.cell("requant.zq", 0) + 1))
+            assert any("requant" in str(f) for f in failures)
+        else:
+            assert not _ezkl_evil_proof_verifies(backend, statement, witness, offset=-1)   # the tie 4/8 → 0, not 1
+    elif tamper == "wrong y":
+        y = public.y_q.copy()
+        y[0, 0] += 1
+        verdict = backend.verify(statement, dataclasses.replace(public, y_q=y), result.proof)
+        assert not verdict and "instances differ" in verdict.reason
+    elif tamper == "x out of range":
+        x = public.x_q.copy()
+        x[0, 1] = 200
+        verdict = backend.verify(statement, dataclasses.replace(public, x_q=x), result.proof)
+        assert not verdict and "public values do not fit" in verdict.reason
+    else:                                        # a weight of 9 is not int4
+        A = witness.A_q.copy()
+        A[0, 1] = 9
+        bad = LoRAWitness(A_q=A, B_q=witness.B_q, x_q=witness.x_q)
+        with pytest.raises(ValueError):
+            backend.prove(statement, bad)
+        if name == "zkref":                      # a mock "proof" carrying the weight
+            data = json.loads(result.proof.data)
+            data["A_q"][0][1] = 9
+            verdict = backend.verify(statement, public, dataclasses.replace(result.proof,
+                                                                            data=json.dumps(data).encode()))
+            assert not verdict
+        else:                                    # a circuit holding the weight: not the honest verifying key
+            assert not _ezkl_evil_proof_verifies(backend, statement, witness, a_override=A)
