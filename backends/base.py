@@ -7,17 +7,20 @@ A backend proves a statement for a witness and verifies a proof against the publ
     prove(statement, witness) -> ProofResult        public values + proof (+ per-phase timings)
     verify(statement, public, proof, anchor=…) -> Verdict   never raises on a bad proof; falsy with the reason
 
-`verify` first runs `check_binding` (the proof is for THIS statement, for exactly these public values, and the
-values are integers in their declared ranges), then the backend's own cryptographic check.
+and the same four for a `LoRABatch` (several statements, one proof): `supports_batch`, `anchor_batch`,
+`prove_batch`, `verify_batch`. `verify` first runs `check_binding` (the proof is for THIS statement, for exactly
+these public values, and the values are integers in their declared ranges), then the backend's own cryptographic
+check.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from zkref.lora.batch import LoRABatch, encode_batch_instances
 from zkref.lora.statement import LoRAPublic, LoRAStatement, LoRAWitness, check_public, encode_instances
 
 Progress = Callable[[str], None]
@@ -109,6 +112,15 @@ class ProofResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class BatchProofResult:
+    """What `prove_batch` returns: each member's public values (in member order), the one proof, seconds per phase."""
+
+    publics: tuple[LoRAPublic, ...]
+    proof: Proof
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A prover and verifier of LoRA statements."""
@@ -126,28 +138,42 @@ class Backend(Protocol):
     def verify(self, statement: LoRAStatement, public: LoRAPublic, proof: Proof, *,
                anchor: AdapterAnchor | None = None) -> Verdict: ...
 
+    def supports_batch(self, batch: LoRABatch) -> Support: ...
+
+    def anchor_batch(self, batch: LoRABatch, witnesses: Sequence[LoRAWitness]) -> AdapterAnchor: ...
+
+    def prove_batch(self, batch: LoRABatch, witnesses: Sequence[LoRAWitness], *,
+                    progress: Progress | None = None) -> BatchProofResult: ...
+
+    def verify_batch(self, batch: LoRABatch, publics: Sequence[LoRAPublic], proof: Proof, *,
+                     anchor: AdapterAnchor | None = None) -> Verdict: ...
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_binding(backend: str, statement: LoRAStatement, public: LoRAPublic, proof: Proof,
-                  anchor: AdapterAnchor | None) -> Verdict:
-    """The checks every backend makes before its cryptography: right backend and statement, exactly the caller's
-    public values (length included), values in range, a verifying key matching its hash and the pinned anchor."""
+def check_binding(backend: str, statement: LoRAStatement | LoRABatch, public: LoRAPublic | Sequence[LoRAPublic],
+                  proof: Proof, anchor: AdapterAnchor | None) -> Verdict:
+    """The checks every backend makes before its cryptography: right backend and statement (or batch), exactly the
+    caller's public values (length included), values in range, a verifying key matching its hash and the pinned
+    anchor."""
     if not isinstance(proof, Proof):
         return Verdict(False, f"not a proof object: {type(proof).__name__}")
     if proof.backend != backend:
         return Verdict(False, f"proof was made by backend {proof.backend!r}, not {backend!r}")
     if proof.statement_id != statement.id:
         return Verdict(False, f"proof is for statement {proof.statement_id}, not {statement.id} "
-                              "(shape, shift, bit widths or bindings differ)")
+                              "(shape, shift, bit widths, bindings or batch members differ)")
     if len(proof.data) > MAX_PROOF_BYTES:
         return Verdict(False, f"proof data of {len(proof.data)} bytes exceeds {MAX_PROOF_BYTES}")
     try:
-        check_public(statement, public)
-        expected = encode_instances(statement, public)
-    except ValueError as exc:
+        if isinstance(statement, LoRABatch):
+            expected = encode_batch_instances(statement, tuple(public))
+        else:
+            check_public(statement, public)
+            expected = encode_instances(statement, public)
+    except (ValueError, TypeError) as exc:
         return Verdict(False, f"public values do not fit the statement: {exc}")
     if len(proof.instances) != len(expected):
         return Verdict(False, f"proof carries {len(proof.instances)} public instances, the statement has "
@@ -164,7 +190,7 @@ def check_binding(backend: str, statement: LoRAStatement, public: LoRAPublic, pr
             return Verdict(False, "verifying key differs from the pinned one (another adapter or circuit)")
         if anchor.commitment is not None and proof.commitments.get("adapter") != anchor.commitment:
             return Verdict(False, "adapter commitment differs from the pinned one (another adapter)")
-        if anchor.digest is not None and (public.adapter_digest is None
+        if anchor.digest is not None and (isinstance(statement, LoRABatch) or public.adapter_digest is None
                                           or f"0x{public.adapter_digest:064x}" != anchor.digest):
             return Verdict(False, "adapter digest differs from the pinned one (another adapter)")
     return Verdict(True, "binding checks passed")

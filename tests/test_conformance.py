@@ -211,7 +211,7 @@ def test_tampered_witnesses_are_rejected(make_backend, name, tamper):
             backend.prove(statement, bad)
         if name == "zkref":                      # a mock "proof" carrying the weight
             data = json.loads(result.proof.data)
-            data["A_q"][0][1] = 9
+            data["witnesses"][0]["A_q"][0][1] = 9
             verdict = backend.verify(statement, public, dataclasses.replace(result.proof,
                                                                             data=json.dumps(data).encode()))
             assert not verdict
