@@ -4,7 +4,10 @@ Every case runs in fresh subprocesses (one cold: settings, compile, setup, witne
 verify again from the cache, whose peak RSS is the prover's), sharing one development SRS per k. Cases that would
 not fit the time budget are skipped and listed as such. Writes benchmarks/results/ezkl.{json,md}.
 
-    python benchmarks/bench_ezkl.py [--budget SECONDS] [--only NAME ...] [--cache DIR]
+    python benchmarks/bench_ezkl.py [--budget SECONDS] [--only NAME ...] [--cache DIR] [--results DIR] [--quick]
+
+Each case (cold and warm) holds the heavy-run lock (benchmarks/harness.py: /tmp/zkref-heavy.lock, ZKREF_HEAVY_LOCK).
+--quick runs tiny cases only (smoke tests of the suite), written wherever --results points.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+from harness import heavy_lock  # noqa: E402
 SHIFT = {768: 9, 4096: 10}
 """Requantisation shifts of the measured modules (calibrated on activations; as in the project's facts)."""
 MODES = {
@@ -35,6 +40,12 @@ TARGETS = {
     "q_proj 4096→4096 r16 T1": {"prove_s": 10.0, "verify_s": 0.05, "proof_bytes": 8192, "rss_mib": 1024},
     "c_attn 768→2304 r8 T15": {"prove_s": 8.6},
 }
+
+
+def quick_cases() -> list[dict]:
+    """--quick: the suite's tiny module (16→24, r=2, T=15, as bench_baseline --quick) in the three main modes."""
+    return [dict(name=f"16→24 r2 T15 {mode}", d_in=16, d_out=24, rank=2, tokens=15, shift=5, mode=mode)
+            for mode in ("pc/fixed/pc", "pc/pc/pc", "pub/fixed/pub")]
 
 
 def cases() -> list[dict]:
@@ -78,15 +89,17 @@ def _child(spec: dict, cache: str, phase: str) -> dict:
     from zkref.lora.statement import LoRAShape, LoRAStatement, LoRAWitness
 
     x_b, a_b, y_b = MODES[spec["mode"]]
+    bits = spec.get("weight_bits", 4)            # optional (the sweep's int8 cases); int4 as before otherwise
     st = LoRAStatement(shape=LoRAShape(d_in=spec["d_in"], d_out=spec["d_out"], rank=spec["rank"],
                                        tokens=spec["tokens"]), shift=spec["shift"],
-                       x_binding=x_b, adapter_binding=a_b, y_binding=y_b)
+                       x_binding=x_b, adapter_binding=a_b, y_binding=y_b, weight_bits=bits)
     be = EzklBackend(cache_dir=cache, logrows=spec.get("logrows"))
     support = be.supports(st)
     if not support:
         return {"unsupported": support.reason}
     rng = np.random.default_rng(0)
-    w = LoRAWitness(A_q=rng.integers(-8, 8, st.shape.a_shape), B_q=rng.integers(-8, 8, st.shape.b_shape),
+    lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
+    w = LoRAWitness(A_q=rng.integers(lo, hi, st.shape.a_shape), B_q=rng.integers(lo, hi, st.shape.b_shape),
                     x_q=rng.integers(-128, 128, st.shape.x_shape))
     t0 = time.perf_counter()
     result = be.prove(st, w)
@@ -112,6 +125,12 @@ def _child(spec: dict, cache: str, phase: str) -> dict:
 
 def run_case(spec: dict, cache: Path, timeout: float) -> dict:
     out: dict = {"case": spec}
+    with heavy_lock(spec["name"]):
+        _run_phases(spec, cache, timeout, out)
+    return out
+
+
+def _run_phases(spec: dict, cache: Path, timeout: float, out: dict) -> None:
     for phase in ("cold", "warm"):
         cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--cache", str(cache), "--phase", phase]
         try:
@@ -126,7 +145,6 @@ def run_case(spec: dict, cache: Path, timeout: float) -> dict:
         out[phase] = json.loads(lines[-1])
         if "unsupported" in out[phase]:
             break
-    return out
 
 
 def markdown(results: list[dict], meta: dict) -> str:
@@ -166,21 +184,24 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="run only cases whose name contains one of these")
     ap.add_argument("--cache", help="cache root (default: a temporary directory, removed at the end)")
     ap.add_argument("--render", action="store_true", help="rewrite ezkl.md from ezkl.json and exit")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where ezkl.json and ezkl.md go")
+    ap.add_argument("--quick", action="store_true", help="tiny cases only (smoke test)")
     ap.add_argument("--merge", action="store_true", help="replace only the measured cases in the existing ezkl.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--phase", default="cold", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    results_dir = args.results
     if args.child:
         print(json.dumps(_child(json.loads(args.child), args.cache, args.phase)), flush=True)
         return
     if args.render:
-        data = json.loads((RESULTS / "ezkl.json").read_text())
-        (RESULTS / "ezkl.md").write_text(markdown(data["results"], data["meta"]))
+        data = json.loads((results_dir / "ezkl.json").read_text())
+        (results_dir / "ezkl.md").write_text(markdown(data["results"], data["meta"]))
         return
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="zkref-bench-ezkl-"))
     start, results = time.perf_counter(), []
     try:
-        for spec in cases():
+        for spec in quick_cases() if args.quick else cases():
             if args.only and not any(s in spec["name"] for s in args.only):
                 continue
             if spec.get("skip"):
@@ -203,16 +224,16 @@ def main() -> None:
                      if isinstance(r.get(p), dict) and "versions" in r[p]), {})
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "versions": versions, "budget_s": args.budget, "elapsed_s": time.perf_counter() - start,
-            "targets": TARGETS}
-    RESULTS.mkdir(exist_ok=True)
-    if args.merge and (RESULTS / "ezkl.json").exists():
+            "targets": TARGETS, "quick": args.quick}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if args.merge and (results_dir / "ezkl.json").exists():
         fresh = {r["case"]["name"]: r for r in results}
-        old = json.loads((RESULTS / "ezkl.json").read_text())["results"]
+        old = json.loads((results_dir / "ezkl.json").read_text())["results"]
         current = {c["name"] for c in cases()}
         results = [fresh.pop(r["case"]["name"], r) for r in old if r["case"]["name"] in current] + \
             list(fresh.values())
-    (RESULTS / "ezkl.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    (RESULTS / "ezkl.md").write_text(markdown(results, meta))
+    (results_dir / "ezkl.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (results_dir / "ezkl.md").write_text(markdown(results, meta))
     print(markdown(results, meta))
 
 

@@ -15,17 +15,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from backends.base import (AdapterAnchor, Progress, Proof, ProofResult, Support, Verdict, canonical_json,
-                           check_binding, sha256_hex)
+from backends.base import (AdapterAnchor, BatchProofResult, Progress, Proof, ProofResult, Support, Verdict,
+                           canonical_json, check_binding, sha256_hex)
+from backends.ezkl import batch as batch_graph
 from backends.ezkl import graph, instances
 from backends.ezkl.cache import (CacheError, build_entry, cache_root, dev_srs, sha256_file,
                                  srs_header_k)
 from backends.ezkl.settings import (K_MAX, Layout, RunSettings, canonicalise, choose_layout, k_floor, run_args_for)
+from zkref.lora.batch import LoRABatch, batch_public_values, encode_batch_instances, evaluate_batch
 from zkref.lora.commitments import requant_constants
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement, LoRAWitness,
                                   OutputBinding, encode_instances, evaluate, instance_length, public_values)
@@ -35,6 +38,11 @@ from zkref.primitives.poseidon import poseidon_hash_fast
 NAME = "ezkl"
 GRAPH_VERSION = "zkref-ezkl-graph/1"
 """Names the ONNX formulation; part of every cache key, so a changed graph never reuses old circuits or keys."""
+BATCH_GRAPH_VERSION = "zkref-ezkl-batch-graph/1"
+"""Names the batch's ONNX formulation (backends/ezkl/batch.py) in its cache keys."""
+BATCH_VK_FORMAT = b"zkref-ezkl-batch-vk/1\n"
+"""A batch's published verifying key: this tag, the batch id (32 hex digits), then as `VK_FORMAT`'s: the batch id is
+part of what `vk_hash` covers, so the key of one batch is never another batch's (other names or order)."""
 VK_FORMAT = b"zkref-ezkl-vk/1\n"
 """The verifying key this backend publishes: this tag, the canonical settings JSON (length-prefixed), EZKL's vk.
 EZKL's vk file alone does not fix the constraint system: the verifier rebuilds it from the settings, so both are
@@ -88,13 +96,34 @@ def encode_vk(settings: dict, vk: bytes) -> bytes:
     return VK_FORMAT + len(blob).to_bytes(8, "little") + blob + vk
 
 
+def encode_batch_vk(batch_id: str, settings: dict, vk: bytes) -> bytes:
+    """A batch's published verifying key: `BATCH_VK_FORMAT`, the batch id, then `encode_vk`'s layout."""
+    return BATCH_VK_FORMAT + batch_id.encode("ascii") + encode_vk(settings, vk)[len(VK_FORMAT):]
+
+
 def decode_vk(data: bytes) -> tuple[dict, bytes]:
     """Inverse of `encode_vk` with every size bounded; ValueError on anything malformed."""
     if not isinstance(data, (bytes, bytearray)) or not data.startswith(VK_FORMAT):
         raise ValueError("verifying key is not a zkref EZKL verifying key")
+    return _decode_vk_body(bytes(data), len(VK_FORMAT))
+
+
+def decode_batch_vk(data: bytes) -> tuple[str, dict, bytes]:
+    """Inverse of `encode_batch_vk`: (batch id, settings, EZKL's vk); ValueError on anything malformed."""
+    if not isinstance(data, (bytes, bytearray)) or not data.startswith(BATCH_VK_FORMAT):
+        raise ValueError("verifying key is not a zkref EZKL batch verifying key")
+    head = len(BATCH_VK_FORMAT)
+    try:
+        batch_id = bytes(data[head:head + 32]).decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("verifying key's batch id is not ASCII") from None
+    settings, vk = _decode_vk_body(bytes(data), head + 32)
+    return batch_id, settings, vk
+
+
+def _decode_vk_body(data: bytes, head: int) -> tuple[dict, bytes]:
     if len(data) > MAX_VK_BYTES:
         raise ValueError(f"verifying key of {len(data)} bytes exceeds {MAX_VK_BYTES}")
-    head = len(VK_FORMAT)
     n = int.from_bytes(data[head:head + 8], "little")
     if n > MAX_SETTINGS_BYTES or head + 8 + n > len(data):
         raise ValueError("verifying key's settings length is out of range")
@@ -104,7 +133,7 @@ def decode_vk(data: bytes) -> tuple[dict, bytes]:
         raise ValueError(f"verifying key's settings are not JSON ({exc})") from None
     if not isinstance(settings, dict):
         raise ValueError("verifying key's settings are not a JSON object")
-    vk = bytes(data[head + 8 + n:])
+    vk = data[head + 8 + n:]
     if not vk:
         raise ValueError("verifying key has no EZKL key bytes")
     return settings, vk
@@ -112,6 +141,26 @@ def decode_vk(data: bytes) -> tuple[dict, bytes]:
 
 def settings_mismatch(statement: LoRAStatement, settings: dict) -> str | None:
     """Why `settings` are not this statement's pinned settings (None if they are): run arguments, scales, shapes."""
+    return _settings_mismatch(settings, run_args=lambda **kw: run_args_for(statement, **kw),
+                              instance_shapes=_instance_shapes(statement), input_scales=[statement.shift],
+                              output_scales=[graph.output_scale(statement)], instances=instance_length(statement),
+                              what=str(statement.shape))
+
+
+def batch_settings_mismatch(batch: LoRABatch, settings: dict) -> str | None:
+    """Why `settings` are not this batch's pinned settings (None if they are)."""
+    shapes = [list(m.shape.x_shape) for m in batch.members if m.x_binding is ActivationBinding.PUBLIC] + \
+        [list(m.shape.y_shape) for m in batch.members if m.y_binding is OutputBinding.PUBLIC]
+    scale = batch_graph.batch_input_scale(batch)
+    return _settings_mismatch(settings, run_args=lambda **kw: batch_graph.batch_run_args(batch, **kw),
+                              instance_shapes=shapes, input_scales=[scale] * len(batch.members),
+                              output_scales=batch_graph.output_scales(batch),
+                              instances=sum(instance_length(m) for m in batch.members),
+                              what=f"batch of {len(batch.members)}")
+
+
+def _settings_mismatch(settings: dict, *, run_args: Callable[..., RunSettings], instance_shapes: list,
+                       input_scales: list[int], output_scales: list[int], instances: int, what: str) -> str | None:
     run = settings.get("run_args")
     if not isinstance(run, dict):
         return "settings have no run_args"
@@ -119,15 +168,14 @@ def settings_mismatch(statement: LoRAStatement, settings: dict) -> str | None:
     if isinstance(logrows, bool) or not isinstance(logrows, int) or not isinstance(cols, int):
         return "settings' logrows or num_inner_cols is not an integer"
     try:
-        expected = run_args_for(statement, logrows=logrows, num_inner_cols=cols).settings_json()
+        expected = run_args(logrows=logrows, num_inner_cols=cols).settings_json()
     except ValueError as exc:
         return f"settings' layout is out of range: {exc}"
     if run != expected:
         keys = sorted(k for k in set(run) | set(expected) if run.get(k) != expected.get(k))
         return f"settings' run arguments are not the statement's pinned ones (differ in {', '.join(keys)})"
-    s = statement.shape
-    checks = {"model_instance_shapes": _instance_shapes(statement), "model_input_scales": [statement.shift],
-              "model_output_scales": [graph.output_scale(statement)], "required_lookups": []}
+    checks = {"model_instance_shapes": instance_shapes, "model_input_scales": input_scales,
+              "model_output_scales": output_scales, "required_lookups": []}
     for key, value in checks.items():
         if settings.get(key) != value:
             return f"settings' {key} is {settings.get(key)!r:.200}, the statement needs {value!r:.200}"
@@ -136,9 +184,9 @@ def settings_mismatch(statement: LoRAStatement, settings: dict) -> str | None:
         module_rows = int(modules["poseidon"][0])
     except (KeyError, IndexError, TypeError, ValueError):
         return "settings' module_sizes are malformed"
-    if k_floor(instance_length(statement), module_rows) > logrows:
-        return (f"logrows {logrows} cannot hold the statement's {instance_length(statement)} instances and "
-                f"{module_rows} Poseidon rows ({s})")
+    if k_floor(instances, module_rows) > logrows:
+        return f"logrows {logrows} cannot hold the statement's {instances} instances and {module_rows} Poseidon rows " \
+               f"({what})"
     return None
 
 
@@ -164,6 +212,32 @@ def adapter_key(statement: LoRAStatement, witness: LoRAWitness) -> str:
     return h.hexdigest()[:32]
 
 
+def batch_adapter_key(batch: LoRABatch, witnesses: Sequence[LoRAWitness]) -> str:
+    """Cache key of the batch's circuit compiled for these adapters."""
+    h = hashlib.sha256()
+    h.update(BATCH_GRAPH_VERSION.encode())
+    h.update(batch.id.encode())
+    for w in witnesses:
+        for arr in (w.A_q, w.B_q):
+            h.update(repr(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Target:
+    """What `_prepare` needs of a statement or a batch: its id and cache key, its graph and pinned run arguments."""
+
+    id: str
+    key: str
+    canonical: dict
+    graph_version: str
+    instances: int
+    export: Callable[[Path], None]
+    run_args: Callable[..., RunSettings]
+    mismatch: Callable[[dict], str | None]
+
+
 def _points_hex(points) -> str:
     from backends import kzg
 
@@ -181,9 +255,9 @@ def _points_from_hex(text: str) -> list:
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """A statement's compiled circuit and keys for one adapter, in the cache, with the choices made."""
+    """A statement's (or batch's) compiled circuit and keys for its adapter(s), in the cache, with the choices made."""
 
-    statement: LoRAStatement
+    statement: LoRAStatement | LoRABatch
     circuit_dir: Path
     keys_dir: Path
     settings: dict
@@ -195,7 +269,10 @@ class Prepared:
 
     @property
     def vk_bytes(self) -> bytes:
-        return encode_vk(self.settings, (self.keys_dir / "vk.key").read_bytes())
+        vk = (self.keys_dir / "vk.key").read_bytes()
+        if isinstance(self.statement, LoRABatch):
+            return encode_batch_vk(self.statement.id, self.settings, vk)
+        return encode_vk(self.settings, vk)
 
     @property
     def logrows(self) -> int:
@@ -259,9 +336,32 @@ class EzklBackend:
         if not support:
             raise ValueError(f"EZKL backend cannot prove this statement: {support.reason}")
         statement.check_witness(witness)
+        target = _Target(id=statement.id, key=adapter_key(statement, witness), canonical=statement.canonical(),
+                         graph_version=GRAPH_VERSION, instances=instance_length(statement),
+                         export=lambda path: graph.export_onnx(statement, witness, path),
+                         run_args=lambda **kw: run_args_for(statement, **kw),
+                         mismatch=lambda settings: settings_mismatch(statement, settings))
+        return self._prepare(target, statement, progress)
+
+    def prepare_batch(self, batch: LoRABatch, witnesses: Sequence[LoRAWitness], *,
+                      progress: Progress | None = None) -> Prepared:
+        """Settings, compiled circuit and keys for (batch, adapters): one graph, one circuit, one key pair."""
+        support = self.supports_batch(batch)
+        if not support:
+            raise ValueError(f"EZKL backend cannot prove this batch: {support.reason}")
+        batch.check_witnesses(witnesses)
+        target = _Target(id=batch.id, key=batch_adapter_key(batch, witnesses), canonical=batch.canonical(),
+                         graph_version=BATCH_GRAPH_VERSION, instances=sum(instance_length(m) for m in batch.members),
+                         export=lambda path: batch_graph.export_batch_onnx(batch, witnesses, path),
+                         run_args=lambda **kw: batch_graph.batch_run_args(batch, **kw),
+                         mismatch=lambda settings: batch_settings_mismatch(batch, settings))
+        return self._prepare(target, batch, progress)
+
+    def _prepare(self, target: _Target, statement: LoRAStatement | LoRABatch,
+                 progress: Progress | None) -> Prepared:
         timings: dict[str, float] = {}
-        key = adapter_key(statement, witness) + ("" if self.forced_logrows is None else f"-k{self.forced_logrows}")
-        circuit_dir = self.cache / "circuits" / statement.id / key
+        key = target.key + ("" if self.forced_logrows is None else f"-k{self.forced_logrows}")
+        circuit_dir = self.cache / "circuits" / target.id / key
         circuit_dir.parent.mkdir(parents=True, exist_ok=True)
 
         def build_circuit(tmp: Path) -> dict:
@@ -271,20 +371,20 @@ class EzklBackend:
                 progress("settings")
             t0 = time.perf_counter()
             onnx = tmp / "model.onnx"
-            graph.export_onnx(statement, witness, onnx)
-            probe_k = k_floor(instance_length(statement))
-            probe = run_args_for(statement, logrows=probe_k)
+            target.export(onnx)
+            probe_k = k_floor(target.instances)
+            probe = target.run_args(logrows=probe_k)
             if not ezkl.gen_settings(str(onnx), str(tmp / "probe.json"), py_run_args=probe.py_run_args()):
                 raise RuntimeError("ezkl.gen_settings failed")
             probed = json.loads((tmp / "probe.json").read_text())
             rows, module_rows = probed["num_rows"], probed["module_sizes"]["poseidon"][0]
             (tmp / "probe.json").unlink()
-            layout = choose_layout(rows, instance_length(statement), module_rows)
+            layout = choose_layout(rows, target.instances, module_rows)
             if self.forced_logrows is not None:
                 k = max(self.forced_logrows, layout.k_floor)
                 layout = Layout(logrows=k, num_inner_cols=layout.num_inner_cols, rows=rows, k_floor=layout.k_floor,
                                 reason=f"k={k}: forced")
-            run = run_args_for(statement, logrows=layout.logrows, num_inner_cols=layout.num_inner_cols)
+            run = target.run_args(logrows=layout.logrows, num_inner_cols=layout.num_inner_cols)
             if not ezkl.gen_settings(str(onnx), str(tmp / "settings.json"), py_run_args=run.py_run_args()):
                 raise RuntimeError("ezkl.gen_settings failed")
             settings = canonicalise(json.loads((tmp / "settings.json").read_text()))
@@ -298,7 +398,7 @@ class EzklBackend:
             timings["compile"] = time.perf_counter() - t0
             return {"layout": {"logrows": layout.logrows, "num_inner_cols": layout.num_inner_cols,
                                "rows": layout.rows, "k_floor": layout.k_floor, "reason": layout.reason},
-                    "statement": statement.canonical(), "graph": GRAPH_VERSION}
+                    "statement": target.canonical, "graph": target.graph_version}
 
         meta, _ = build_entry(circuit_dir, CIRCUIT_FILES, build_circuit)
         settings = json.loads((circuit_dir / "settings.json").read_text())
@@ -306,10 +406,10 @@ class EzklBackend:
         try:
             layout = Layout(logrows=lay["logrows"], num_inner_cols=lay["num_inner_cols"], rows=lay["rows"],
                             k_floor=lay["k_floor"], reason=lay["reason"])
-            run = run_args_for(statement, logrows=layout.logrows, num_inner_cols=layout.num_inner_cols)
+            run = target.run_args(logrows=layout.logrows, num_inner_cols=layout.num_inner_cols)
         except (KeyError, TypeError, ValueError) as exc:
             raise CacheError(f"cache entry {circuit_dir} has unusable layout metadata ({exc}); delete it") from None
-        mismatch = settings_mismatch(statement, settings)
+        mismatch = target.mismatch(settings)
         if mismatch:
             raise CacheError(f"cache entry {circuit_dir}: {mismatch}; delete it to rebuild")
         if progress:
@@ -494,9 +594,27 @@ class EzklBackend:
             return Verdict(False, f"EZKL backend does not verify this statement: {support.reason}")
         try:
             settings, vk = decode_vk(proof.vk)
+        except ValueError as exc:
+            return Verdict(False, f"cannot verify: {exc}")
+
+        def tensors(adapter_points, k, vk_path, settings_path, srs_path) -> list:
+            by_name = self._tensors(statement, public, adapter_points, k, vk_path, settings_path, srs_path)
+            return [pt for name in SECTION_ORDER for pt in by_name.get(name, [])]
+
+        return self._verify_ezkl(proof, settings, vk, anchor, mismatch=settings_mismatch(statement, settings),
+                                 column=lambda: instances.to_ezkl(statement, encode_instances(statement, public)),
+                                 tensors=tensors, adapter_polycommit=statement.adapter_binding is AdapterBinding.POLYCOMMIT,
+                                 unbound=not statement.adapter_binding.bound)
+
+    def _verify_ezkl(self, proof: Proof, settings: dict, vk: bytes, anchor: AdapterAnchor | None, *,
+                     mismatch: str | None, column: Callable[[], list], tensors: Callable[..., list],
+                     adapter_polycommit: bool, unbound: bool) -> Verdict:
+        """The EZKL check shared by statements and batches: the vk's settings are the proof's and the pinned ones,
+        then `ezkl.verify` with the instance column built from the verifier's values (`column`) and the polycommit
+        points (`tensors`: the verifier's own x and y commitments, the pinned adapter's) written over the proof's."""
+        try:
             if proof.settings != settings:
                 return Verdict(False, "the proof's settings differ from those its verifying key carries")
-            mismatch = settings_mismatch(statement, settings)
             if mismatch:
                 return Verdict(False, mismatch)
             try:
@@ -508,7 +626,7 @@ class EzklBackend:
             k = settings["run_args"]["logrows"]
             srs_path = self._verify_srs(k)
             adapter_points = None
-            if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
+            if adapter_polycommit:
                 pinned = anchor.commitment if anchor is not None and anchor.commitment is not None else \
                     proof.commitments.get("adapter")
                 adapter_points = _points_from_hex(pinned)
@@ -519,16 +637,16 @@ class EzklBackend:
             settings_path, vk_path, proof_path = work / "settings.json", work / "vk.key", work / "proof.json"
             settings_path.write_text(json.dumps(settings))
             vk_path.write_bytes(vk)
-            tensors = self._tensors(statement, public, adapter_points, k, vk_path, settings_path, srs_path)
+            points = tensors(adapter_points, k, vk_path, settings_path, srs_path)
             built = {key: ezkl_proof.get(key) for key in ("protocol", "split", "version", "timestamp")}
             built["proof"] = ezkl_proof["proof"]
             built["hex_proof"] = None
             built["pretty_public_inputs"] = None
-            built["instances"] = instances.to_ezkl(statement, encode_instances(statement, public))
-            if tensors:
+            built["instances"] = column()
+            if points:
                 from backends import kzg
 
-                built = kzg.with_commitments(built, [pt for name in SECTION_ORDER for pt in tensors.get(name, [])])
+                built = kzg.with_commitments(built, points)
                 built["hex_proof"] = None
             proof_path.write_text(json.dumps(built))
             import ezkl
@@ -547,6 +665,153 @@ class EzklBackend:
             return Verdict(False, f"EZKL verify returned {ok!r}")
         pinned = "verifying key pinned by the anchor" if anchor is not None and anchor.vk_hash else \
             "verifying key NOT pinned (pass the contributor's anchor to bind the circuit and adapter)"
-        unbound = "; adapter UNBOUND: any adapter satisfies this statement" if not statement.adapter_binding.bound \
-            else ""
-        return Verdict(True, f"EZKL KZG proof verified; {pinned}{unbound}")
+        unbound_note = "; adapter UNBOUND: any adapter satisfies this statement" if unbound else ""
+        return Verdict(True, f"EZKL KZG proof verified; {pinned}{unbound_note}")
+
+    # -- batches ---------------------------------------------------------------------------------------------------
+    def supports_batch(self, batch: LoRABatch) -> Support:
+        """One graph for the whole batch (backends/ezkl/batch.py): uniform bindings among x and y public or
+        polycommit and the adapter fixed or polycommit; each member within the single-statement limits."""
+        reason = batch_graph.unsupported_batch_reason(batch)
+        if reason:
+            return Support(False, reason)
+        for name, member in zip(batch.names, batch.members):
+            support = self.supports(member)
+            if not support:
+                return Support(False, f"{name}: {support.reason}")
+        total = sum(instance_length(m) for m in batch.members)
+        floor = k_floor(total)
+        if floor > K_MAX:
+            return Support(False, f"the batch's {total} public instances need logrows {floor} > {K_MAX}; use "
+                                  "polycommit x and y")
+        if self.srs_file is not None and floor > self.srs_file_k:
+            return Support(False, f"the SRS {self.srs_file} (k = {self.srs_file_k}) is smaller than the 2^{floor} "
+                                  "rows the batch's public instances need")
+        return Support(True, f"EZKL (Halo2/KZG) zero-knowledge proof of {len(batch.members)} statements in one circuit")
+
+    def _batch_adapter_commitment(self, prep: Prepared, batch: LoRABatch, witnesses: Sequence[LoRAWitness]) -> list:
+        return self._commit(batch_graph.batch_params_message(batch, witnesses), prep.logrows,
+                            prep.keys_dir / "vk.key", prep.circuit_dir / "settings.json", prep.srs_path)
+
+    def anchor_batch(self, batch: LoRABatch, witnesses: Sequence[LoRAWitness]) -> AdapterAnchor:
+        """What the contributor publishes once for the batch: the batch vk's hash (it names the batch and holds fixed
+        adapters) and, for polycommit adapters, the KZG commitment to all members' params (`batch_params_message`)."""
+        prep = self.prepare_batch(batch, witnesses)
+        commitment = None
+        if batch.members[0].adapter_binding is AdapterBinding.POLYCOMMIT:
+            commitment = _points_hex(self._batch_adapter_commitment(prep, batch, witnesses))
+        return AdapterAnchor(backend=NAME, statement_id=batch.id, vk_hash=sha256_hex(prep.vk_bytes),
+                             commitment=commitment)
+
+    def prove_batch(self, batch: LoRABatch, witnesses: Sequence[LoRAWitness], *,
+                    progress: Progress | None = None) -> BatchProofResult:
+        import ezkl
+
+        support = self.supports_batch(batch)
+        if not support:
+            raise ValueError(f"EZKL backend cannot prove this batch: {support.reason}")
+        traces = evaluate_batch(batch, witnesses)
+        publics = batch_public_values(batch, witnesses)
+        canonical = encode_batch_instances(batch, publics)
+        prep = self.prepare_batch(batch, witnesses, progress=progress)
+        timings = {"settings": prep.timings.get("settings", 0.0), "compile": prep.timings.get("compile", 0.0),
+                   "setup": prep.timings.get("setup", 0.0)}
+        work = Path(tempfile.mkdtemp(prefix="zkref-ezkl-batch-"))
+        try:
+            if progress:
+                progress("witness")
+            t0 = time.perf_counter()
+            data, wit_path, proof_path = work / "input.json", work / "witness.json", work / "proof.json"
+            data.write_text(json.dumps(batch_graph.batch_input_data(batch, [w.x_q for w in witnesses])))
+            ezkl.gen_witness(str(data), str(prep.circuit_dir / "model.compiled"), str(wit_path),
+                             vk_path=str(prep.keys_dir / "vk.key"), srs_path=str(prep.srs_path))
+            wit = json.loads(wit_path.read_text())
+            self._check_batch_witness(batch, witnesses, traces, wit)
+            timings["witness"] = time.perf_counter() - t0
+            if progress:
+                progress("prove")
+            t0 = time.perf_counter()
+            ezkl.prove(str(wit_path), str(prep.circuit_dir / "model.compiled"), str(prep.keys_dir / "pk.key"),
+                       proof_path=str(proof_path), srs_path=str(prep.srs_path))
+            timings["prove"] = time.perf_counter() - t0
+            proof_bytes = proof_path.read_bytes()
+            ezkl_proof = json.loads(proof_bytes)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if instances.batch_from_ezkl(batch, ezkl_proof["instances"]) != canonical:
+            raise RuntimeError("EZKL's proof instances differ from the batch's canonical instances (a bug)")
+        commitments: dict[str, str] = {}
+        if batch.members[0].adapter_binding is AdapterBinding.POLYCOMMIT:
+            commitments["adapter"] = _points_hex(self._batch_adapter_commitment(prep, batch, witnesses))
+        vk = prep.vk_bytes
+        transcript = len(bytes(ezkl_proof["proof"])) if isinstance(ezkl_proof.get("proof"), list) else None
+        meta = {"versions": _versions(), "graph": BATCH_GRAPH_VERSION, "members": list(batch.names),
+                "logrows": prep.logrows, "num_inner_cols": prep.run.num_inner_cols, "rows": prep.layout.rows,
+                "layout_reason": prep.layout.reason, "srs_sha256": prep.srs_sha256,
+                "dev_srs": self.srs_file is None, "proof_bytes": transcript, "run_args": prep.run.to_json()}
+        proof = Proof(backend=NAME, statement_id=batch.id, instances=tuple(canonical), data=proof_bytes,
+                      zero_knowledge=True, vk=vk, vk_hash=sha256_hex(vk), settings=prep.settings,
+                      commitments=commitments, meta=meta)
+        t0 = time.perf_counter()
+        verdict = self.verify_batch(batch, publics, proof)
+        self_verify = time.perf_counter() - t0
+        if not verdict:
+            raise RuntimeError(f"EZKL produced a batch proof that does not verify ({verdict.reason}): the witness does "
+                               "not satisfy the circuit or a cached key is corrupt")
+        meta["timings"] = dict(timings, self_verify=self_verify)
+        return BatchProofResult(tuple(publics), proof, timings)
+
+    @staticmethod
+    def _check_batch_witness(batch: LoRABatch, witnesses: Sequence[LoRAWitness], traces, wit: dict) -> None:
+        """EZKL's witness must be each member's `evaluate()`: input i is x_q, output i is y_q·2^(output scale)."""
+        try:
+            xs = [[signed(felt_from_str(v)) for v in column] for column in wit["inputs"]]
+            ys = [[signed(felt_from_str(v)) for v in column] for column in wit["outputs"]]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"EZKL's witness file is not as expected ({exc})") from None
+        if len(xs) != len(batch.members) or len(ys) != len(batch.members):
+            raise RuntimeError("EZKL's witness has not one input and one output per member (a bug)")
+        for name, w, trace, x, y, scale in zip(batch.names, witnesses, traces, xs, ys,
+                                               batch_graph.output_scales(batch)):
+            if x != w.x_q.reshape(-1).tolist():
+                raise RuntimeError(f"{name}: EZKL's witness input differs from x_q (a bug in the input encoding)")
+            if y != [int(v) << scale for v in trace.y_q.reshape(-1).tolist()]:
+                raise RuntimeError(f"{name}: EZKL's witness output differs from evaluate(): the batch graph does not "
+                                   "compute the statement (a bug)")
+
+    def verify_batch(self, batch: LoRABatch, publics: Sequence[LoRAPublic], proof: Proof, *,
+                     anchor: AdapterAnchor | None = None) -> Verdict:
+        verdict = check_binding(NAME, batch, publics, proof, anchor)
+        if not verdict:
+            return verdict
+        support = self.supports_batch(batch)
+        if not support:
+            return Verdict(False, f"EZKL backend does not verify this batch: {support.reason}")
+        try:
+            batch_id, settings, vk = decode_batch_vk(proof.vk)
+        except ValueError as exc:
+            return Verdict(False, f"cannot verify: {exc}")
+        if batch_id != batch.id:
+            return Verdict(False, f"the verifying key is batch {batch_id!r:.40}'s, not {batch.id}")
+        publics = tuple(publics)
+        scale = batch_graph.batch_input_scale(batch)
+        first = batch.members[0]
+
+        def tensors(adapter_points, k, vk_path, settings_path, srs_path) -> list:
+            points: list = []
+            if first.x_binding is ActivationBinding.POLYCOMMIT:
+                for public in publics:
+                    points += self._commit([int(v) for v in public.x_q.reshape(-1).tolist()], k, vk_path,
+                                           settings_path, srs_path)
+            if first.adapter_binding is AdapterBinding.POLYCOMMIT:
+                points += adapter_points
+            if first.y_binding is OutputBinding.POLYCOMMIT:
+                for public in publics:
+                    points += self._commit([int(v) << scale for v in public.y_q.reshape(-1).tolist()], k, vk_path,
+                                           settings_path, srs_path)
+            return points
+
+        return self._verify_ezkl(proof, settings, vk, anchor, mismatch=batch_settings_mismatch(batch, settings),
+                                 column=lambda: instances.batch_to_ezkl(batch, encode_batch_instances(batch, publics)),
+                                 tensors=tensors, adapter_polycommit=first.adapter_binding is AdapterBinding.POLYCOMMIT,
+                                 unbound=False)

@@ -49,12 +49,17 @@ def value_bound(statement: LoRAStatement) -> int:
     return max(-lo, hi) + 129 * (1 << statement.shift)
 
 
-def decomp_legs(statement: LoRAStatement) -> int:
-    """Digits per decomposition: enough for `value_bound` in base 256 and, for Floor, in base 2^shift."""
-    bits = value_bound(statement).bit_length()
+def decomp_legs(statement: LoRAStatement, *, scale: int | None = None) -> int:
+    """Digits per decomposition: enough for `value_bound` in base 256 and, for Floor, in base 2^scale. `scale` (default
+    the shift) is the scale the requantisation runs at: a batch member relabelled to a larger scale S holds every
+    value times 2^(S − shift) and floors in base 2^S (backends/ezkl/batch.py)."""
+    scale = statement.shift if scale is None else scale
+    if scale < statement.shift:
+        raise ValueError(f"scale {scale} is below the statement's shift {statement.shift}")
+    bits = (value_bound(statement) << (scale - statement.shift)).bit_length()
     legs = math.ceil(bits / math.log2(DECOMP_BASE))
     if statement.shift:
-        legs = max(legs, math.ceil(bits / statement.shift))
+        legs = max(legs, math.ceil(bits / scale))
     return max(2, legs)
 
 
@@ -69,6 +74,34 @@ def output_scale(statement: LoRAStatement) -> int:
     return statement.shift
 
 
+def lora_forward(x, A, B, shift: int, *, relabel: int = 0):
+    """The statement's ops on torch tensors: z = x·Aᵀ, the exact requantisation, z_q·Bᵀ.
+
+    `relabel` = m > 0 (batches only) multiplies z by 2^m first: fed at a batch's input scale S = shift + m, z's cells
+    hold z at scale S (the value z/2^S); EZKL lays the product out as a multiplication by the scale-0 constant 2^m, so
+    the cells hold z·2^m, still at scale S, i.e. the value z/2^shift the statement requantises. Every later step is
+    then the same exact requantisation with all cells times 2^m (Floor decomposes in base 2^S); y's cells are y_q·2^S.
+    """
+    import torch
+
+    z = x @ A.t()
+    if relabel:
+        z = z * (2.0 ** relabel)
+    if shift:
+        lt = (z < 0).to(torch.float32)
+        u = z + (2.0 ** (shift - 1) - lt) * (2.0 ** -shift)
+        z = torch.floor(u)
+    z_q = torch.clamp(z, -128, 127)
+    return z_q @ B.t()
+
+
+def frozen_parameter(values: np.ndarray):
+    """A constant of the graph (an ONNX initializer) holding integer values."""
+    import torch
+
+    return torch.nn.Parameter(torch.tensor(np.asarray(values), dtype=torch.float32), requires_grad=False)
+
+
 def _module(A_q: np.ndarray, B_q: np.ndarray, shift: int):
     import torch
 
@@ -77,17 +110,11 @@ def _module(A_q: np.ndarray, B_q: np.ndarray, shift: int):
 
         def __init__(self) -> None:
             super().__init__()
-            self.A = torch.nn.Parameter(torch.tensor(np.asarray(A_q), dtype=torch.float32), requires_grad=False)
-            self.B = torch.nn.Parameter(torch.tensor(np.asarray(B_q), dtype=torch.float32), requires_grad=False)
+            self.A = frozen_parameter(A_q)
+            self.B = frozen_parameter(B_q)
 
         def forward(self, x):
-            z = x @ self.A.t()
-            if shift:
-                lt = (z < 0).to(torch.float32)
-                u = z + (2.0 ** (shift - 1) - lt) * (2.0 ** -shift)
-                z = torch.floor(u)
-            z_q = torch.clamp(z, -128, 127)
-            return z_q @ self.B.t()
+            return lora_forward(x, self.A, self.B, shift)
 
     return LoRARequant()
 

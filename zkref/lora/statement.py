@@ -19,7 +19,8 @@ import enum
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -447,9 +448,7 @@ def decode_instances(statement: LoRAStatement, instances: list[int], *, x_q: np.
     for seg in instance_layout(statement):
         chunk = instances[seg.offset:seg.offset + seg.length]
         if seg.name in ("x_q", "y_q"):
-            shape = s.x_shape if seg.name == "x_q" else s.y_shape
-            fields[seg.name] = np.array([signed(v) for v in chunk], dtype=object).astype(np.int64).reshape(shape) \
-                if all(abs(signed(v)) < 2**62 for v in chunk) else _out_of_range(seg.name)
+            fields[seg.name] = _signed_matrix(seg.name, chunk, s.x_shape if seg.name == "x_q" else s.y_shape)
         else:
             fields[seg.name] = chunk[0]
     if fields["y_q"] is None:
@@ -462,5 +461,9 @@ def decode_instances(statement: LoRAStatement, instances: list[int], *, x_q: np.
     return public
 
 
-def _out_of_range(name: str):
-    raise ValueError(f"{name} holds a field element far outside any integer range it can take")
+def _signed_matrix(name: str, felts: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+    """Field elements read back as signed integers (v or v − p); ValueError for elements far from any int64."""
+    values = [signed(v) for v in felts]
+    if any(abs(v) >= 2**62 for v in values):
+        raise ValueError(f"{name} holds a field element far outside any integer range it can take")
+    return np.array(values, dtype=np.int64).reshape(shape)
