@@ -115,6 +115,8 @@ def main() -> None:
                          "per_channel": precision.per_channel, "modules": len(q),
                          "delta_relative_error_max": acc.max_module_relative_error,
                          "delta_relative_error_median": float(np.median(list(acc.module_relative_error.values()))),
+                         "bound_over_error_median": float(np.median(list(acc.bound_over_error.values()))),
+                         "bound_over_error_max": max(acc.bound_over_error.values()),
                          "max_logit_error": acc.max_logit_error, "top1_agreement": acc.top1_agreement,
                          "perplexity_float": acc.perplexity_float, "perplexity_proven": acc.perplexity_proven})
     result = {"machine": {"python": platform.python_version(), "processor": platform.machine()},
@@ -132,10 +134,11 @@ def main() -> None:
           f"{args.steps} steps on another (loss {losses[0]:.2f} → {result['training']['loss_last']:.2f}); "
           f"{len(held_out)} held-out sequences of {len(held_out[0])} tokens; "
           "activation scale and shift fixed from one calibration sequence.", "",
-          "| precision | delta rel. error (max / median over modules) | max logit error | top-1 agreement | "
-          "perplexity float → proven |", "|---|---:|---:|---:|---:|"]
+          "| precision | delta rel. error (max / median over modules) | proven bound ÷ observed error (median / max) "
+          "| max logit error | top-1 agreement | perplexity float → proven |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['precision']} | {r['delta_relative_error_max']:.1%} / {r['delta_relative_error_median']:.1%} "
+                  f"| {r['bound_over_error_median']:.1f}× / {r['bound_over_error_max']:.1f}× "
                   f"| {r['max_logit_error']:.4f} | {r['top1_agreement']:.1%} | {r['perplexity_float']:.3f} → "
                   f"{r['perplexity_proven']:.3f} |")
     md += ["", "Delta relative error: max over calls of |proven − float delta| ÷ max |float delta|, per module.", ""]

@@ -61,6 +61,7 @@ def test_measure_reports_every_module_and_int8_is_closer(peft_model):
     acc4 = measure(peft_model, quantise_adapter(peft_model, calibration, Precision(4, False)), held_out)
     acc8 = measure(peft_model, quantise_adapter(peft_model, calibration, Precision(8, False)), held_out)
     assert len(acc4.module_relative_error) == 2 and 0 <= acc4.top1_agreement <= 1
+    assert all(ratio >= 1 for acc in (acc4, acc8) for ratio in acc.bound_over_error.values())  # the bound holds
     assert acc8.max_logit_error < acc4.max_logit_error
     assert acc8.max_module_relative_error < acc4.max_module_relative_error
     with pytest.raises(ValueError, match="two tokens"):

@@ -29,14 +29,18 @@ def quantise_adapter(peft_model, calibration_ids: Sequence[int], precision: Prec
 
 @dataclass
 class DeltaErrors:
-    """Per module: the largest |proven − float| delta error and the largest |float delta| seen, over every call."""
+    """Per module, over every call: the largest |proven − float| delta error, the largest |float delta| and the
+    largest proven error bound (`QuantizedLoRA.error_bound`) seen."""
 
     max_error: dict[str, float] = field(default_factory=dict)
     max_delta: dict[str, float] = field(default_factory=dict)
+    max_bound: dict[str, float] = field(default_factory=dict)
 
-    def add(self, name: str, proven: np.ndarray, exact: np.ndarray) -> None:
+    def add(self, name: str, proven: np.ndarray, exact: np.ndarray, bound: np.ndarray | None = None) -> None:
         self.max_error[name] = max(self.max_error.get(name, 0.0), float(np.abs(proven - exact).max(initial=0.0)))
         self.max_delta[name] = max(self.max_delta.get(name, 0.0), float(np.abs(exact).max(initial=0.0)))
+        if bound is not None:
+            self.max_bound[name] = max(self.max_bound.get(name, 0.0), float(bound.max(initial=0.0)))
 
     def relative(self, name: str) -> float:
         return self.max_error[name] / self.max_delta[name] if self.max_delta.get(name) else 0.0
@@ -62,7 +66,8 @@ def proven_deltas(peft_model, quantised: dict[str, QuantizedLoRA], *, adapter: s
             x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float64).numpy()
             w = q.witness(q.quantize_x(x2))
             proven = q.dequantize(evaluate(q.statement(w.shape.tokens), w).y_q)
-            errors.add(name, proven, (output - base).detach().reshape(-1, output.shape[-1]).to(torch.float64).numpy())
+            errors.add(name, proven, (output - base).detach().reshape(-1, output.shape[-1]).to(torch.float64).numpy(),
+                       q.error_bound(x2))
             return base + torch.as_tensor(proven, dtype=output.dtype).reshape(output.shape)
         return hook
 
@@ -79,6 +84,8 @@ class ModelAccuracy:
     """The proven model against the float peft model on the same token sequences."""
 
     module_relative_error: dict[str, float]
+    bound_over_error: dict[str, float]
+    """Per module: the largest proven error bound ÷ the largest observed error (how tight the bound is)."""
     max_logit_error: float
     top1_agreement: float
     perplexity_float: float
@@ -119,5 +126,7 @@ def measure(peft_model, quantised: dict[str, QuantizedLoRA], sequences: Sequence
         total += len(ids)
         nll_f.append(_perplexity(exact, ids))
         nll_p.append(_perplexity(proven, ids))
-    return ModelAccuracy({n: errors.relative(n) for n in errors.max_error}, max_err, agree / total,
+    return ModelAccuracy({n: errors.relative(n) for n in errors.max_error},
+                         {n: errors.max_bound[n] / errors.max_error[n] for n in errors.max_error if errors.max_error[n]},
+                         max_err, agree / total,
                          math.exp(float(np.mean(nll_f))), math.exp(float(np.mean(nll_p))))
