@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends import get_backend
+from zkref.lora.batch import LoRABatch, batch_public_values
 from zkref.lora.circuit import LoRACircuit
 from zkref.lora.statement import LoRAShape, LoRAStatement, LoRAWitness, evaluate, public_values
 from zkref.plonkish.mock_prover import MockProver
@@ -86,6 +87,43 @@ def test_public_values_equal_evaluate(make_backend, name):
         assert backend.verify(statement, result.public, result.proof)
 
     check()
+
+
+@st.composite
+def batch_cases(draw):
+    """A batch of 2–3 random members from `cases` (mixed shapes and shifts, ties, clamping) with their witnesses."""
+    drawn = [draw(cases()) for _ in range(draw(st.integers(2, 3)))]
+    return LoRABatch.of([(f"m{i}", s) for i, (s, _) in enumerate(drawn)]), [w for _, w in drawn]
+
+
+BATCH_EXAMPLES = {"zkref": 15, "ezkl": 3}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_batch_public_values_equal_evaluate(make_backend, name):
+    """A batch (several statements, one proof): every backend's public values are each member's `evaluate()`."""
+    backend = make_backend(name)
+
+    @settings(max_examples=BATCH_EXAMPLES[name], deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(batch_cases())
+    def check(case):
+        batch, witnesses = case
+        result = backend.prove_batch(batch, witnesses)
+        expected = batch_public_values(batch, witnesses)
+        assert all(a.equals(b) for a, b in zip(result.publics, expected))
+        assert backend.verify_batch(batch, result.publics, result.proof)
+
+    check()
+
+
+@pytest.mark.ezkl
+def test_backends_agree_on_a_batch(make_backend):
+    statements = [_fixed(case) for case in FIXED_CASES]
+    batch = LoRABatch.of([(case, s) for case, (s, _) in zip(FIXED_CASES, statements)])
+    witnesses = [w for _, w in statements]
+    results = {name: make_backend(name).prove_batch(batch, witnesses) for name in ("zkref", "ezkl")}
+    assert all(a.equals(b) for a, b in zip(results["zkref"].publics, results["ezkl"].publics))
+    assert list(results["zkref"].proof.instances) == list(results["ezkl"].proof.instances)
 
 
 FIXED_CASES = {

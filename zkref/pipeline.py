@@ -11,6 +11,7 @@ activations given to `quantise`, never from the values being proven.
 """
 from __future__ import annotations
 
+import enum
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.base import AdapterAnchor, Backend, Progress, ProofResult, Verdict
+from backends.base import AdapterAnchor, Backend, BatchProofResult, Progress, ProofResult, Verdict
+from zkref.lora.batch import LoRABatch
 from zkref.lora.circuit import LoRACircuit, LoRALayout, unsupported_reason
 from zkref.lora.quantisation import DeltaCheck, QuantizedLoRA
 from zkref.lora.presets import ModuleShape
@@ -302,3 +304,114 @@ def check_modules(modules: Sequence[ModuleShape], *, rank: int, tokens: int = 1,
             if progress:
                 progress(result)
         return results
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Several modules of one call: one proof per module, or one batch proof
+# ------------------------------------------------------------------------------------------------------------------
+BATCH_MAX_ROWS = 230_000
+"""EZKL: batch while the batch's predicted rows (backends/ezkl/cost.py) stay within the largest batch measured to win
+(Llama-3-8B q,k,v,o at T=1: 226,244 rows; benchmarks/results/ezkl_batch.md). Beyond it nothing was measured, and a
+batch's peak memory is about the sum of its members' (2.4 GiB there) where one proof per module peaks at the largest."""
+
+
+class ProvingMode(str, enum.Enum):
+    """How `prove_modules` proves several modules: the measured default, or forced."""
+
+    AUTO = "auto"
+    BATCH = "batch"
+    PER_MODULE = "per-module"
+
+
+@dataclass(frozen=True)
+class ProvingChoice:
+    """Batch or one proof per module, and why."""
+
+    batch: bool
+    reason: str
+
+
+def choose_proving(batch: LoRABatch, backend: Backend) -> ProvingChoice:
+    """The default rule: one batch proof whenever the backend can prove the batch and, for EZKL, its predicted rows are
+    within `BATCH_MAX_ROWS`; else one proof per module.
+
+    Why (benchmarks/results/ezkl_batch.md, x and y polycommit, adapters fixed): in every measured workload one batch
+    proof is smaller than the per-module proofs together and proves in less total time, at the price of more memory.
+    The zkref backend's batch is the same mock checks under one proof object.
+    """
+    support = backend.supports_batch(batch)
+    if not support:
+        return ProvingChoice(False, f"one proof per module: the backend cannot batch them ({support.reason})")
+    if backend.name == "ezkl":
+        from backends.ezkl.cost import predict
+
+        rows = predict(batch).rows
+        if rows > BATCH_MAX_ROWS:
+            return ProvingChoice(False, f"one proof per module: the batch's {rows:,} predicted rows exceed "
+                                        f"{BATCH_MAX_ROWS:,}, the largest batch measured to win")
+        return ProvingChoice(True, f"one batch proof: {rows:,} predicted rows (≤ {BATCH_MAX_ROWS:,}); measured "
+                                   "smaller and faster to prove than one proof per module")
+    return ProvingChoice(True, "one batch proof: the backend checks the same statements under one proof")
+
+
+@dataclass(frozen=True, eq=False)
+class ModulesProven:
+    """Several modules of one call proven either as one batch (`batch_result`) or one by one (`modules`)."""
+
+    batch: LoRABatch
+    choice: ProvingChoice
+    batch_result: BatchProofResult | None
+    batch_anchor: AdapterAnchor | None
+    batch_verdict: Verdict | None
+    modules: tuple[Proven, ...]
+    prove_seconds: float
+    verify_seconds: float
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.batch.names
+
+    @property
+    def ok(self) -> bool:
+        if self.batch_result is not None:
+            return bool(self.batch_verdict)
+        return all(bool(m.verdict) for m in self.modules)
+
+    @property
+    def y_q(self) -> dict[str, np.ndarray]:
+        """Each module's proven output."""
+        if self.batch_result is not None:
+            return {n: p.y_q for n, p in zip(self.batch.names, self.batch_result.publics)}
+        return {n: m.y_q for n, m in zip(self.batch.names, self.modules)}
+
+
+def prove_modules(named: Sequence[tuple[str, Prepared]], backend: Backend, *,
+                  mode: ProvingMode | str = ProvingMode.AUTO, progress: Progress | None = None) -> ModulesProven:
+    """Prove several prepared modules of one call — as one batch proof or one proof per module (`choose_proving`
+    unless `mode` forces it) — and verify against each module's public values and the published anchor(s)."""
+    mode = ProvingMode(mode)
+    if not named:
+        raise ValueError("no modules to prove")
+    batch = LoRABatch.of([(name, p.statement) for name, p in named])
+    witnesses = [p.witness for _, p in named]
+    if mode is ProvingMode.AUTO:
+        choice = choose_proving(batch, backend)
+    elif mode is ProvingMode.BATCH:
+        support = backend.supports_batch(batch)
+        if not support:
+            raise ValueError(f"backend {backend.name} cannot prove these modules as one batch: {support.reason}")
+        choice = ProvingChoice(True, "one batch proof (forced)")
+    else:
+        choice = ProvingChoice(False, "one proof per module (forced)")
+    if not choice.batch:
+        modules = tuple(prove(p, backend, progress=progress) for _, p in named)
+        return ModulesProven(batch, choice, None, None, None, modules, sum(m.prove_seconds for m in modules),
+                             sum(m.verify_seconds for m in modules))
+    anchor = backend.anchor_batch(batch, witnesses)
+    t0 = time.perf_counter()
+    result = backend.prove_batch(batch, witnesses, progress=progress)
+    t1 = time.perf_counter()
+    if progress:
+        progress("verify")
+    verdict = backend.verify_batch(batch, result.publics, result.proof, anchor=anchor)
+    return ModulesProven(batch, choice, result, anchor, verdict, (), t1 - t0, time.perf_counter() - t1)

@@ -5,7 +5,9 @@ prove: export the statement's graph (backends.ezkl.graph) → pinned settings an
 before it is returned (EZKL's prover accepts unsatisfied witnesses; a proof that does not verify is a bug, raised).
 verify: `check_binding`, then the settings carried in the verifying key must be the statement's pinned ones, then EZKL
 verifies with instances BUILT from the caller's public values and, for polycommit bindings, with KZG commitments the
-verifier computes itself (x, y) or pinned (the adapter) written over the proof's. Spec: specs/ezkl-backend.md.
+verifier computes itself (x, y) or pinned (the adapter) written over the proof's. A `LoRABatch` goes the same way as
+one graph (`prove_batch`, `verify_batch`: backends/ezkl/batch.py), under a verifying key that names the batch.
+Spec: specs/ezkl-backend.md.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from backends.ezkl import batch as batch_graph
 from backends.ezkl import graph, instances
 from backends.ezkl.cache import (CacheError, build_entry, cache_root, dev_srs, sha256_file,
                                  srs_header_k)
-from backends.ezkl.settings import (K_MAX, Layout, RunSettings, canonicalise, choose_layout, k_floor, run_args_for)
+from backends.ezkl.settings import (K_MAX, K_SPREAD, K_SPREAD_BATCH, Layout, RunSettings, canonicalise, choose_layout,
+                                    k_floor, run_args_for)
 from zkref.lora.batch import LoRABatch, batch_public_values, encode_batch_instances, evaluate_batch
 from zkref.lora.commitments import requant_constants
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement, LoRAWitness,
@@ -236,6 +239,7 @@ class _Target:
     export: Callable[[Path], None]
     run_args: Callable[..., RunSettings]
     mismatch: Callable[[dict], str | None]
+    k_spread: int = K_SPREAD
 
 
 def _points_hex(points) -> str:
@@ -354,7 +358,7 @@ class EzklBackend:
                          graph_version=BATCH_GRAPH_VERSION, instances=sum(instance_length(m) for m in batch.members),
                          export=lambda path: batch_graph.export_batch_onnx(batch, witnesses, path),
                          run_args=lambda **kw: batch_graph.batch_run_args(batch, **kw),
-                         mismatch=lambda settings: batch_settings_mismatch(batch, settings))
+                         mismatch=lambda settings: batch_settings_mismatch(batch, settings), k_spread=K_SPREAD_BATCH)
         return self._prepare(target, batch, progress)
 
     def _prepare(self, target: _Target, statement: LoRAStatement | LoRABatch,
@@ -379,7 +383,7 @@ class EzklBackend:
             probed = json.loads((tmp / "probe.json").read_text())
             rows, module_rows = probed["num_rows"], probed["module_sizes"]["poseidon"][0]
             (tmp / "probe.json").unlink()
-            layout = choose_layout(rows, target.instances, module_rows)
+            layout = choose_layout(rows, target.instances, module_rows, k_spread=target.k_spread)
             if self.forced_logrows is not None:
                 k = max(self.forced_logrows, layout.k_floor)
                 layout = Layout(logrows=k, num_inner_cols=layout.num_inner_cols, rows=rows, k_floor=layout.k_floor,
@@ -434,43 +438,58 @@ class EzklBackend:
 
     # -- commitments ----------------------------------------------------------------------------------------------
     def _commit(self, values: list[int], k: int, vk_path: Path, settings_path: Path, srs_path: Path) -> list:
-        """EZKL's polycommit commitment to one tensor as the PROOF carries it: `circuit_columns` points.
+        """EZKL's polycommit commitment to one tensor as the PROOF carries it: `circuit_columns` points."""
+        return self._commit_many([values], k, vk_path, settings_path, srs_path)[0]
 
-        ezkl.kzg_commit when the SRS is exactly 2^k (fast); backends.kzg (py_ecc) through the monomial points when
-        the SRS is larger (kzg_commit does not downsize). Columns the witness does not list are padding-only.
+    def _commit_many(self, tensors: Sequence[Sequence[int]], k: int, vk_path: Path, settings_path: Path,
+                     srs_path: Path) -> list[list]:
+        """EZKL's polycommit commitments to several tensors (each as the proof carries it: `circuit_columns` points).
+
+        With an SRS of exactly 2^k: ONE `ezkl.kzg_commit` call over the tensors each zero-padded to whole columns
+        (`witness_columns`·n values): a column's commitment depends only on the values in it, so this gives every
+        tensor's column points, and the message's last column (all padding) is the padding-only column a tensor gets
+        when the circuit allocates more columns than its values fill. One call because each call re-reads the vk,
+        whose cost grows with the circuit (a batch's x and y tensors would otherwise re-read a large vk each).
+        With a larger SRS (kzg_commit does not downsize): backends.kzg (py_ecc), tensor by tensor.
         """
         from backends import kzg
 
-        cols = kzg.circuit_columns(len(values), k)
-        if srs_header_k(srs_path) == k:
-            import ezkl
+        if srs_header_k(srs_path) != k:
+            srs = kzg.read_srs(srs_path, max_k=max(kzg.MAX_SRS_K, srs_header_k(srs_path)))
+            return [list(kzg.commit(list(t), srs, k=k, columns=kzg.circuit_columns(len(t), k))) for t in tensors]
+        import ezkl
 
-            felts = [felt_to_str(v % P) for v in values]
-            pts = [kzg.from_ezkl_point(p) for p in ezkl.kzg_commit(felts, str(vk_path), str(settings_path),
-                                                                     str(srs_path))]
-            if len(pts) < cols:
-                pad = kzg.from_ezkl_point(ezkl.kzg_commit([], str(vk_path), str(settings_path), str(srs_path))[0])
-                pts += [pad] * (cols - len(pts))
-            return pts
-        srs = kzg.read_srs(srs_path, max_k=max(kzg.MAX_SRS_K, srs_header_k(srs_path)))
-        return list(kzg.commit(values, srs, k=k, columns=cols))
+        n = kzg.column_capacity(k)
+        message: list[str] = []
+        spans: list[tuple[int, int, int]] = []                 # (first point, points with values, circuit columns)
+        zero = felt_to_str(0)
+        for t in tensors:
+            filled = kzg.witness_columns(len(t), k)
+            spans.append((len(message) // n, filled, kzg.circuit_columns(len(t), k)))
+            message += [felt_to_str(int(v) % P) for v in t] + [zero] * (filled * n - len(t))
+        points = [kzg.from_ezkl_point(p) for p in ezkl.kzg_commit(message, str(vk_path), str(settings_path),
+                                                                   str(srs_path))]
+        if len(points) != len(message) // n + 1:
+            raise RuntimeError(f"ezkl.kzg_commit returned {len(points)} points for {len(message) // n} full columns")
+        pad = points[-1]
+        return [points[first:first + filled] + [pad] * (cols - filled) for first, filled, cols in spans]
 
     def _tensors(self, statement: LoRAStatement, public: LoRAPublic,
                  adapter_points: list | None, k: int, vk_path: Path, settings_path: Path,
                  srs_path: Path) -> dict[str, list]:
         """The polycommit commitments a verifier holds: x and y computed from its values, the adapter as given."""
-        out: dict[str, list] = {}
+        mine: dict[str, list[int]] = {}
         if statement.x_binding is ActivationBinding.POLYCOMMIT:
-            out["x"] = self._commit([int(v) for v in public.x_q.reshape(-1).tolist()], k, vk_path, settings_path,
-                                    srs_path)
+            mine["x"] = [int(v) for v in public.x_q.reshape(-1).tolist()]
+        if statement.y_binding is OutputBinding.POLYCOMMIT:
+            factor = 1 << graph.output_scale(statement)
+            mine["y"] = [int(v) * factor for v in public.y_q.reshape(-1).tolist()]
+        out = dict(zip(mine, self._commit_many(list(mine.values()), k, vk_path, settings_path, srs_path))) \
+            if mine else {}
         if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
             if adapter_points is None:
                 raise ValueError("the adapter is polycommit: its commitment is needed")
             out["adapter"] = adapter_points
-        if statement.y_binding is OutputBinding.POLYCOMMIT:
-            factor = 1 << graph.output_scale(statement)
-            out["y"] = self._commit([int(v) * factor for v in public.y_q.reshape(-1).tolist()], k, vk_path,
-                                    settings_path, srs_path)
         return out
 
     def _adapter_commitment(self, prep: Prepared, witness: LoRAWitness) -> list:
@@ -603,7 +622,8 @@ class EzklBackend:
 
         return self._verify_ezkl(proof, settings, vk, anchor, mismatch=settings_mismatch(statement, settings),
                                  column=lambda: instances.to_ezkl(statement, encode_instances(statement, public)),
-                                 tensors=tensors, adapter_polycommit=statement.adapter_binding is AdapterBinding.POLYCOMMIT,
+                                 tensors=tensors,
+                                 adapter_polycommit=statement.adapter_binding is AdapterBinding.POLYCOMMIT,
                                  unbound=not statement.adapter_binding.bound)
 
     def _verify_ezkl(self, proof: Proof, settings: dict, vk: bytes, anchor: AdapterAnchor | None, *,
@@ -798,18 +818,15 @@ class EzklBackend:
         first = batch.members[0]
 
         def tensors(adapter_points, k, vk_path, settings_path, srs_path) -> list:
-            points: list = []
-            if first.x_binding is ActivationBinding.POLYCOMMIT:
-                for public in publics:
-                    points += self._commit([int(v) for v in public.x_q.reshape(-1).tolist()], k, vk_path,
-                                           settings_path, srs_path)
+            xs = [[int(v) for v in p.x_q.reshape(-1).tolist()] for p in publics] \
+                if first.x_binding is ActivationBinding.POLYCOMMIT else []
+            ys = [[int(v) << scale for v in p.y_q.reshape(-1).tolist()] for p in publics] \
+                if first.y_binding is OutputBinding.POLYCOMMIT else []
+            mine = self._commit_many(xs + ys, k, vk_path, settings_path, srs_path) if xs or ys else []
+            points = [pt for cols in mine[:len(xs)] for pt in cols]
             if first.adapter_binding is AdapterBinding.POLYCOMMIT:
                 points += adapter_points
-            if first.y_binding is OutputBinding.POLYCOMMIT:
-                for public in publics:
-                    points += self._commit([int(v) << scale for v in public.y_q.reshape(-1).tolist()], k, vk_path,
-                                           settings_path, srs_path)
-            return points
+            return points + [pt for cols in mine[len(xs):] for pt in cols]
 
         return self._verify_ezkl(proof, settings, vk, anchor, mismatch=batch_settings_mismatch(batch, settings),
                                  column=lambda: instances.batch_to_ezkl(batch, encode_batch_instances(batch, publics)),

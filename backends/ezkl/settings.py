@@ -22,6 +22,10 @@ K_SPREAD = 13
 """The largest k the layout grows to before spreading rows over more columns instead: measured fastest on this
 project's 2-core machines for both large shapes (c_attn T=15: k 12/13/14/15 → 14.4/13.3/14.9/21.7 s prove; q_proj
 T=1: k 12/13/14 → 18.6/16.7/20.3 s; benchmarks/results/ezkl.md repeats the sweep)."""
+K_SPREAD_BATCH = 14
+"""The same bound for a batch's circuit (several statements: 30k–230k rows here). Measured on batches: GPT-2 c_attn +
+c_proj at T=15 proved as fast at k=14 as at 13 with less than half the proof and setup, and Llama-3-8B q,k,v at T=1
+(157k rows: 20 column sets at k=13, 10 at 14) proved faster at k=14 (benchmarks/results/ezkl_batch.md)."""
 NUM_INNER_COLS = 2
 """Inner columns per block: 2 was fastest or tied in every measurement (1 doubles the rows, 4 was always slower)."""
 LOOKUP_RANGE = (-32768, 32768)
@@ -159,25 +163,25 @@ def k_floor(instances: int, module_rows: int = 0) -> int:
     return max(K_MIN, math.ceil(math.log2(need + EZKL_UNUSABLE_ROWS + 1)))
 
 
-def choose_layout(rows: int, instances: int, module_rows: int = 0) -> Layout:
+def choose_layout(rows: int, instances: int, module_rows: int = 0, *, k_spread: int = K_SPREAD) -> Layout:
     """logrows and inner columns for the smallest proving time, from the row count `gen_settings` reports at 2 inner
     columns: the smallest k the rows fit (one column set: fewer columns, smaller proof), but no larger than K_SPREAD
     (beyond it, spreading rows over more columns proves faster on this machine), and never below the floor set by
-    the instance column and the Poseidon module (`k_floor`).
+    the instance column and the Poseidon module (`k_floor`). Batches pass `k_spread` = `K_SPREAD_BATCH`.
     """
     floor = k_floor(instances, module_rows)
     fit = max(K_MIN, math.ceil(math.log2(rows + EZKL_UNUSABLE_ROWS + 1)))
-    k = max(floor, min(fit, K_SPREAD))
+    k = max(floor, min(fit, k_spread))
     if k > K_MAX:
         raise ValueError(f"the statement needs logrows {k} (> {K_MAX}): too large for this backend")
-    if k == floor and floor > min(fit, K_SPREAD):
+    if k == floor and floor > min(fit, k_spread):
         what = f"{instances} public instances" if instances >= module_rows else f"{module_rows} Poseidon rows"
         why = f"k={k}: {what} need one column of 2^{k} rows"
-    elif fit <= K_SPREAD:
+    elif fit <= k_spread:
         why = f"k={k}: {rows} rows fit one column set"
     else:
         why = f"k={k}: {rows} rows spread over {math.ceil(rows / ((1 << k) - EZKL_UNUSABLE_ROWS))} column sets " \
-              f"(k={K_SPREAD} proves fastest here)"
+              f"(k={k_spread} proves fastest here)"
     return Layout(logrows=k, num_inner_cols=NUM_INNER_COLS, rows=rows, k_floor=floor, reason=why)
 
 

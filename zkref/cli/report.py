@@ -1,13 +1,17 @@
-"""`zkref report`: the dense baseline against low-rank strategies, side by side, from zkref's accounting."""
+"""`zkref report`: the dense baseline against low-rank strategies, side by side, from zkref's accounting; with
+`--backend ezkl`, the rows and k EZKL would lay each module out at, predicted by backends/ezkl/cost.py (no EZKL run)."""
 from __future__ import annotations
 
 import argparse
 
 from zkref.cli.console import out, print_json
 from zkref.lora.presets import PRESETS
+from zkref.lora.statement import ActivationBinding, AdapterBinding, OutputBinding
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.backend == "ezkl":
+        return _ezkl_report(args)
     from zkref.lora.report import build_report
 
     report = build_report(d_in=args.d_in, d_out=args.d_out, rank=args.rank, tokens=args.tokens, lanes=args.lanes,
@@ -20,6 +24,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     for note in report.notes:
         out.print(f"- {note}")
     out.print(f"accounted in {report.seconds:.3f} s")
+    return 0
+
+
+def _ezkl_report(args: argparse.Namespace) -> int:
+    from backends.ezkl.cost import ezkl_report
+    from zkref.lora.presets import ModuleShape
+
+    if args.preset is not None:
+        modules, description = list(PRESETS[args.preset].modules), PRESETS[args.preset].description
+    elif args.d_in is None or args.d_out is None:
+        raise ValueError("give --d-in and --d-out, or --preset")
+    else:
+        modules, description = [ModuleShape("module", args.d_in, args.d_out)], f"{args.d_in}→{args.d_out}"
+    report = ezkl_report(modules=modules, description=f"{description}, r={args.rank}, T={args.tokens}",
+                         rank=args.rank, tokens=args.tokens, shift=args.shift, x_binding=args.x_binding,
+                         adapter_binding=args.adapter_binding, y_binding=args.y_binding,
+                         weight_bits=args.weight_bits)
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    out.print(report.rich_table())
+    out.print("- rows: EZKL's num_rows at the pinned settings (main region cells ÷ inner columns, or the Poseidon "
+              "module's rows if larger); einsum cells: Freivalds' check of matrix-matrix products (T > 1), in its own "
+              "columns; k: choose_layout's choice and why")
+    out.print(f"- {sum(m.count for m in report.modules)} module(s), {report.total_rows:,} rows in all; predicted in "
+              f"{report.seconds:.3f} s")
     return 0
 
 
@@ -36,4 +66,14 @@ def register(subparsers) -> None:
     p.add_argument("--commitments", action="store_true",
                    help="also cost binding x and the adapter by Poseidon commitments (plain and packed)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--backend", choices=["zkref", "ezkl"], default="zkref",
+                   help="zkref: accounting of zkref's circuits (default); ezkl: EZKL's rows and k, predicted")
+    ezkl = p.add_argument_group("with --backend ezkl: the statement")
+    ezkl.add_argument("--shift", type=int, default=8,
+                      help="requantisation shift (default 8; calibrated modules here use 8-10): it sets the "
+                           "decomposition width")
+    ezkl.add_argument("--x", dest="x_binding", choices=[b.value for b in ActivationBinding], default="public")
+    ezkl.add_argument("--adapter-binding", choices=[b.value for b in AdapterBinding], default="fixed")
+    ezkl.add_argument("--y", dest="y_binding", choices=[b.value for b in OutputBinding], default="public")
+    ezkl.add_argument("--weight-bits", type=int, choices=[4, 8], default=4)
     p.set_defaults(func=cmd_report)
