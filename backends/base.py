@@ -14,13 +14,14 @@ check.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from zkref.lora.batch import LoRABatch, encode_batch_instances
+from zkref.lora.batch import LoRABatch, batch_instance_offsets, encode_batch_instances
 from zkref.lora.statement import LoRAPublic, LoRAStatement, LoRAWitness, check_public, encode_instances
 
 Progress = Callable[[str], None]
@@ -180,7 +181,11 @@ def check_binding(backend: str, statement: LoRAStatement | LoRABatch, public: Lo
                               f"{len(expected)}")
     if list(proof.instances) != expected:
         first = next(i for i, (a, b) in enumerate(zip(proof.instances, expected)) if a != b)
-        return Verdict(False, f"proof's public instances differ from the values held (first at index {first})")
+        where = ""
+        if isinstance(statement, LoRABatch):        # name the member whose values differ
+            member = bisect.bisect_right(batch_instance_offsets(statement), first) - 1
+            where = f", in member {statement.names[member]}"
+        return Verdict(False, f"proof's public instances differ from the values held (first at index {first}{where})")
     if proof.vk_hash is not None and sha256_hex(proof.vk) != proof.vk_hash:
         return Verdict(False, "verifying key does not match its recorded hash")
     if anchor is not None:

@@ -510,10 +510,37 @@ class EzklBackend:
         return AdapterAnchor(backend=NAME, statement_id=statement.id, vk_hash=sha256_hex(prep.vk_bytes),
                              commitment=commitment, digest=digest)
 
-    def prove(self, statement: LoRAStatement, witness: LoRAWitness, *,
-              progress: Progress | None = None) -> ProofResult:
+    @staticmethod
+    def _witness_and_prove(prep: Prepared, input_data: dict, check_witness: Callable[[dict], None],
+                           timings: dict[str, float], progress: Progress | None) -> tuple[bytes, dict]:
+        """EZKL's witness for `input_data` (checked equal to zkref's semantics by `check_witness` before anything is
+        proven), then the proof: its bytes and parsed JSON. Records the witness and prove phase times in `timings`."""
         import ezkl
 
+        work = Path(tempfile.mkdtemp(prefix="zkref-ezkl-"))
+        try:
+            if progress:
+                progress("witness")
+            t0 = time.perf_counter()
+            data, wit_path, proof_path = work / "input.json", work / "witness.json", work / "proof.json"
+            data.write_text(json.dumps(input_data))
+            ezkl.gen_witness(str(data), str(prep.circuit_dir / "model.compiled"), str(wit_path),
+                             vk_path=str(prep.keys_dir / "vk.key"), srs_path=str(prep.srs_path))
+            check_witness(json.loads(wit_path.read_text()))
+            timings["witness"] = time.perf_counter() - t0
+            if progress:
+                progress("prove")
+            t0 = time.perf_counter()
+            ezkl.prove(str(wit_path), str(prep.circuit_dir / "model.compiled"), str(prep.keys_dir / "pk.key"),
+                       proof_path=str(proof_path), srs_path=str(prep.srs_path))
+            timings["prove"] = time.perf_counter() - t0
+            proof_bytes = proof_path.read_bytes()
+            return proof_bytes, json.loads(proof_bytes)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def prove(self, statement: LoRAStatement, witness: LoRAWitness, *,
+              progress: Progress | None = None) -> ProofResult:
         support = self.supports(statement)
         if not support:
             raise ValueError(f"EZKL backend cannot prove this statement: {support.reason}")
@@ -523,28 +550,9 @@ class EzklBackend:
         prep = self.prepare(statement, witness, progress=progress)
         timings = {"settings": prep.timings.get("settings", 0.0), "compile": prep.timings.get("compile", 0.0),
                    "setup": prep.timings.get("setup", 0.0)}
-        work = Path(tempfile.mkdtemp(prefix="zkref-ezkl-"))
-        try:
-            if progress:
-                progress("witness")
-            t0 = time.perf_counter()
-            data, wit_path, proof_path = work / "input.json", work / "witness.json", work / "proof.json"
-            data.write_text(json.dumps(graph.input_data(witness.x_q, statement.shift)))
-            ezkl.gen_witness(str(data), str(prep.circuit_dir / "model.compiled"), str(wit_path),
-                             vk_path=str(prep.keys_dir / "vk.key"), srs_path=str(prep.srs_path))
-            wit = json.loads(wit_path.read_text())
-            self._check_witness(statement, witness, trace, public, wit)
-            timings["witness"] = time.perf_counter() - t0
-            if progress:
-                progress("prove")
-            t0 = time.perf_counter()
-            ezkl.prove(str(wit_path), str(prep.circuit_dir / "model.compiled"), str(prep.keys_dir / "pk.key"),
-                       proof_path=str(proof_path), srs_path=str(prep.srs_path))
-            timings["prove"] = time.perf_counter() - t0
-            proof_bytes = proof_path.read_bytes()
-            ezkl_proof = json.loads(proof_bytes)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        proof_bytes, ezkl_proof = self._witness_and_prove(
+            prep, graph.input_data(witness.x_q, statement.shift),
+            lambda wit: self._check_witness(statement, witness, trace, public, wit), timings, progress)
         if instances.from_ezkl(statement, ezkl_proof["instances"]) != canonical:
             raise RuntimeError("EZKL's proof instances differ from the statement's canonical instances (a bug)")
         commitments: dict[str, str] = {}
@@ -725,8 +733,6 @@ class EzklBackend:
 
     def prove_batch(self, batch: LoRABatch, witnesses: Sequence[LoRAWitness], *,
                     progress: Progress | None = None) -> BatchProofResult:
-        import ezkl
-
         support = self.supports_batch(batch)
         if not support:
             raise ValueError(f"EZKL backend cannot prove this batch: {support.reason}")
@@ -736,28 +742,9 @@ class EzklBackend:
         prep = self.prepare_batch(batch, witnesses, progress=progress)
         timings = {"settings": prep.timings.get("settings", 0.0), "compile": prep.timings.get("compile", 0.0),
                    "setup": prep.timings.get("setup", 0.0)}
-        work = Path(tempfile.mkdtemp(prefix="zkref-ezkl-batch-"))
-        try:
-            if progress:
-                progress("witness")
-            t0 = time.perf_counter()
-            data, wit_path, proof_path = work / "input.json", work / "witness.json", work / "proof.json"
-            data.write_text(json.dumps(batch_graph.batch_input_data(batch, [w.x_q for w in witnesses])))
-            ezkl.gen_witness(str(data), str(prep.circuit_dir / "model.compiled"), str(wit_path),
-                             vk_path=str(prep.keys_dir / "vk.key"), srs_path=str(prep.srs_path))
-            wit = json.loads(wit_path.read_text())
-            self._check_batch_witness(batch, witnesses, traces, wit)
-            timings["witness"] = time.perf_counter() - t0
-            if progress:
-                progress("prove")
-            t0 = time.perf_counter()
-            ezkl.prove(str(wit_path), str(prep.circuit_dir / "model.compiled"), str(prep.keys_dir / "pk.key"),
-                       proof_path=str(proof_path), srs_path=str(prep.srs_path))
-            timings["prove"] = time.perf_counter() - t0
-            proof_bytes = proof_path.read_bytes()
-            ezkl_proof = json.loads(proof_bytes)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        proof_bytes, ezkl_proof = self._witness_and_prove(
+            prep, batch_graph.batch_input_data(batch, [w.x_q for w in witnesses]),
+            lambda wit: self._check_batch_witness(batch, witnesses, traces, wit), timings, progress)
         if instances.batch_from_ezkl(batch, ezkl_proof["instances"]) != canonical:
             raise RuntimeError("EZKL's proof instances differ from the batch's canonical instances (a bug)")
         commitments: dict[str, str] = {}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zkref.lora.commitments import adapter_message, requant_constants
+from zkref.lora.commitments import adapter_message
 from zkref.lora.statement import LoRAStatement, LoRAWitness
 
 OPSET = 17

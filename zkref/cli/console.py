@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 from rich.console import Console
@@ -14,6 +15,15 @@ out = Console(width=None if sys.stdout.isatty() else 150)
 def print_json(obj: object) -> None:
     """One JSON document on stdout (numpy scalars and arrays converted)."""
     print(json.dumps(obj, default=_json_default))
+
+
+def report(doc: dict, as_json: bool, lines: Sequence[str]) -> None:
+    """A command's result: the JSON document (--json), or its lines for people (rich markup) on stdout."""
+    if as_json:
+        print_json(doc)
+        return
+    for line in lines:
+        out.print(line)
 
 
 def _json_default(o: object) -> object:

@@ -1,14 +1,18 @@
 """The inputs of one proven call, from the command line: weights and activations (files or seeded random), the
-shift, per-channel scales and the bindings; shared by `zkref mock` and `zkref prove`."""
+shift, per-channel scales and the bindings — or a peft adapter's modules on a prompt; shared by `zkref mock` and
+`zkref prove`."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from zkref.lora.statement import ActivationBinding, AdapterBinding, OutputBinding
+from zkref.models.peft_loading import CapturedIO
 from zkref.models.tensor_files import load_safetensors
-from zkref.pipeline import Bindings, Prepared, choose_precision, prepare, quantise
+from zkref.pipeline import Bindings, CalibratedModule, Prepared, choose_precision, prepare, quantise
 from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS, check_int
 
 RANDOM_WEIGHT_STD = 0.02
@@ -92,3 +96,62 @@ def prepared_from_args(args: argparse.Namespace) -> tuple[Prepared, dict]:
     info["dequantisation"] = q.dequantisation.to_json()
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
     return prepare(q, x, bindings), info
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A peft adapter's modules on one prompt (`--base DIR --adapter DIR`)
+# ------------------------------------------------------------------------------------------------------------------
+def add_adapter_arguments(p: argparse.ArgumentParser) -> None:
+    """A base model, a peft adapter, which of its modules, the calibration prompt and the call's prompt."""
+    p.add_argument("--base", default=None, help="base model directory (with --adapter)")
+    p.add_argument("--adapter", default=None, help="a peft adapter directory (save_pretrained): prove its modules")
+    p.add_argument("--module", action="append", default=None, help="with --adapter: only this module (repeatable)")
+    p.add_argument("--calibration-ids", default=None,
+                   help="with --adapter: comma-separated calibration token ids (default: 16 seeded random ids)")
+    p.add_argument("--prompt-ids", default=None,
+                   help="with --adapter: the call's token ids (default: the calibration prompt)")
+
+
+def token_ids(text: str | None, what: str) -> list[int] | None:
+    """Comma-separated token ids (None when not given)."""
+    if text is None:
+        return None
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated token ids, got {text[:40]!r}") from None
+    if not ids or len(ids) > 4096 or min(ids) < 0:
+        raise ValueError(f"{what} must hold 1..4096 non-negative token ids")
+    return ids
+
+
+@dataclass(frozen=True, eq=False)
+class AdapterCall:
+    """A peft adapter's modules calibrated once (shift fixed) and what each saw and added on the call's prompt."""
+
+    calibration_ids: tuple[int, ...]
+    prompt_ids: tuple[int, ...]
+    modules: tuple[CalibratedModule, ...]
+    captured: Mapping[str, CapturedIO]
+
+
+def adapter_call_from_args(args: argparse.Namespace) -> AdapterCall:
+    """Load the base model and adapter, calibrate the selected modules on the calibration prompt (default: 16 seeded
+    random ids), then capture each module's activations and peft's delta on the call's prompt."""
+    from zkref.models.peft_loading import capture_module_io, load_peft_model
+    from zkref.pipeline import PRECISIONS, Precision, calibrate
+
+    if not (args.adapter and args.base):
+        raise ValueError("--adapter DIR needs --base DIR (the base model the adapter was trained on), and vice versa")
+    if args.weights or args.activations or args.d_in or args.d_out or args.rank:
+        raise ValueError("--adapter takes shapes and weights from the adapter: give no shapes or tensor files")
+    peft_model, _ = load_peft_model(args.base, args.adapter)
+    vocab = int(getattr(peft_model.config, "vocab_size", 0) or 0)
+    calibration = token_ids(args.calibration_ids, "--calibration-ids") or \
+        [int(t) for t in np.random.default_rng(args.seed).integers(0, vocab, 16)]
+    prompt = token_ids(args.prompt_ids, "--prompt-ids") or calibration
+    precision = Precision(args.weight_bits, args.per_channel) if args.max_rel_error is None else PRECISIONS[0]
+    modules = calibrate(peft_model, calibration, modules=args.module or None, precision=precision,
+                        max_rel_error=args.max_rel_error, shift=args.shift)
+    captured = capture_module_io(peft_model, prompt, [c.name for c in modules])
+    return AdapterCall(tuple(calibration), tuple(prompt), tuple(modules), captured)

@@ -94,43 +94,18 @@ def _mock_preset(args: argparse.Namespace, layout: LoRALayout) -> int:
     return 0 if not failed else 1
 
 
-def _token_ids(text: str | None, what: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        ids = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated token ids, got {text[:40]!r}") from None
-    if not ids or len(ids) > 4096 or min(ids) < 0:
-        raise ValueError(f"{what} must hold 1..4096 non-negative token ids")
-    return ids
-
-
 def _mock_adapter(args: argparse.Namespace, layout: LoRALayout) -> int:
     """Every LoRA module of a peft adapter (or those named): calibrate once, prove one call, compare with peft."""
     import numpy as np
 
     from backends import get_backend
-    from zkref.models.peft_loading import capture_module_io, load_peft_model
-    from zkref.pipeline import PRECISIONS, Precision, calibrate, prepare, run
+    from zkref.pipeline import prepare, run
 
-    if not (args.adapter and args.base):
-        raise ValueError("--adapter DIR needs --base DIR (the base model the adapter was trained on), and vice versa")
-    if args.weights or args.activations or args.d_in or args.d_out or args.rank:
-        raise ValueError("--adapter takes shapes and weights from the adapter: give no shapes or tensor files")
-    peft_model, _ = load_peft_model(args.base, args.adapter)
-    vocab = int(getattr(peft_model.config, "vocab_size", 0) or 0)
-    calibration = _token_ids(args.calibration_ids, "--calibration-ids") or \
-        [int(t) for t in np.random.default_rng(args.seed).integers(0, vocab, 16)]
-    prompt = _token_ids(args.prompt_ids, "--prompt-ids") or calibration
-    precision = Precision(args.weight_bits, args.per_channel) if args.max_rel_error is None else PRECISIONS[0]
-    modules = calibrate(peft_model, calibration, modules=args.module or None, precision=precision,
-                        max_rel_error=args.max_rel_error, shift=args.shift)
-    captured = capture_module_io(peft_model, prompt, [c.name for c in modules])
+    adapter_call = inputs.adapter_call_from_args(args)
     backend = get_backend("zkref", layout=layout)
     results, all_ok = [], True
-    for c in modules:
-        call = captured[c.name]
+    for c in adapter_call.modules:
+        call = adapter_call.captured[c.name]
         outcome = run(prepare(c.quantised, call.x), backend, layout=layout)
         delta = c.quantised.dequantize(outcome.proven.y_q)
         peft_error = float(np.abs(delta - call.delta).max()) / max(float(np.abs(call.delta).max()), 1e-300)
@@ -143,8 +118,8 @@ def _mock_adapter(args: argparse.Namespace, layout: LoRALayout) -> int:
                         "within_bound": outcome.check.within_bound, "k": outcome.cost.k,
                         "public": outcome.proven.result.public.to_json(),
                         "dequantisation": c.quantised.dequantisation.to_json(), "delta": delta.tolist()})
-    doc = {"base": args.base, "adapter": args.adapter, "calibration_ids": calibration, "prompt_ids": prompt,
-           "modules": results, "satisfied": all_ok}
+    doc = {"base": args.base, "adapter": args.adapter, "calibration_ids": list(adapter_call.calibration_ids),
+           "prompt_ids": list(adapter_call.prompt_ids), "modules": results, "satisfied": all_ok}
     if args.out:
         _write_json(Path(args.out), doc)
     if args.json:
@@ -182,13 +157,7 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", choices=[m.value for m in Products], default="table",
                    help="products by the 4096-row table or by a gate")
     p.add_argument("--out", default=None, help="write the statement, public values and dequantised delta (JSON)")
-    p.add_argument("--base", default=None, help="base model directory (with --adapter)")
-    p.add_argument("--adapter", default=None, help="a peft adapter directory (save_pretrained): prove its modules")
-    p.add_argument("--module", action="append", default=None, help="with --adapter: only this module (repeatable)")
-    p.add_argument("--calibration-ids", default=None,
-                   help="with --adapter: comma-separated calibration token ids (default: 16 seeded random ids)")
-    p.add_argument("--prompt-ids", default=None,
-                   help="with --adapter: the call's token ids (default: the calibration prompt)")
+    inputs.add_adapter_arguments(p)
     p.add_argument("--preset", default=None,
                    help="mock-check a seeded random adapter on every module of a named model (e.g. llama3-8b)")
     p.add_argument("--workers", type=int, default=None, help="worker processes for --preset (default: one per CPU)")
