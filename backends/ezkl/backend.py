@@ -539,6 +539,29 @@ class EzklBackend:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def _self_verified_proof(self, prep: Prepared, statement_id: str, canonical: list[int], proof_bytes: bytes,
+                             ezkl_proof: dict, commitments: dict[str, str], graph_meta: dict,
+                             timings: dict[str, float], verify: Callable[[Proof], Verdict]) -> Proof:
+        """The `Proof` object around EZKL's proof (vk, pinned settings, layout and versions in `meta`), verified
+        before it is returned: EZKL's prover accepts unsatisfied witnesses, so a proof that fails here is a bug."""
+        vk = prep.vk_bytes
+        transcript = len(bytes(ezkl_proof["proof"])) if isinstance(ezkl_proof.get("proof"), list) else None
+        meta = {"versions": _versions(), **graph_meta, "logrows": prep.logrows,
+                "num_inner_cols": prep.run.num_inner_cols, "rows": prep.layout.rows,
+                "layout_reason": prep.layout.reason, "srs_sha256": prep.srs_sha256,
+                "dev_srs": self.srs_file is None, "proof_bytes": transcript, "run_args": prep.run.to_json()}
+        proof = Proof(backend=NAME, statement_id=statement_id, instances=tuple(canonical), data=proof_bytes,
+                      zero_knowledge=True, vk=vk, vk_hash=sha256_hex(vk), settings=prep.settings,
+                      commitments=commitments, meta=meta)
+        t0 = time.perf_counter()
+        verdict = verify(proof)
+        self_verify = time.perf_counter() - t0
+        if not verdict:
+            raise RuntimeError(f"EZKL produced a proof that does not verify ({verdict.reason}): the witness does not "
+                               "satisfy the circuit or a cached key is corrupt")
+        meta["timings"] = dict(timings, self_verify=self_verify)
+        return proof
+
     def prove(self, statement: LoRAStatement, witness: LoRAWitness, *,
               progress: Progress | None = None) -> ProofResult:
         support = self.supports(statement)
@@ -558,22 +581,9 @@ class EzklBackend:
         commitments: dict[str, str] = {}
         if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
             commitments["adapter"] = _points_hex(self._adapter_commitment(prep, witness))
-        vk = prep.vk_bytes
-        transcript = len(bytes(ezkl_proof["proof"])) if isinstance(ezkl_proof.get("proof"), list) else None
-        meta = {"versions": _versions(), "graph": GRAPH_VERSION, "logrows": prep.logrows,
-                "num_inner_cols": prep.run.num_inner_cols, "rows": prep.layout.rows,
-                "layout_reason": prep.layout.reason, "srs_sha256": prep.srs_sha256,
-                "dev_srs": self.srs_file is None, "proof_bytes": transcript, "run_args": prep.run.to_json()}
-        proof = Proof(backend=NAME, statement_id=statement.id, instances=tuple(canonical), data=proof_bytes,
-                      zero_knowledge=True, vk=vk, vk_hash=sha256_hex(vk), settings=prep.settings,
-                      commitments=commitments, meta=meta)
-        t0 = time.perf_counter()
-        verdict = self.verify(statement, public, proof)
-        timings_self = time.perf_counter() - t0
-        if not verdict:
-            raise RuntimeError(f"EZKL produced a proof that does not verify ({verdict.reason}): the witness does not "
-                               "satisfy the circuit or a cached key is corrupt")
-        meta["timings"] = dict(timings, self_verify=timings_self)
+        proof = self._self_verified_proof(prep, statement.id, canonical, proof_bytes, ezkl_proof, commitments,
+                                          {"graph": GRAPH_VERSION}, timings,
+                                          lambda proof: self.verify(statement, public, proof))
         return ProofResult(public, proof, timings)
 
     @staticmethod
@@ -750,22 +760,9 @@ class EzklBackend:
         commitments: dict[str, str] = {}
         if batch.members[0].adapter_binding is AdapterBinding.POLYCOMMIT:
             commitments["adapter"] = _points_hex(self._batch_adapter_commitment(prep, batch, witnesses))
-        vk = prep.vk_bytes
-        transcript = len(bytes(ezkl_proof["proof"])) if isinstance(ezkl_proof.get("proof"), list) else None
-        meta = {"versions": _versions(), "graph": BATCH_GRAPH_VERSION, "members": list(batch.names),
-                "logrows": prep.logrows, "num_inner_cols": prep.run.num_inner_cols, "rows": prep.layout.rows,
-                "layout_reason": prep.layout.reason, "srs_sha256": prep.srs_sha256,
-                "dev_srs": self.srs_file is None, "proof_bytes": transcript, "run_args": prep.run.to_json()}
-        proof = Proof(backend=NAME, statement_id=batch.id, instances=tuple(canonical), data=proof_bytes,
-                      zero_knowledge=True, vk=vk, vk_hash=sha256_hex(vk), settings=prep.settings,
-                      commitments=commitments, meta=meta)
-        t0 = time.perf_counter()
-        verdict = self.verify_batch(batch, publics, proof)
-        self_verify = time.perf_counter() - t0
-        if not verdict:
-            raise RuntimeError(f"EZKL produced a batch proof that does not verify ({verdict.reason}): the witness does "
-                               "not satisfy the circuit or a cached key is corrupt")
-        meta["timings"] = dict(timings, self_verify=self_verify)
+        proof = self._self_verified_proof(prep, batch.id, canonical, proof_bytes, ezkl_proof, commitments,
+                                          {"graph": BATCH_GRAPH_VERSION, "members": list(batch.names)}, timings,
+                                          lambda proof: self.verify_batch(batch, publics, proof))
         return BatchProofResult(tuple(publics), proof, timings)
 
     @staticmethod
