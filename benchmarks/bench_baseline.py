@@ -276,6 +276,8 @@ def markdown(data: dict) -> str:
                   f"{meta['rss_limit_gib']:.1f} GiB or when the machine's available memory falls below "
                   f"{meta['min_available_mib']:.0f} MiB. Load average (1 min) at start/end of each attempt is in "
                   "baseline.json."]
+    if not meta.get("complete", True):
+        lines += ["", "PARTIAL: written after the modules above; the run had more modules to measure."]
     return "\n".join(lines) + "\n"
 
 
@@ -315,14 +317,21 @@ def main(argv: list[str] | None = None) -> None:
         entries.append({"module": asdict(module) | {"tokens": module.tokens, "macs": module.macs},
                         "attempts": [asdict(a) for a in attempts]})
         completed += [{"label": module.label, "attempt": asdict(a)} for a in attempts if a.ok]
+        # after every module, so that a run stopped during a later (longer) module keeps the finished ones
+        data = save(args, entries, time.perf_counter() - start, complete=len(entries) == len(modules))
+    print(markdown(data))
+
+
+def save(args: argparse.Namespace, entries: list[dict], elapsed_s: float, *, complete: bool) -> dict:
+    """Write baseline.{json,md} with the modules measured so far (`complete` False while others are still to run)."""
     machine = Machine.here()
     meta = {"machine": machine.describe(), "memory_gib": machine.memory_gib, "versions": versions(),
-            "elapsed_s": time.perf_counter() - start, "quick": args.quick,
+            "elapsed_s": elapsed_s, "quick": args.quick, "complete": complete,
             "rss_limit_gib": (meminfo_mib("MemTotal") - args.reserve_mib) / 1024,
             "min_available_mib": args.min_available_mib}
     data = {"meta": meta, "modules": entries}
     write_results(args.results, "baseline", data, markdown(data))
-    print(markdown(data))
+    return data
 
 
 if __name__ == "__main__":
