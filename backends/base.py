@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from zkref.lora.batch import LoRABatch, batch_instance_offsets, encode_batch_instances
-from zkref.lora.statement import LoRAPublic, LoRAStatement, LoRAWitness, check_public, encode_instances
+from zkref.lora.statement import (AdapterBinding, LoRAPublic, LoRAStatement, LoRAWitness, check_public,
+                                   encode_instances)
 
 Progress = Callable[[str], None]
 """Called with a phase name ("settings", "compile", "setup", "witness", "prove", "verify") as it starts."""
@@ -191,6 +192,12 @@ def check_binding(backend: str, statement: LoRAStatement | LoRABatch, public: Lo
     if anchor is not None:
         if anchor.statement_id != statement.id or anchor.backend != backend:
             return Verdict(False, "the pinned adapter anchor is for another statement or backend")
+        binding = (statement.members[0] if isinstance(statement, LoRABatch) else statement).adapter_binding
+        if binding is AdapterBinding.POLYCOMMIT and anchor.commitment is None:
+            return Verdict(False, "the anchor pins no adapter commitment, and a polycommit adapter is bound by nothing "
+                                  "else (its verifying key holds no adapter values)")
+        if binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED) and anchor.digest is None:
+            return Verdict(False, "the anchor pins no adapter digest, and a hashed adapter is bound by nothing else")
         if anchor.vk_hash is not None and anchor.vk_hash != proof.vk_hash:
             return Verdict(False, "verifying key differs from the pinned one (another adapter or circuit)")
         if anchor.commitment is not None and proof.commitments.get("adapter") != anchor.commitment:

@@ -33,6 +33,9 @@ FILES = ("bundle.json", "statement.json", "public.json", "proof.bin", "vk.bin", 
 BATCH_FILES = ("bundle.json", "batch.json", "public.json", "proof.bin", "vk.bin", "settings.json", "anchor.json")
 MAX_JSON_BYTES = 256 << 20
 """public.json of the largest supported statement (T·d values of a few characters each) stays far below this."""
+MAX_MODULES_BUNDLE_BYTES = 1 << 30
+"""A per-module bundle's sub-bundles together (checked before each is read): 64 modules of the largest statements
+stay far below this."""
 MAX_REASON_CHARS = 1000
 _PROOF_KEYS = frozenset({"format", "backend", "statement_id", "zero_knowledge", "instances", "vk_hash",
                          "proof_sha256", "commitments", "meta"})
@@ -174,6 +177,8 @@ def write_modules_bundle(directory: str | Path, modules: Sequence[ModuleProof], 
 # ------------------------------------------------------------------------------------------------------------------
 def _read(directory: Path, name: str, limit: int) -> bytes:
     path = directory / name
+    if path.is_symlink():
+        raise ValueError(f"{path}: a symbolic link (a bundle's files are read only from inside it)")
     if not path.is_file():
         raise ValueError(f"{directory}: {name} is missing (not a proof bundle?)")
     size = path.stat().st_size
@@ -285,11 +290,17 @@ def _decode_modules(d: Path, header: object) -> ModulesBundle:
                          "path")
     if not isinstance(header["backend"], str) or not isinstance(header["meta"], dict):
         raise ValueError(f"{d / 'bundle.json'}: backend must be a string and meta an object")
-    modules = []
+    modules, total = [], 0
     for i, entry in enumerate(entries):
         path = module_path(i, entry["name"])
         if entry["path"] != path:
             raise ValueError(f"{d / 'bundle.json'}: module {i} must be at {path!r}, not {str(entry['path'])[:80]!r}")
+        if (d / path).is_symlink() or (d / "modules").is_symlink():
+            raise ValueError(f"{d / path}: a symbolic link (a bundle's files are read only from inside it)")
+        total += sum(f.stat().st_size for f in (d / path).iterdir() if f.name in FILES and f.is_file()) \
+            if (d / path).is_dir() else 0
+        if total > MAX_MODULES_BUNDLE_BYTES:
+            raise ValueError(f"{d}: the module bundles hold more than {MAX_MODULES_BUNDLE_BYTES:,} bytes")
         sub = read_bundle(d / path)
         if sub.statement.id != entry["statement_id"] or sub.proof.backend != header["backend"]:
             raise ValueError(f"{d / path}: its statement or backend is not the one the manifest names")

@@ -37,13 +37,20 @@ from __future__ import annotations
 import functools
 import operator
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from py_ecc import optimized_bn128 as bn
-
 from zkref.primitives.field import P
+
+_RECURSION_LIMIT = sys.getrecursionlimit()
+from py_ecc import optimized_bn128 as bn  # noqa: E402
+
+sys.setrecursionlimit(_RECURSION_LIMIT)
+# py_ecc raises the interpreter's recursion limit to 100,000 on import; with it, parsing a deeply nested JSON document
+# (a bundle's vk, an anchor file, a request body) overflows the C stack and kills the process instead of raising
+# RecursionError. zkref's uses of py_ecc recurse at most ~256 deep (scalar multiplication), far below the default.
 
 Q: int = bn.field_modulus
 """BN254 base field modulus: the coordinates of G1 points live in [0, Q)."""

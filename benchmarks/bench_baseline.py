@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (RESULTS, Machine, PipelineResult, bench_cache,  # noqa: E402
+from harness import (Machine, PipelineResult, add_part_arguments, bench_cache,  # noqa: E402
                      export_onnx, heavy_lock, meminfo_mib, run_guarded, run_pipeline, versions, write_results)
 
 BATCH, SEQUENCE = 3, 5
@@ -237,14 +237,26 @@ def chosen(attempts: list[dict]) -> dict | None:
     return next((a for a in attempts if a["ok"]), None)
 
 
+def run_args_summary(data: dict) -> str:
+    """The run arguments EZKL recorded in the first completed attempt's settings (what the recipe really ran with)."""
+    for entry in data["modules"]:
+        for a in entry["attempts"]:
+            ra = (a.get("result") or {}).get("settings_summary", {}).get("run_args")
+            if ra:
+                keys = ("input_scale", "param_scale", "scale_rebase_multiplier", "decomp_base", "decomp_legs",
+                        "check_mode", "input_visibility", "param_visibility", "output_visibility")
+                return ", ".join(f"{k} {ra[k]}" for k in keys if k in ra)
+    return "no attempt completed: none recorded"
+
+
 def markdown(data: dict) -> str:
     """The baseline table (one row per attempt) from baseline.json's content."""
     meta = data["meta"]
     lines = ["# The original zkLoRA recipe on EZKL (baseline)", "",
              f"{meta['machine']}; ezkl {meta['versions'].get('ezkl')}, torch {meta['versions'].get('torch')}; "
              f"development SRS (ezkl.gen_srs). Recipe: float graph x @ Aᵀ @ Bᵀ · s, input batch {BATCH} × sequence "
-             f"{SEQUENCE} = {BATCH * SEQUENCE} tokens, EZKL default run arguments (scales 7, decomp 16384 × 2, check "
-             "mode unsafe, input/output range checks on), inputs public, outputs public, params private, no "
+             f"{SEQUENCE} = {BATCH * SEQUENCE} tokens, EZKL default run arguments ({run_args_summary(data)}), "
+             "inputs public, outputs public, params private, no "
              "calibration; logrows 20 first, smaller logrows only if 20 did not fit. Each attempt is one process "
              "(all phases), memory-guarded. Times in seconds; total = settings + compile + setup + witness + prove "
              "(SRS generation excluded: it is a public one-time artefact); peak RSS = the process's peak over all "
@@ -285,18 +297,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modules", nargs="*", default=list(MODULES), help=f"of {', '.join(MODULES)}")
     ap.add_argument("--logrows", nargs="*", type=int, help="logrows to try, largest first (default per module)")
-    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per attempt")
-    ap.add_argument("--quick", action="store_true", help="one tiny module at logrows 15 (smoke test)")
+    add_part_arguments(ap, "baseline", timeout=3600.0, timeout_help="seconds per attempt",
+                       quick_help="one tiny module at logrows 15 (smoke test)", probe=True)
     ap.add_argument("--reserve-mib", type=float, default=BASELINE_RESERVE_MIB,
                     help="the guard kills an attempt whose RSS passes total memory minus this")
     ap.add_argument("--min-available-mib", type=float, default=BASELINE_MIN_AVAILABLE_MIB,
                     help="… or when the machine's available memory falls below this")
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--cache", help="SRS cache root (default $ZKREF_BENCH_CACHE or ~/.cache/zkref-bench)")
-    ap.add_argument("--render", action="store_true", help="rewrite baseline.md from baseline.json and exit")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--work", help=argparse.SUPPRESS)
-    ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child), args.work, args.cache, args.probe)), flush=True)
@@ -305,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         data = json.loads((args.results / "baseline.json").read_text())
         (args.results / "baseline.md").write_text(markdown(data))
         return
+    if not args.quick and not args.modules:
+        ap.error("--modules needs at least one module")
     cache = bench_cache(args.cache)
     modules = list(QUICK.values()) if args.quick else [MODULES[m] for m in args.modules]
     if args.logrows:

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (RESERVE_MIB, RESULTS, Machine, bench_cache, export_onnx, heavy_lock, meminfo_mib,  # noqa: E402
+from harness import (RESERVE_MIB, Machine, add_part_arguments, bench_cache, export_onnx, heavy_lock, meminfo_mib,  # noqa: E402
                      run_guarded, run_pipeline, versions, write_results)
 
 
@@ -190,14 +190,8 @@ def markdown(data: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="run only cases whose name contains one of these")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
-    ap.add_argument("--quick", action="store_true", help="two tiny cases (smoke test)")
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--cache", help="SRS cache root (default $ZKREF_BENCH_CACHE or ~/.cache/zkref-bench)")
-    ap.add_argument("--render", action="store_true", help="rewrite dense_ezkl.md from dense_ezkl.json and exit")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--work", help=argparse.SUPPRESS)
-    ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    add_part_arguments(ap, "dense_ezkl", timeout=1800.0, timeout_help="seconds per case",
+                       quick_help="two tiny cases (smoke test)", probe=True)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child), args.work, args.cache, args.probe)), flush=True)

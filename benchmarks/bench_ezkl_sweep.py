@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_ezkl import MODES  # noqa: E402  (the x/adapter/y binding modes: one definition)
-from harness import (HERE, RESULTS, Machine, bench_cache, heavy_lock, run_guarded, run_pipeline,  # noqa: E402
+from harness import (HERE, Machine, add_part_arguments, bench_cache, heavy_lock, run_guarded, run_pipeline,  # noqa: E402
                      versions, write_results)
 
 MODE = "pc/fixed/pc"
@@ -222,13 +222,8 @@ def markdown(data: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="run only these sweeps (d r T c_attn int8 lanes)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per process")
-    ap.add_argument("--quick", action="store_true", help="tiny shapes (smoke test)")
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--cache", help="cache root (default $ZKREF_BENCH_CACHE or ~/.cache/zkref-bench)")
-    ap.add_argument("--render", action="store_true", help="rewrite ezkl_sweep.md from ezkl_sweep.json and exit")
-    ap.add_argument("--lanes-child", help=argparse.SUPPRESS)
-    ap.add_argument("--work", help=argparse.SUPPRESS)
+    add_part_arguments(ap, "ezkl_sweep", timeout=900.0, timeout_help="seconds per process",
+                       quick_help="tiny shapes (smoke test)", child_flag="--lanes-child")
     args = ap.parse_args(argv)
     if args.lanes_child:
         print(json.dumps(lanes_child(json.loads(args.lanes_child), args.work, args.cache)), flush=True)

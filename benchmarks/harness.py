@@ -9,6 +9,7 @@ Why a lock: timings are only comparable when no other heavy run shares the 2 cor
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
@@ -385,3 +386,18 @@ def write_results(results_dir: Path, name: str, data: dict, markdown: str) -> No
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
     (results_dir / f"{name}.md").write_text(markdown)
+
+
+def add_part_arguments(ap: argparse.ArgumentParser, name: str, *, timeout: float, timeout_help: str, quick_help: str,
+                       child_flag: str = "--child", probe: bool = False) -> None:
+    """The options every child-process benchmark part shares: per-process timeout, --quick, where results and the SRS
+    cache go, --render (markdown from the saved JSON), and the hidden flags its own child processes are run with."""
+    ap.add_argument("--timeout", type=float, default=timeout, help=timeout_help)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--cache", help="SRS cache root (default $ZKREF_BENCH_CACHE or ~/.cache/zkref-bench)")
+    ap.add_argument("--render", action="store_true", help=f"rewrite {name}.md from {name}.json and exit")
+    ap.add_argument(child_flag, help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    if probe:
+        ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)

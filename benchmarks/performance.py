@@ -155,6 +155,21 @@ def baselines(src: dict) -> list[dict]:
     return out
 
 
+def baseline_scales(src: dict) -> str:
+    """The fixed-point scales the original recipe ran with, as EZKL recorded them in its settings."""
+    for b in baselines(src):
+        ok = next((a for a in b["attempts"] if a["ok"]), None)
+        ra = ok["result"].get("settings_summary", {}).get("run_args", {}) if ok else {}
+        if "input_scale" in ra:
+            return f"input scale {ra['input_scale']}, param scale {ra.get('param_scale')}"
+    return "scales not recorded"
+
+
+def baseline_partial(src: dict) -> bool:
+    """True when baseline.json was written before its run had measured every module (a stopped run)."""
+    return (src.get("baseline") or {}).get("meta", {}).get("complete", True) is False
+
+
 def dense(src: dict) -> list[dict]:
     """Per dense case: the case and its Measured (None if it did not fit), with the reason."""
     out = []
@@ -253,7 +268,8 @@ def end_to_end(src: dict) -> tuple[list[str], list[dict]]:
                   "recomputes the KZG commitments of x and y from the values it was given); peak RSS is the largest "
                   "of the processes' peaks.", "",
                   "The two do not prove the same statement. The original recipe proves a float graph at EZKL's "
-                  "default fixed point (scale 7) with the adapter PRIVATE (nothing binds it: any adapter satisfies "
+                  f"default fixed point ({baseline_scales(src)}) with the adapter PRIVATE (nothing binds it: any "
+                  "adapter satisfies "
                   "the proof) and x, y public with range checks. Ours proves int4 weights × int8 activations with an "
                   "exact requantisation (bit-equal to zkref's `evaluate`), the adapter bound (fixed in the verifying "
                   "key, or a KZG commitment), and x, y as public values or KZG commitments the verifier recomputes. "
@@ -443,6 +459,9 @@ def not_measured(src: dict) -> list[str]:
         reason = r.get("skipped") or cold.get("unsupported") or cold.get("error")
         if reason:
             out.append(f"- Ours, {r['case']['name']}: {reason}.")
+    if baseline_partial(src):
+        out.append("- The baseline run stopped before measuring every module: baseline.json holds only the modules "
+                   "listed above.")
     missing = [s for s in ("baseline", "ezkl", "ezkl_sweep", "dense_ezkl", "accounting") if not src.get(s)]
     if missing:
         out.append(f"- Parts not run in this run: {', '.join(missing)}.")
@@ -474,8 +493,11 @@ def build(results: Path) -> tuple[str, dict]:
     machine = meta.get("machine", "unknown machine")
     ezkl_version = (meta.get("versions") or {}).get("ezkl")
     lines = ["## Performance, measured", "",
-             f"One run of `make bench` (benchmarks/run_all.py) on {machine}, ezkl {ezkl_version}; every figure below "
-             "comes from that run's results in benchmarks/results/ (JSON beside each table).", "",
+             f"Measured on {machine}, ezkl {ezkl_version}, by the benchmark suite (`make bench`, "
+             "benchmarks/run_all.py, which regenerates every part); every figure below is read from the JSON results "
+             "in benchmarks/results/ beside each table, which record each part's machine, versions and load. The "
+             "table at the end lists the parts of the last run_all invocation; parts re-run on their own since "
+             "(e.g. `bench_ezkl.py --merge`) are in their JSON.", "",
              "### End to end: the original zkLoRA recipe against ours, same module, same run", ""]
     lines += e2e_lines or ["The baseline was not run.", ""]
     lines += accuracy_line(src)

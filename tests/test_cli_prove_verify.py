@@ -88,3 +88,52 @@ def _edit_json(path, fn):
     doc = json.loads(path.read_text())
     fn(doc)
     path.write_text(json.dumps(doc))
+
+
+def test_vk_hash_pins_only_a_fixed_adapter(tmp_path, capsys):
+    """A verifying key binds the adapter only when the adapter is in it (fixed); a hashed adapter is bound by its digest,
+    so pinning just the key would bind nothing: refused with the way to pin it."""
+    fixed = prove(tmp_path, "fixed")
+    vk_hash = json.loads((fixed / "anchor.json").read_text())["vk_hash"]
+    assert main(["verify", str(fixed), "--vk-hash", vk_hash]) == 0
+    hashed = prove(tmp_path, "hashed", ["--adapter-binding", "hashed"])
+    capsys.readouterr()
+    assert main(["verify", str(hashed), "--vk-hash", vk_hash]) == 2
+    assert "binds a fixed adapter only" in capsys.readouterr().err
+    assert main(["verify", str(hashed), "--anchor", str(hashed / "anchor.json")]) == 0
+
+
+def test_an_anchor_without_the_adapter_digest_pins_nothing(tmp_path, capsys):
+    hashed = prove(tmp_path, "hashed", ["--adapter-binding", "hashed"])
+    anchor = json.loads((hashed / "anchor.json").read_text())
+    anchor["digest"] = None
+    (tmp_path / "weak.json").write_text(json.dumps(anchor))
+    capsys.readouterr()
+    assert main(["verify", str(hashed), "--anchor", str(tmp_path / "weak.json")]) == 1
+    assert "pins no adapter digest" in capsys.readouterr().out
+
+
+def test_symlinked_files_in_a_bundle_are_refused(tmp_path, capsys):
+    bundle = prove(tmp_path)
+    outside = tmp_path / "outside.json"
+    shutil.move(bundle / "public.json", outside)
+    (bundle / "public.json").symlink_to(outside)
+    assert main(["verify", str(bundle)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+
+
+def test_deeply_nested_json_is_bad_input_even_after_py_ecc_is_imported(tmp_path):
+    """py_ecc raises the recursion limit on import; backends.kzg puts it back, so deep JSON raises RecursionError (a
+    one-line exit 2) instead of overflowing the C stack (a segfault). In a child process: a crash must not kill pytest."""
+    import subprocess
+    import sys
+
+    bundle = prove(tmp_path)
+    anchor = tmp_path / "deep.json"
+    anchor.write_text("[" * 200_000)
+    code = ("import sys, backends.ezkl.backend\n"
+            "from zkref.cli.main import main\n"
+            f"sys.exit(main(['verify', {str(bundle)!r}, '--anchor', {str(anchor)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    assert "Traceback" not in done.stderr

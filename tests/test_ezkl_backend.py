@@ -319,6 +319,12 @@ def test_verify_tamper_matrix(backend, proven, mode):
         rows["proof claims the other adapter's commitment"] = (st_, public, lying, commitment_only, "EZKL rejected")
         rows["no adapter commitment anywhere"] = (st_, public, _replace(proof, commitments={}), None,
                                                   "cannot verify")
+        rows["anchor pins the vk but no adapter commitment"] = (st_, public, proof,
+                                                               dataclasses.replace(anchor, commitment=None),
+                                                               "pins no adapter commitment")
+    if st_.adapter_binding.value == "hashed":
+        rows["anchor pins the vk but no adapter digest"] = (st_, public, proof, dataclasses.replace(anchor, digest=None),
+                                                           "pins no adapter digest")
     for name, (s, pub, prf, anc, reason) in rows.items():
         verdict = backend.verify(s, pub, prf, anchor=anc)
         assert not verdict, f"{name}: {verdict.reason}"

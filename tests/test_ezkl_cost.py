@@ -23,8 +23,16 @@ from zkref.lora.statement import LoRAShape, LoRAStatement, LoRAWitness  # noqa: 
 pytestmark = pytest.mark.ezkl
 
 MAX_ROW_ERROR = 0.005
-"""Worst relative row error allowed. EZKL's own num_rows moves by ±1–4 rows between runs of one graph (its dummy
-layout loops run in parallel): the model predicts the sequential layout."""
+"""Worst relative row error allowed beyond EZKL's own jitter."""
+EZKL_ROW_JITTER = 16
+"""EZKL's own num_rows moves between runs of one graph (its dummy layout loops run in parallel): ±1–4 rows on a quiet
+machine, up to 15 seen with other work on the 2 cores (256→256 r16 T2: 2655–2672 for a predicted 2657). The model
+predicts the sequential layout."""
+
+
+def row_tolerance(rows: int) -> float:
+    """How far gen_settings' num_rows may be from the prediction: the larger of the relative bound and EZKL's jitter."""
+    return max(MAX_ROW_ERROR * rows, EZKL_ROW_JITTER)
 
 
 def statement(d_in, d_out, rank, tokens, shift, x="polycommit", adapter="fixed", y="polycommit") -> LoRAStatement:
@@ -111,7 +119,7 @@ def test_statement_rows_cells_and_k(measured, name):
     assert abs(p.cells - settings["total_assignments"]) <= MAX_ROW_ERROR * settings["total_assignments"], name
     assert p.einsum_cells == settings["einsum_params"]["total_einsum_col_size"], name
     assert p.poseidon_rows == settings["module_sizes"]["poseidon"][0], name
-    assert abs(p.rows - settings["num_rows"]) <= MAX_ROW_ERROR * settings["num_rows"], (name, p.rows)
+    assert abs(p.rows - settings["num_rows"]) <= row_tolerance(settings["num_rows"]), (name, p.rows)
     k = choose_layout(settings["num_rows"], p.instances, settings["module_sizes"]["poseidon"][0]).logrows
     assert p.logrows == k, name
     assert sum(op.cells for op in p.ops) == p.cells and sum(op.einsum_cells for op in p.ops) == p.einsum_cells
@@ -138,7 +146,8 @@ def test_worst_error_report(measured, capsys):
     with capsys.disabled():
         print(f"\ncost model: {len(STATEMENTS)} statements, worst row error {errors[worst]:+.3%} ({worst}); "
               f"{len(BATCHES)} batches, worst {errors[worst_batch]:+.3%}; k always right: {k_right}")
-    assert abs(errors[worst]) <= MAX_ROW_ERROR and k_right
+    assert all(abs(p.rows - s["num_rows"]) <= row_tolerance(s["num_rows"]) for s, p in
+               (measured[n] for n in STATEMENTS)) and k_right
 
 
 def test_matrix_matrix_products_leave_the_main_region():

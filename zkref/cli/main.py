@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         err.print(f"[red]zkref {args.command}: {exc}[/]", soft_wrap=True)
         return 2
+    except RecursionError:
+        err.print(f"[red]zkref {args.command}: an input is nested too deeply to read[/]", soft_wrap=True)
+        return 2
 
 
 if __name__ == "__main__":

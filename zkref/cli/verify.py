@@ -33,6 +33,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from backends import get_backend
     from backends.base import AdapterAnchor, Verdict
     from backends.bundle import Bundle, ModulesBundle, read_any_bundle
+    from zkref.lora.statement import AdapterBinding
 
     bundle = read_any_bundle(args.bundle)
     backend_name = bundle.backend if isinstance(bundle, ModulesBundle) else bundle.proof.backend
@@ -47,6 +48,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if anchor_doc is not None:
         pinned = AdapterAnchor.from_json(anchor_doc)
     elif args.vk_hash:
+        binding = (bundle.statement if single else bundle.batch.members[0]).adapter_binding
+        if binding is not AdapterBinding.FIXED:
+            raise ValueError(f"--vk-hash pins a verifying key, which binds a fixed adapter only; this bundle's adapter "
+                             f"is {binding.value}: pin the contributor's anchor with --anchor FILE")
         pinned = AdapterAnchor(backend=bundle.proof.backend, statement_id=target.id, vk_hash=args.vk_hash)
     if args.statement_id and args.statement_id != target.id:
         verdict = Verdict(False, f"bundle proves {'statement' if single else 'batch'} {target.id}, not the expected "
