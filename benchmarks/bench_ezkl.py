@@ -17,7 +17,6 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from harness import heavy_lock  # noqa: E402
+from harness import heavy_lock, run_cold_then_warm  # noqa: E402
 SHIFT = {768: 9, 4096: 10}
 """Requantisation shifts of the measured modules (calibrated on activations; as in the project's facts)."""
 MODES = {
@@ -126,25 +125,8 @@ def _child(spec: dict, cache: str, phase: str) -> dict:
 def run_case(spec: dict, cache: Path, timeout: float) -> dict:
     out: dict = {"case": spec}
     with heavy_lock(spec["name"]):
-        _run_phases(spec, cache, timeout, out)
+        out |= run_cold_then_warm(__file__, spec, cache, timeout)
     return out
-
-
-def _run_phases(spec: dict, cache: Path, timeout: float, out: dict) -> None:
-    for phase in ("cold", "warm"):
-        cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--cache", str(cache), "--phase", phase]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            out[phase] = {"error": f"timed out after {timeout:.0f} s"}
-            break
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode or not lines:
-            out[phase] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-            break
-        out[phase] = json.loads(lines[-1])
-        if "unsupported" in out[phase]:
-            break
 
 
 def markdown(results: list[dict], meta: dict) -> str:

@@ -17,11 +17,13 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import run_cold_then_warm  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -101,19 +103,7 @@ def _child(spec: dict, cache: str, phase: str) -> dict:
 
 
 def _run(spec: dict, cache: Path, timeout: float) -> dict:
-    out: dict = {}
-    for phase in ("cold", "warm"):
-        cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--cache", str(cache), "--phase", phase]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            out[phase] = {"error": f"timed out after {timeout:.0f} s"}
-            break
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode or not lines:
-            out[phase] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-            break
-        out[phase] = json.loads(lines[-1])
+    out = run_cold_then_warm(__file__, spec, cache, timeout)
     for entry in (cache / "ezkl" / "circuits").glob("*"):       # keys are big: keep disk use bounded
         shutil.rmtree(entry, ignore_errors=True)
     return out

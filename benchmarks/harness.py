@@ -401,3 +401,25 @@ def add_part_arguments(ap: argparse.ArgumentParser, name: str, *, timeout: float
     ap.add_argument("--work", help=argparse.SUPPRESS)
     if probe:
         ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+
+
+def run_cold_then_warm(script: str, spec: dict, cache: Path, timeout: float) -> dict:
+    """A part's case in two fresh processes of `script --child SPEC --phase cold|warm`: cold builds settings and keys
+    into `cache`, warm proves from it. Each phase's last JSON line of stdout, or {"error": ...}; stops at the first
+    phase that fails, times out or reports the case "unsupported"."""
+    out: dict = {}
+    for phase in ("cold", "warm"):
+        cmd = [sys.executable, script, "--child", json.dumps(spec), "--cache", str(cache), "--phase", phase]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out[phase] = {"error": f"timed out after {timeout:.0f} s"}
+            break
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not lines:
+            out[phase] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+            break
+        out[phase] = json.loads(lines[-1])
+        if "unsupported" in out[phase]:
+            break
+    return out
