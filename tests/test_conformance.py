@@ -28,22 +28,14 @@ EXAMPLES = {"zkref": 40, "ezkl": 8}
 
 
 @pytest.fixture(scope="session")
-def conformance_cache(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "zkref-ezkl-cache"      # the same cache as tests/test_ezkl_backend.py
-    root.mkdir(exist_ok=True)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def make_backend(conformance_cache):
+def make_backend(ezkl_cache):
     made = {}
 
     def get(name: str):
         if name not in made:
             if name == "ezkl":
                 pytest.importorskip("ezkl")
-                made[name] = get_backend("ezkl", cache_dir=conformance_cache)
+                made[name] = get_backend("ezkl", cache_dir=ezkl_cache)
             else:
                 made[name] = get_backend(name)
         return made[name]

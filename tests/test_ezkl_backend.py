@@ -39,15 +39,6 @@ pytestmark = pytest.mark.ezkl
 # ----------------------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def ezkl_cache(tmp_path_factory):
-    """One cache for every EZKL test of the session (both test modules use this path); removed at the end."""
-    root = tmp_path_factory.getbasetemp() / "zkref-ezkl-cache"
-    root.mkdir(exist_ok=True)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
 def backend(ezkl_cache) -> EzklBackend:
     return get_backend("ezkl", cache_dir=ezkl_cache)
 

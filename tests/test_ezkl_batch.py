@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -30,14 +29,6 @@ from zkref.primitives.field import P, felt_from_str, felt_to_str, signed  # noqa
 from zkref.primitives.poseidon import poseidon_hash_fast  # noqa: E402
 
 pytestmark = pytest.mark.ezkl
-
-
-@pytest.fixture(scope="session")
-def ezkl_cache(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "zkref-ezkl-cache"      # the same cache as tests/test_ezkl_backend.py
-    root.mkdir(exist_ok=True)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

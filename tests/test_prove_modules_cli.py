@@ -225,12 +225,10 @@ def test_a_single_statement_reader_refuses_a_batch_bundle(batch_bundle):
 # ----------------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.ezkl
-def test_a_real_ezkl_batch_of_two_modules(model, tmp_path, tmp_path_factory, monkeypatch, capsys):
+def test_a_real_ezkl_batch_of_two_modules(model, tmp_path, ezkl_cache, monkeypatch, capsys):
     """Two attention modules (16→48 and 16→16, r=2, T=3) proven by auto as one EZKL batch, then verified pinned."""
     pytest.importorskip("ezkl")
-    cache = tmp_path_factory.getbasetemp() / "zkref-ezkl-cache"      # the session cache of tests/test_ezkl_*.py
-    cache.mkdir(exist_ok=True)
-    monkeypatch.setenv("ZKREF_CACHE", str(cache))
+    monkeypatch.setenv("ZKREF_CACHE", str(ezkl_cache))
     out = tmp_path / "ezkl"
     assert prove(model, out, "--module", ATTN[0], "--module", ATTN[1], backend="ezkl") == 0
     doc = json.loads(capsys.readouterr().out)
