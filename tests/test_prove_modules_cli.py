@@ -113,6 +113,9 @@ def test_per_module_writes_one_bundle_per_module(modules_bundle, capsys):
     code, result = verified(capsys, modules_bundle)
     assert code == 0 and result["kind"] == "per-module" and result["proving"]["batch"] is False
     assert [m["module"] for m in result["modules"]] == [*ATTN, MLP] and all(m["valid"] for m in result["modules"])
+    code, result = verified(capsys, modules_bundle, "--statement-id", "0" * 32)
+    assert code == 1 and not any(m["valid"] for m in result["modules"])
+    assert all("not the expected" in m["reason"] for m in result["modules"])
 
 
 def test_per_module_anchors_are_pinned_by_module_name(modules_bundle, tmp_path, capsys):

@@ -88,13 +88,12 @@ def _verify_modules(args: argparse.Namespace, backend: Backend, bundle: ModulesB
                              f"({', '.join(names[:3])}{'…' if len(names) > 3 else ''})")
         pinned = {name: AdapterAnchor.from_json(anchor_doc[name]) for name in names}
     results = []
+    wrong_id = None
+    if args.statement_id and args.statement_id != bundle.batch.id:
+        wrong_id = Verdict(False, f"bundle proves the modules {bundle.batch.id}, not the expected {args.statement_id}")
     for name, sub in zip(names, bundle.modules):
-        if args.statement_id and args.statement_id != bundle.batch.id:
-            verdict = Verdict(False, f"bundle proves the modules {bundle.batch.id}, not the expected "
-                                     f"{args.statement_id}")
-        else:
-            verdict = backend.verify(sub.statement, sub.public, sub.proof,
-                                     anchor=pinned[name] if pinned else None)
+        verdict = wrong_id if wrong_id is not None else backend.verify(
+            sub.statement, sub.public, sub.proof, anchor=pinned[name] if pinned else None)
         results.append({"module": name, "valid": bool(verdict), "reason": verdict.reason,
                         "statement_id": sub.statement.id, "statement": sub.statement.describe()})
     valid = all(r["valid"] for r in results)
