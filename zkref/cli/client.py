@@ -9,7 +9,8 @@ import argparse
 import os
 
 from zkref.cli.console import out, print_json
-from zkref.cli.serve import TOKEN_ENV, parse_ids, quiet_model_loading
+from zkref.cli.inputs import token_ids
+from zkref.cli.serve import TOKEN_ENV, quiet_model_loading
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -24,7 +25,7 @@ def cmd_client(args: argparse.Namespace) -> int:
         raise ValueError("--float runs the float peft model: it needs --reference-adapter DIR")
     if not args.float and not args.contributor:
         raise ValueError("give at least one --contributor URL (or --float with --reference-adapter)")
-    ids = parse_ids(args.prompt_ids, "--prompt-ids") if args.prompt_ids is not None else \
+    ids = token_ids(args.prompt_ids, "--prompt-ids", limit=None) if args.prompt_ids is not None else \
         tokenize(args.base, args.prompt)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     with BaseModelClient(base_dir=args.base, contributors=args.contributor or (), token=token,

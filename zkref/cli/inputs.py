@@ -112,16 +112,22 @@ def add_adapter_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --adapter: the call's token ids (default: the calibration prompt)")
 
 
-def token_ids(text: str | None, what: str) -> list[int] | None:
-    """Comma-separated token ids (None when not given)."""
+MAX_ADAPTER_PROMPT_IDS = 4096
+"""`zkref mock|prove --adapter`: the longest calibration or call prompt."""
+
+
+def token_ids(text: str | None, what: str, *, limit: int | None = MAX_ADAPTER_PROMPT_IDS) -> list[int] | None:
+    """"1,2,3" → [1, 2, 3] (None when not given); ValueError with a one-line reason for anything else, or for more
+    than `limit` ids (None: no limit)."""
     if text is None:
         return None
     try:
         ids = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ValueError(f"{what} must be comma-separated token ids, got {text[:40]!r}") from None
-    if not ids or len(ids) > 4096 or min(ids) < 0:
-        raise ValueError(f"{what} must hold 1..4096 non-negative token ids")
+    if not ids or (limit is not None and len(ids) > limit) or min(ids) < 0:
+        count = "one or more" if limit is None else f"1..{limit}"
+        raise ValueError(f"{what} must hold {count} non-negative token ids")
     return ids
 
 

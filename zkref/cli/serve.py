@@ -11,19 +11,9 @@ import os
 import signal
 
 from zkref.cli.console import err, out
+from zkref.cli.inputs import token_ids
 
 TOKEN_ENV = "ZKREF_TOKEN"
-
-
-def parse_ids(text: str, what: str) -> list[int]:
-    """"1,2,3" → [1, 2, 3]; ValueError with a one-line reason otherwise."""
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, got {text[:60]!r}") from None
-    if not ids or any(t < 0 for t in ids):
-        raise ValueError(f"{what} must be a non-empty list of non-negative integers")
-    return ids
 
 
 def quiet_model_loading() -> None:
@@ -65,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           result_ttl=args.result_ttl, max_results=args.max_results,
                           max_result_bytes=args.max_result_mb << 20)
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
-    calibration = parse_ids(args.calibration_ids, "--calibration-ids") if args.calibration_ids else None
+    calibration = token_ids(args.calibration_ids, "--calibration-ids", limit=None) if args.calibration_ids else None
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         err.print(f"[yellow]zkref serve: listening on {args.host} without a token: anyone who can reach it can use "
                   f"the adapter (pass --token or set {TOKEN_ENV}; put TLS in front of it)[/]")
