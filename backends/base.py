@@ -138,7 +138,7 @@ class Backend(Protocol):
               progress: Progress | None = None) -> ProofResult: ...
 
     def verify(self, statement: LoRAStatement, public: LoRAPublic, proof: Proof, *,
-               anchor: AdapterAnchor | None = None) -> Verdict: ...
+               anchor: AdapterAnchor | None) -> Verdict: ...
 
     def supports_batch(self, batch: LoRABatch) -> Support: ...
 
@@ -148,18 +148,44 @@ class Backend(Protocol):
                     progress: Progress | None = None) -> BatchProofResult: ...
 
     def verify_batch(self, batch: LoRABatch, publics: Sequence[LoRAPublic], proof: Proof, *,
-                     anchor: AdapterAnchor | None = None) -> Verdict: ...
+                     anchor: AdapterAnchor | None) -> Verdict: ...
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def anchor_gap(statement: LoRAStatement | LoRABatch, anchor: AdapterAnchor | None, *, backend: str) -> str | None:
+    """Why `anchor` cannot pin proofs of `statement` with `backend` (None when it can): the one rule every verifier,
+    the client and the command line apply before trusting anything.
+
+    An anchor must exist, name this statement (or batch) and backend, and pin what binds the circuit and the adapter:
+    always the verifying key's hash (the circuit itself must be pinned: a key the prover chose could check anything),
+    and also the KZG commitment for a polycommit adapter and the Poseidon digest for a hashed one.
+    """
+    if anchor is None:
+        return ("no adapter anchor pinned: a proof checked only against the verifying key it carries proves nothing "
+                "about the adapter (pin the contributor's published anchor)")
+    if not isinstance(anchor, AdapterAnchor):
+        return f"not an adapter anchor: {type(anchor).__name__}"
+    if anchor.statement_id != statement.id or anchor.backend != backend:
+        return "the pinned adapter anchor is for another statement or backend"
+    if not anchor.vk_hash:
+        return ("the anchor pins no verifying key (vk_hash), so any circuit, and any adapter, would pass: refused")
+    binding = (statement.members[0] if isinstance(statement, LoRABatch) else statement).adapter_binding
+    if binding is AdapterBinding.POLYCOMMIT and not anchor.commitment:
+        return ("the anchor pins no adapter commitment, and a polycommit adapter is bound by nothing else (its "
+                "verifying key holds no adapter values)")
+    if binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED) and not anchor.digest:
+        return "the anchor pins no adapter digest, and a hashed adapter is bound by nothing else"
+    return None
+
+
 def check_binding(backend: str, statement: LoRAStatement | LoRABatch, public: LoRAPublic | Sequence[LoRAPublic],
                   proof: Proof, anchor: AdapterAnchor | None) -> Verdict:
     """The checks every backend makes before its cryptography: right backend and statement (or batch), exactly the
-    caller's public values (length included), values in range, a verifying key matching its hash and the pinned
-    anchor."""
+    caller's public values (length included), values in range, a verifying key matching its hash, and a pinned anchor
+    (`anchor_gap`: none, or one that pins too little, is refused) that the proof's key and commitments match."""
     if not isinstance(proof, Proof):
         return Verdict(False, f"not a proof object: {type(proof).__name__}")
     if proof.backend != backend:
@@ -189,22 +215,16 @@ def check_binding(backend: str, statement: LoRAStatement | LoRABatch, public: Lo
         return Verdict(False, f"proof's public instances differ from the values held (first at index {first}{where})")
     if proof.vk_hash is not None and sha256_hex(proof.vk) != proof.vk_hash:
         return Verdict(False, "verifying key does not match its recorded hash")
-    if anchor is not None:
-        if anchor.statement_id != statement.id or anchor.backend != backend:
-            return Verdict(False, "the pinned adapter anchor is for another statement or backend")
-        binding = (statement.members[0] if isinstance(statement, LoRABatch) else statement).adapter_binding
-        if binding is AdapterBinding.POLYCOMMIT and anchor.commitment is None:
-            return Verdict(False, "the anchor pins no adapter commitment, and a polycommit adapter is bound by nothing "
-                                  "else (its verifying key holds no adapter values)")
-        if binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED) and anchor.digest is None:
-            return Verdict(False, "the anchor pins no adapter digest, and a hashed adapter is bound by nothing else")
-        if anchor.vk_hash is not None and anchor.vk_hash != proof.vk_hash:
-            return Verdict(False, "verifying key differs from the pinned one (another adapter or circuit)")
-        if anchor.commitment is not None and proof.commitments.get("adapter") != anchor.commitment:
-            return Verdict(False, "adapter commitment differs from the pinned one (another adapter)")
-        if anchor.digest is not None and (isinstance(statement, LoRABatch) or public.adapter_digest is None
-                                          or f"0x{public.adapter_digest:064x}" != anchor.digest):
-            return Verdict(False, "adapter digest differs from the pinned one (another adapter)")
+    gap = anchor_gap(statement, anchor, backend=backend)
+    if gap:
+        return Verdict(False, gap)
+    if anchor.vk_hash != proof.vk_hash:
+        return Verdict(False, "verifying key differs from the pinned one (another adapter or circuit)")
+    if anchor.commitment is not None and proof.commitments.get("adapter") != anchor.commitment:
+        return Verdict(False, "adapter commitment differs from the pinned one (another adapter)")
+    if anchor.digest is not None and (isinstance(statement, LoRABatch) or public.adapter_digest is None
+                                      or f"0x{public.adapter_digest:064x}" != anchor.digest):
+        return Verdict(False, "adapter digest differs from the pinned one (another adapter)")
     return Verdict(True, "binding checks passed")
 
 

@@ -11,7 +11,6 @@ the conjunction of its members' circuits (the same statement: each member holds)
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 
@@ -24,6 +23,7 @@ from zkref.lora.circuit import LoRACircuit, LoRALayout, unsupported_reason
 from zkref.lora.statement import (AdapterBinding, LoRAPublic, LoRAStatement, LoRAWitness, encode_instances,
                                   instance_length, public_values)
 from zkref.plonkish.mock_prover import MockProver
+from zkref.primitives.jsonsafe import parse_json
 
 NAME = "zkref"
 PROOF_FORMAT = "zkref-mock-proof/1"
@@ -58,7 +58,7 @@ class ZkrefBackend:
         return ProofResult(publics[0], proof, timings)
 
     def verify(self, statement: LoRAStatement, public: LoRAPublic, proof: Proof, *,
-               anchor: AdapterAnchor | None = None) -> Verdict:
+               anchor: AdapterAnchor | None) -> Verdict:
         verdict = check_binding(NAME, statement, public, proof, anchor)
         return self._replay(PROOF_FORMAT, statement.id, [statement], proof) if verdict else verdict
 
@@ -83,7 +83,7 @@ class ZkrefBackend:
         return BatchProofResult(tuple(publics), proof, timings)
 
     def verify_batch(self, batch: LoRABatch, publics: Sequence[LoRAPublic], proof: Proof, *,
-                     anchor: AdapterAnchor | None = None) -> Verdict:
+                     anchor: AdapterAnchor | None) -> Verdict:
         verdict = check_binding(NAME, batch, publics, proof, anchor)
         return self._replay(BATCH_PROOF_FORMAT, batch.id, batch.members, proof) if verdict else verdict
 
@@ -155,12 +155,7 @@ class ZkrefBackend:
 
 
 def _parse_proof(fmt: str, proof: Proof, members: int) -> tuple[list[LoRAWitness], LoRALayout]:
-    if len(proof.data) > MAX_PROOF_BYTES:
-        raise ValueError("proof data too large")
-    try:
-        data = json.loads(proof.data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from None
+    data = parse_json(proof.data, what="proof data", max_bytes=MAX_PROOF_BYTES)
     if not isinstance(data, dict) or set(data) != {"format", "witnesses"} or data["format"] != fmt:
         raise ValueError(f"expected a {fmt} object with witnesses")
     items = data["witnesses"]

@@ -64,20 +64,23 @@ def test_zkref_proves_and_verifies_a_batch_and_rejects_tampering():
     anchor = backend.anchor_batch(LAYER, WITNESSES)
     assert backend.verify_batch(LAYER, result.publics, result.proof, anchor=anchor)
     swapped = (result.publics[1], result.publics[0], result.publics[2])
-    assert not backend.verify_batch(LAYER, swapped, result.proof)
-    assert not backend.verify_batch(LAYER, result.publics[:2], result.proof)
+    assert not backend.verify_batch(LAYER, swapped, result.proof, anchor=anchor)
+    assert not backend.verify_batch(LAYER, result.publics[:2], result.proof, anchor=anchor)
+    verdict = backend.verify_batch(LAYER, result.publics, result.proof, anchor=None)
+    assert not verdict and "no adapter anchor pinned" in verdict.reason
     y = result.publics[2].y_q.copy()
     y[0, 0] += 1
     bumped = result.publics[:2] + (dataclasses.replace(result.publics[2], y_q=y),)
-    verdict = backend.verify_batch(LAYER, bumped, result.proof)
+    verdict = backend.verify_batch(LAYER, bumped, result.proof, anchor=anchor)
     assert not verdict and "instances differ" in verdict.reason
     other = LoRABatch(("q", "k_proj", "v_proj"), LAYER.members)
-    verdict = backend.verify_batch(other, result.publics, result.proof)
+    verdict = backend.verify_batch(other, result.publics, result.proof, anchor=anchor)
     assert not verdict and "batch members" in verdict.reason
     other_adapter = [witness_for(LAYER.members[0], 99)] + WITNESSES[1:]
     assert not backend.verify_batch(LAYER, result.publics, result.proof,
                                     anchor=backend.anchor_batch(LAYER, other_adapter))
     # a single member's proof is not a batch proof, and a batch proof is not a member's
     single = backend.prove(LAYER.members[0], WITNESSES[0])
-    assert not backend.verify(LAYER.members[0], single.public, result.proof)
-    assert not backend.verify_batch(LAYER, result.publics, single.proof)
+    assert not backend.verify(LAYER.members[0], single.public, result.proof,
+                              anchor=backend.anchor(LAYER.members[0], WITNESSES[0]))
+    assert not backend.verify_batch(LAYER, result.publics, single.proof, anchor=anchor)

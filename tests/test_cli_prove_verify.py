@@ -22,12 +22,12 @@ def test_prove_then_verify_and_the_bundle_files(tmp_path, capsys):
     assert doc["zero_knowledge"] is False and doc["backend"] == "zkref"
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
         ["bundle.json", "statement.json", "public.json", "proof.bin", "vk.bin", "settings.json", "anchor.json"])
-    assert main(["verify", str(bundle), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["valid"] and result["statement_id"] == doc["statement_id"] and not result["anchor_pinned"]
+    assert main(["verify", str(bundle), "--json"]) == 2                  # nothing pinned: refused, says how
+    assert "nothing pinned" in capsys.readouterr().err
     assert main(["verify", str(bundle), "--anchor", str(bundle / "anchor.json"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["anchor_pinned"]
-    assert main(["verify", str(bundle), "--statement-id", "0" * 32]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["valid"] and result["statement_id"] == doc["statement_id"] and result["anchor_pinned"]
+    assert main(["verify", str(bundle), "--anchor", str(bundle / "anchor.json"), "--statement-id", "0" * 32]) == 1
 
 
 def test_prove_refuses_to_overwrite_a_bundle(tmp_path, capsys):
@@ -46,8 +46,10 @@ def test_prove_refuses_to_overwrite_a_bundle(tmp_path, capsys):
 ])
 def test_tampered_bundles_are_invalid_or_bad_input(tmp_path, capsys, edit, code):
     bundle = prove(tmp_path)
+    pinned = tmp_path / "anchor.json"                  # what the contributor published, before any tampering
+    shutil.copy(bundle / "anchor.json", pinned)
     edit(bundle)
-    assert main(["verify", str(bundle)]) == code
+    assert main(["verify", str(bundle), "--anchor", str(pinned)]) == code
 
 
 def test_a_pinned_anchor_of_another_adapter_is_refused(tmp_path, capsys):

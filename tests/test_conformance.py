@@ -76,7 +76,7 @@ def test_public_values_equal_evaluate(make_backend, name):
         expected = public_values(statement, witness)
         assert result.public.equals(expected)
         assert np.array_equal(result.public.y_q, evaluate(statement, witness).y_q)
-        assert backend.verify(statement, result.public, result.proof)
+        assert backend.verify(statement, result.public, result.proof, anchor=backend.anchor(statement, witness))
 
     check()
 
@@ -103,7 +103,8 @@ def test_batch_public_values_equal_evaluate(make_backend, name):
         result = backend.prove_batch(batch, witnesses)
         expected = batch_public_values(batch, witnesses)
         assert all(a.equals(b) for a, b in zip(result.publics, expected))
-        assert backend.verify_batch(batch, result.publics, result.proof)
+        anchor = backend.anchor_batch(batch, witnesses)
+        assert backend.verify_batch(batch, result.publics, result.proof, anchor=anchor)
 
     check()
 
@@ -216,6 +217,7 @@ def test_tampered_witnesses_are_rejected(make_backend, name, tamper):
     statement, witness = _fixed("ties-negatives")
     result = backend.prove(statement, witness)
     public = result.public
+    anchor = backend.anchor(statement, witness)
     if tamper == "wrong z_q":                    # the tie z = 4 at shift 3 requantised to 2 (zkref) or 0 (EZKL), not 1
         if name == "zkref":
             failures = _zkref_failures(statement, witness,
@@ -226,12 +228,12 @@ def test_tampered_witnesses_are_rejected(make_backend, name, tamper):
     elif tamper == "wrong y":
         y = public.y_q.copy()
         y[0, 0] += 1
-        verdict = backend.verify(statement, dataclasses.replace(public, y_q=y), result.proof)
+        verdict = backend.verify(statement, dataclasses.replace(public, y_q=y), result.proof, anchor=anchor)
         assert not verdict and "instances differ" in verdict.reason
     elif tamper == "x out of range":
         x = public.x_q.copy()
         x[0, 1] = 200
-        verdict = backend.verify(statement, dataclasses.replace(public, x_q=x), result.proof)
+        verdict = backend.verify(statement, dataclasses.replace(public, x_q=x), result.proof, anchor=anchor)
         assert not verdict and "public values do not fit" in verdict.reason
     else:                                        # a weight of 9 is not int4
         A = witness.A_q.copy()
@@ -243,7 +245,8 @@ def test_tampered_witnesses_are_rejected(make_backend, name, tamper):
             data = json.loads(result.proof.data)
             data["witnesses"][0]["A_q"][0][1] = 9
             verdict = backend.verify(statement, public, dataclasses.replace(result.proof,
-                                                                            data=json.dumps(data).encode()))
+                                                                            data=json.dumps(data).encode()),
+                                     anchor=anchor)
             assert not verdict
         else:                                    # a circuit holding the weight: not the honest verifying key
             assert not _ezkl_evil_proof_verifies(backend, statement, witness, a_override=A)

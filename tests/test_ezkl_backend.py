@@ -241,7 +241,9 @@ def test_prove_and_verify_each_binding_mode(backend, proven, mode):
     assert ok, ok.reason
     assert "pinned" in ok.reason
     assert ("UNBOUND" in ok.reason) == (mode == "public-unbound-polycommit")
-    assert backend.verify(st_, result.public, proof)                     # the key it carries, not pinned
+    for hollow in (None, dataclasses.replace(case["anchor"], vk_hash=None)):    # the key it carries, not pinned
+        verdict = backend.verify(st_, result.public, proof, anchor=hollow)
+        assert not verdict and ("no adapter anchor" in verdict.reason or "pins no verifying key" in verdict.reason)
 
 
 def _replace(proof: Proof, **changes) -> Proof:
@@ -272,21 +274,28 @@ def test_verify_tamper_matrix(backend, proven, mode):
     public, proof = result.public, result.proof
     other_shape = statement(**{**MODES[mode], "d_out": 5})
     other_shift = dataclasses.replace(st_, shift=st_.shift + 1)
+    garbage_vk = encode_vk(proof.settings, b"\x01" * 64)
     rows = {
         "proof bytes": (st_, public, _flip_proof_byte(proof), anchor, "EZKL rejected"),
         "proof not JSON": (st_, public, _replace(proof, data=b"\x00garbage"), anchor, "not EZKL proof JSON"),
         "y": (st_, _public_with(public, y_q=_bumped(public.y_q)), proof, anchor,
               "EZKL rejected" if st_.y_binding.value == "polycommit" else "instances differ"),
-        "shift": (other_shift, public, proof, None, "proof is for statement"),
+        "shift": (other_shift, public, proof, anchor, "proof is for statement"),
+        "no anchor": (st_, public, proof, None, "no adapter anchor pinned"),
+        "anchor without a vk hash": (st_, public, proof, dataclasses.replace(anchor, vk_hash=None),
+                                     "pins no verifying key"),
+        "proof nested deeply": (st_, public, _replace(proof, data=b"[" * 100_000 + b"]" * 100_000), anchor,
+                                "nested 100000 levels deep"),
         "shape": (other_shape, LoRAPublic(y_q=np.zeros((2, 5), dtype=np.int64), x_q=public.x_q,
                                           x_digest=public.x_digest, adapter_digest=public.adapter_digest),
-                  proof, None, "proof is for statement"),
+                  proof, anchor, "proof is for statement"),
         "another call's proof": (st_, public, case["other_call"].proof, anchor, None),
         "settings edited": (st_, public, _replace(proof, settings={**proof.settings, "num_rows": 1}), anchor,
                             "settings differ"),
         "vk hash": (st_, public, _replace(proof, vk_hash="0" * 64), anchor, "does not match its recorded hash"),
-        "vk garbage with its hash": (st_, public, _replace(proof, vk=encode_vk(proof.settings, b"\x01" * 64),
-                                                           vk_hash=None), None, "EZKL rejected"),
+        "vk garbage with its hash": (st_, public, _replace(proof, vk=garbage_vk,
+                                                           vk_hash=None),
+                                     dataclasses.replace(anchor, vk_hash=sha256_hex(garbage_vk)), "EZKL rejected"),
     }
     if st_.adapter_binding.bound:
         rows["another adapter's anchor"] = (st_, public, proof, case["other_anchor"], None)
@@ -302,14 +311,14 @@ def test_verify_tamper_matrix(backend, proven, mode):
                             "instances differ")
     if public.adapter_digest is not None:
         rows["adapter digest"] = (st_, _public_with(public, adapter_digest=(public.adapter_digest + 1) % P), proof,
-                                  None, "instances differ")
+                                  anchor, "instances differ")
     if st_.adapter_binding.value == "polycommit":
         # the anchor pins only the other adapter's commitment; the proof claims it: EZKL's check must catch it
         lying = _replace(proof, commitments={"adapter": case["other_anchor"].commitment})
-        commitment_only = dataclasses.replace(case["other_anchor"], vk_hash=None)
-        rows["proof claims the other adapter's commitment"] = (st_, public, lying, commitment_only, "EZKL rejected")
-        rows["no adapter commitment anywhere"] = (st_, public, _replace(proof, commitments={}), None,
-                                                  "cannot verify")
+        # a polycommit adapter's verifying key holds no adapter values: both adapters' keys are the same
+        assert case["other_anchor"].vk_hash == anchor.vk_hash
+        rows["proof claims the other adapter's commitment"] = (st_, public, lying, case["other_anchor"],
+                                                              "EZKL rejected")
         rows["anchor pins the vk but no adapter commitment"] = (st_, public, proof,
                                                                dataclasses.replace(anchor, commitment=None),
                                                                "pins no adapter commitment")
@@ -560,7 +569,7 @@ def test_srs_files(ezkl_cache, tmp_path, backend, proven):
     # a verifier without the prover's SRS says so
     case = proven["public-fixed-public"]
     verdict = EzklBackend(cache_dir=tmp_path / "empty").verify(case["statement"], case["result"].public,
-                                                               case["result"].proof)
+                                                               case["result"].proof, anchor=case["anchor"])
     assert not verdict and "no SRS" in verdict.reason
     # a real SRS larger than the circuit: EZKL downsizes it; polycommit commitments go through backends.kzg
     larger = tmp_path / "k10.srs"
@@ -570,8 +579,9 @@ def test_srs_files(ezkl_cache, tmp_path, backend, proven):
     w = random_witness(51, 4, 3, 1, 1)
     result = be.prove(st_, w)
     assert result.proof.meta["logrows"] == 9
-    assert be.verify(st_, result.public, result.proof, anchor=be.anchor(st_, w))
-    assert not be.verify(st_, _public_with(result.public, y_q=_bumped(result.public.y_q)), result.proof)
+    pinned = be.anchor(st_, w)
+    assert be.verify(st_, result.public, result.proof, anchor=pinned)
+    assert not be.verify(st_, _public_with(result.public, y_q=_bumped(result.public.y_q)), result.proof, anchor=pinned)
 
 
 def test_hashed_adapters_are_supported_at_every_shift(backend):
@@ -600,6 +610,7 @@ def test_int8_weights_prove_and_equal_the_semantics(backend, adapter, y):
     assert result.public.y_q.tolist() == evaluate(st_, w).y_q.tolist()
     if adapter == "hashed":
         assert result.public.adapter_digest == adapter_digest(w.A_q, w.B_q, shift=9, packed=False, weight_bits=8)
-    assert backend.verify(st_, result.public, result.proof, anchor=backend.anchor(st_, w))
+    pinned = backend.anchor(st_, w)
+    assert backend.verify(st_, result.public, result.proof, anchor=pinned)
     int4 = statement(shift=9, adapter=adapter, y=y)
-    assert not backend.verify(int4, result.public, result.proof)  # another statement: another id
+    assert not backend.verify(int4, result.public, result.proof, anchor=pinned)  # another statement: another id

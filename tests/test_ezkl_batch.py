@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 ezkl = pytest.importorskip("ezkl")
 
 from backends import get_backend  # noqa: E402
-from backends.base import Proof, sha256_hex  # noqa: E402
+from backends.base import AdapterAnchor, Proof, sha256_hex  # noqa: E402
 from backends.ezkl import batch as batch_graph  # noqa: E402
 from backends.ezkl import instances  # noqa: E402
 from backends.ezkl.backend import EzklBackend, decode_batch_vk, encode_batch_vk, encode_vk  # noqa: E402
@@ -188,7 +188,9 @@ def test_prove_and_verify_a_batch(backend, proven, mode):
     assert case["progress"][-2:] == ["witness", "prove"]
     verdict = backend.verify_batch(batch, result.publics, proof, anchor=case["anchor"])
     assert verdict and "pinned" in verdict.reason
-    assert backend.verify_batch(batch, result.publics, proof)
+    for hollow in (None, dataclasses.replace(case["anchor"], vk_hash=None)):
+        verdict = backend.verify_batch(batch, result.publics, proof, anchor=hollow)
+        assert not verdict and ("no adapter anchor" in verdict.reason or "pins no verifying key" in verdict.reason)
 
 
 def _swap_kv(publics):
@@ -199,6 +201,13 @@ def _bump_y(publics, index):
     y = publics[index].y_q.copy()
     y[0, 0] += 1
     return publics[:index] + (dataclasses.replace(publics[index], y_q=y),) + publics[index + 1:]
+
+
+def pin(target, proof: Proof) -> AdapterAnchor:
+    """An anchor pinning exactly `proof`'s verifying key for `target`: what gets a tampered proof past the binding
+    checks, so that the check under test (EZKL's, or the key's batch id) is the one that refuses it."""
+    return AdapterAnchor(backend="ezkl", statement_id=target.id, vk_hash=sha256_hex(proof.vk),
+                         commitment=proof.commitments.get("adapter"))
 
 
 def _flip(proof: Proof) -> Proof:
@@ -225,9 +234,9 @@ def test_batch_tamper_matrix(backend, proven, mode):
                          "EZKL rejected" if polycommit else "instances differ"),
         "another batch: other names": (renamed, publics, proof, None, "proof is for statement"),
         "another batch: other order": (reordered, _swap_kv(publics), proof, None, "proof is for statement"),
-        "renamed proof, same circuit, no anchor": (renamed, publics,
-                                                   dataclasses.replace(proof, statement_id=renamed.id), None,
-                                                   "the verifying key is batch"),
+        "renamed proof, same circuit, its key pinned": (renamed, publics,
+                                                        dataclasses.replace(proof, statement_id=renamed.id),
+                                                        pin(renamed, proof), "the verifying key is batch"),
         "renamed proof, vk re-encoded, the contributor's anchor": (renamed, publics, dataclasses.replace(
             proof, statement_id=renamed.id, vk=reencoded, vk_hash=sha256_hex(reencoded)), anchor,
             "anchor is for another statement"),
@@ -235,17 +244,21 @@ def test_batch_tamper_matrix(backend, proven, mode):
                                             "differs from the pinned one"),
         "a member's proof as the batch's": (batch, publics, case["single"].proof, None, "proof is for statement"),
         "a member's proof relabelled": (batch, publics, dataclasses.replace(case["single"].proof,
-                                                                           statement_id=batch.id), None,
+                                                                           statement_id=batch.id),
+                                        pin(batch, case["single"].proof),
                                         "public instances" if not polycommit else "batch verifying key"),
         "a single-statement vk": (batch, publics, dataclasses.replace(
-            proof, vk=encode_vk(proof.settings, b"\x01"), vk_hash=None), None, "batch verifying key"),
+            proof, vk=encode_vk(proof.settings, b"\x01"), vk_hash=None),
+                                  pin(batch, dataclasses.replace(proof, vk=encode_vk(proof.settings, b"\x01"))),
+                                  "batch verifying key"),
         "proof bytes": (batch, publics, _flip(proof), anchor, "EZKL rejected"),
         "two members' publics only": (batch, publics[:2], proof, anchor, "public values do not fit"),
     }
     if polycommit:
         lying = dataclasses.replace(proof, commitments={"adapter": case["other_anchor"].commitment})
-        commitment_only = dataclasses.replace(case["other_anchor"], vk_hash=None)
-        rows["proof claims another adapter's commitment"] = (batch, publics, lying, commitment_only, "EZKL rejected")
+        assert case["other_anchor"].vk_hash == anchor.vk_hash    # a polycommit adapter is not in the key
+        rows["proof claims another adapter's commitment"] = (batch, publics, lying, case["other_anchor"],
+                                                             "EZKL rejected")
         rows["x of another call"] = (batch, (dataclasses.replace(publics[0], x_q=publics[0].x_q[::-1].copy()),)
                                      + publics[1:], proof, anchor, "EZKL rejected")
     for name, (b, pub, prf, anc, reason) in rows.items():
@@ -253,14 +266,15 @@ def test_batch_tamper_matrix(backend, proven, mode):
         assert not verdict, f"{name}: {verdict.reason}"
         assert reason in verdict.reason, f"{name}: {verdict.reason}"
     # without a pinned anchor nothing binds a circuit to anyone (as for one statement): the same circuit re-encoded
-    # under another batch's id verifies, and says the key was not pinned
+    # under another batch's id is refused unpinned, and verifies only under an anchor that pins exactly that key
     relabelled = dataclasses.replace(proof, statement_id=renamed.id, vk=reencoded, vk_hash=sha256_hex(reencoded))
-    assert "NOT pinned" in backend.verify_batch(renamed, publics, relabelled).reason
+    assert "no adapter anchor pinned" in backend.verify_batch(renamed, publics, relabelled, anchor=None).reason
+    assert backend.verify_batch(renamed, publics, relabelled, anchor=pin(renamed, relabelled))
     # and the other way round: the batch's proof is not its first member's
-    verdict = backend.verify(batch.members[0], publics[0], proof)
+    verdict = backend.verify(batch.members[0], publics[0], proof, anchor=anchor)
     assert not verdict and "proof is for statement" in verdict.reason
     forged = dataclasses.replace(proof, statement_id=batch.members[0].id)
-    verdict = backend.verify(batch.members[0], publics[0], forged)
+    verdict = backend.verify(batch.members[0], publics[0], forged, anchor=pin(batch.members[0], forged))
     assert not verdict
 
 

@@ -54,6 +54,15 @@ def verified(capsys, bundle, *extra) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
+def anchors_of(modules_bundle, tmp_path) -> str:
+    """The per-module anchors a contributor publishes ({module name: anchor}), as a file for --anchor."""
+    anchors = {name: json.loads((modules_bundle / "modules" / f"{i}-{name}" / "anchor.json").read_text())
+               for i, name in enumerate((*ATTN, MLP))}
+    path = tmp_path / "published-anchors.json"
+    path.write_text(json.dumps(anchors))
+    return str(path)
+
+
 def copy(bundle, tmp_path):
     return shutil.copytree(bundle, tmp_path / "copy")
 
@@ -79,16 +88,19 @@ def test_auto_writes_a_batch_bundle_that_verifies(model, tmp_path, capsys):
     assert all(m["check"]["within_bound"] for m in doc["modules"])
     assert {"prove", "verify", "total"} <= set(doc["timings"]) and doc["anchor"]["statement_id"] == doc["batch_id"]
     assert sorted(p.name for p in out.iterdir()) == sorted(BATCH_FILES)
-    code, result = verified(capsys, out)
-    assert code == 0 and result["valid"] and result["kind"] == "batch" and not result["anchor_pinned"]
+    assert verify(out) == 2                                           # nothing pinned
+    pin = ("--anchor", str(out / "anchor.json"))
+    code, result = verified(capsys, out, *pin)
+    assert code == 0 and result["valid"] and result["kind"] == "batch" and result["anchor_pinned"]
     assert result["statement_id"] == doc["batch_id"] and result["members"] == [*ATTN, MLP]
     assert result["proving"] == doc["proving"]
-    code, result = verified(capsys, out, "--anchor", str(out / "anchor.json"), "--statement-id", doc["batch_id"])
+    code, result = verified(capsys, out, *pin, "--statement-id", doc["batch_id"])
     assert code == 0 and result["anchor_pinned"]
-    assert verify(out, "--statement-id", "0" * 32) == 1
+    assert verify(out, *pin, "--statement-id", "0" * 32) == 1
     assert verify(out, "--vk-hash", doc["anchor"]["vk_hash"]) == 0
+    assert verify(out, *pin, "--vk-hash", "0" * 64) == 2                # conflicting pins
     capsys.readouterr()
-    assert verify(out) == 0
+    assert verify(out, *pin) == 0
     text = capsys.readouterr().out
     assert "proving: one batch proof" in text and "valid" in text
 
@@ -100,7 +112,7 @@ def test_text_output_shows_the_choice_shapes_and_timings(model, tmp_path, capsys
     assert "proving: one batch proof" in text and f"{ATTN[1]}: y 3×16" in text and "timings: " in text
 
 
-def test_per_module_writes_one_bundle_per_module(modules_bundle, capsys):
+def test_per_module_writes_one_bundle_per_module(modules_bundle, tmp_path, capsys):
     bundle = read_any_bundle(modules_bundle)
     assert bundle.reason == "one proof per module (forced)" and bundle.batch.names == (*ATTN, MLP)
     subdirs = sorted(p.name for p in (modules_bundle / "modules").iterdir())
@@ -108,12 +120,14 @@ def test_per_module_writes_one_bundle_per_module(modules_bundle, capsys):
     for name in subdirs:
         sub = modules_bundle / "modules" / name
         assert sorted(p.name for p in sub.iterdir()) == sorted(FILES)
-        assert verify(sub) == 0                       # each is an ordinary single-statement bundle
+        assert verify(sub, "--anchor", str(sub / "anchor.json")) == 0     # an ordinary single-statement bundle
         assert read_bundle(sub).statement.id == bundle.modules[int(name[0])].statement.id
-    code, result = verified(capsys, modules_bundle)
+    assert verify(modules_bundle) == 2                                 # nothing pinned
+    pin = ("--anchor", anchors_of(modules_bundle, tmp_path))
+    code, result = verified(capsys, modules_bundle, *pin)
     assert code == 0 and result["kind"] == "per-module" and result["proving"]["batch"] is False
     assert [m["module"] for m in result["modules"]] == [*ATTN, MLP] and all(m["valid"] for m in result["modules"])
-    code, result = verified(capsys, modules_bundle, "--statement-id", "0" * 32)
+    code, result = verified(capsys, modules_bundle, *pin, "--statement-id", "0" * 32)
     assert code == 1 and not any(m["valid"] for m in result["modules"])
     assert all("not the expected" in m["reason"] for m in result["modules"])
 
@@ -156,16 +170,17 @@ def _bump_member_y(index):
 def test_a_tampered_members_y_is_invalid_naming_the_member(batch_bundle, tmp_path, capsys):
     bundle = copy(batch_bundle, tmp_path)
     edit_json(bundle / "public.json", _bump_member_y(1))
-    code, result = verified(capsys, bundle)
+    pin = ("--anchor", str(batch_bundle / "anchor.json"))
+    code, result = verified(capsys, bundle, *pin)
     assert code == 1 and not result["valid"] and f"in member {ATTN[1]}" in result["reason"]
-    assert verify(bundle) == 1
+    assert verify(bundle, *pin) == 1
     assert f"in member {ATTN[1]}" in capsys.readouterr().out
 
 
 def test_a_tampered_module_of_a_per_module_bundle_is_invalid_naming_it(modules_bundle, tmp_path, capsys):
     bundle = copy(modules_bundle, tmp_path)
     edit_json(bundle / "modules" / f"2-{MLP}" / "public.json", lambda d: d["y_q"][0].__setitem__(0, d["y_q"][0][0] + 1))
-    code, result = verified(capsys, bundle)
+    code, result = verified(capsys, bundle, "--anchor", anchors_of(modules_bundle, tmp_path))
     assert code == 1 and [m["valid"] for m in result["modules"]] == [True, True, False]
     assert result["reason"].startswith(f"module {MLP}: ")
 
@@ -196,9 +211,9 @@ MODULES_GARBLED = {
 }
 
 
-def _bad_input(capsys, bundle) -> None:
+def _bad_input(capsys, bundle, *pin) -> None:
     capsys.readouterr()
-    assert verify(bundle) == 2
+    assert verify(bundle, *pin) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert captured.err.startswith("zkref verify: ") and "Traceback" not in captured.err
@@ -208,14 +223,15 @@ def _bad_input(capsys, bundle) -> None:
 def test_a_garbled_batch_bundle_is_bad_input(batch_bundle, tmp_path, capsys, edit):
     bundle = copy(batch_bundle, tmp_path)
     edit(bundle)
-    _bad_input(capsys, bundle)
+    _bad_input(capsys, bundle, "--anchor", str(batch_bundle / "anchor.json"))
 
 
 @pytest.mark.parametrize("edit", list(MODULES_GARBLED.values()), ids=list(MODULES_GARBLED))
 def test_a_garbled_per_module_bundle_is_bad_input(modules_bundle, tmp_path, capsys, edit):
     bundle = copy(modules_bundle, tmp_path)
+    pin = ("--anchor", anchors_of(modules_bundle, tmp_path))
     edit(bundle)
-    _bad_input(capsys, bundle)
+    _bad_input(capsys, bundle, *pin)
 
 
 def test_a_single_statement_reader_refuses_a_batch_bundle(batch_bundle):

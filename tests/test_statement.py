@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from backends import get_backend
+from backends.base import AdapterAnchor
 from zkref.lora.statement import (FORMAT, ActivationBinding, AdapterBinding, LoRAPublic, LoRAShape, LoRAStatement,
                                   LoRAWitness, OutputBinding, check_public, decode_instances, encode_instances,
                                   evaluate, instance_layout, instance_length, public_values)
@@ -185,11 +186,12 @@ def test_a_proof_does_not_verify_under_a_statement_with_another_shift_shape_or_b
     backend = get_backend("zkref")
     w = witness(BASE.shape)
     result = backend.prove(BASE, w)
-    assert backend.verify(BASE, result.public, result.proof)
+    assert backend.verify(BASE, result.public, result.proof, anchor=backend.anchor(BASE, w))
     for name, other in variants(BASE).items():
         if not backend.supports(other):
             continue
-        verdict = backend.verify(other, result.public, result.proof)
+        pinned = AdapterAnchor(backend="zkref", statement_id=other.id, vk_hash=result.proof.vk_hash)  # worst case
+        verdict = backend.verify(other, result.public, result.proof, anchor=pinned)
         assert not verdict and ("statement" in verdict.reason or "public" in verdict.reason), (name, verdict)
 
 
@@ -206,5 +208,5 @@ def test_colliding_digests_do_not_let_a_proof_move_to_another_shape():
     assert result.public.x_digest == public_values(
         s31, LoRAWitness(A_q=np.zeros((1, 31)), B_q=np.zeros((2, 1)), x_q=np.concatenate([x, [[-128]]], axis=1))
     ).x_digest
-    verdict = backend.verify(s31, result.public, result.proof)
+    verdict = backend.verify(s31, result.public, result.proof, anchor=backend.anchor(s30, w30))
     assert not verdict and "statement" in verdict.reason

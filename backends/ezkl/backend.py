@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import (AdapterAnchor, BatchProofResult, Progress, Proof, ProofResult, Support, Verdict,
-                           canonical_json, check_binding, sha256_hex)
+from backends.base import (MAX_PROOF_BYTES, AdapterAnchor, BatchProofResult, Progress, Proof, ProofResult, Support,
+                           Verdict, canonical_json, check_binding, sha256_hex)
 from backends.ezkl import batch as batch_graph
 from backends.ezkl import graph, instances
 from backends.ezkl.cache import (CacheError, build_entry, cache_root, dev_srs, sha256_file,
@@ -36,6 +36,7 @@ from zkref.lora.commitments import requant_constants
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement, LoRAWitness,
                                   OutputBinding, encode_instances, evaluate, instance_length, public_values)
 from zkref.primitives.field import P, felt_from_str, felt_to_str, signed
+from zkref.primitives.jsonsafe import parse_json
 from zkref.primitives.poseidon import poseidon_hash_fast
 
 NAME = "ezkl"
@@ -130,10 +131,7 @@ def _decode_vk_body(data: bytes, head: int) -> tuple[dict, bytes]:
     n = int.from_bytes(data[head:head + 8], "little")
     if n > MAX_SETTINGS_BYTES or head + 8 + n > len(data):
         raise ValueError("verifying key's settings length is out of range")
-    try:
-        settings = json.loads(data[head + 8:head + 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"verifying key's settings are not JSON ({exc})") from None
+    settings = parse_json(data[head + 8:head + 8 + n], what="verifying key's settings", max_bytes=MAX_SETTINGS_BYTES)
     if not isinstance(settings, dict):
         raise ValueError("verifying key's settings are not a JSON object")
     vk = data[head + 8 + n:]
@@ -543,7 +541,8 @@ class EzklBackend:
                              ezkl_proof: dict, commitments: dict[str, str], graph_meta: dict,
                              timings: dict[str, float], verify: Callable[[Proof], Verdict]) -> Proof:
         """The `Proof` object around EZKL's proof (vk, pinned settings, layout and versions in `meta`), verified
-        before it is returned: EZKL's prover accepts unsatisfied witnesses, so a proof that fails here is a bug."""
+        (against the prover's own anchor) before it is returned: EZKL's prover accepts unsatisfied witnesses, so a
+        proof that fails here is a bug."""
         vk = prep.vk_bytes
         transcript = len(bytes(ezkl_proof["proof"])) if isinstance(ezkl_proof.get("proof"), list) else None
         meta = {"versions": _versions(), **graph_meta, "logrows": prep.logrows,
@@ -581,9 +580,12 @@ class EzklBackend:
         commitments: dict[str, str] = {}
         if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
             commitments["adapter"] = _points_hex(self._adapter_commitment(prep, witness))
+        own = AdapterAnchor(backend=NAME, statement_id=statement.id, vk_hash=sha256_hex(prep.vk_bytes),
+                            commitment=commitments.get("adapter"),
+                            digest=None if public.adapter_digest is None else f"0x{public.adapter_digest:064x}")
         proof = self._self_verified_proof(prep, statement.id, canonical, proof_bytes, ezkl_proof, commitments,
                                           {"graph": GRAPH_VERSION}, timings,
-                                          lambda proof: self.verify(statement, public, proof))
+                                          lambda proof: self.verify(statement, public, proof, anchor=own))
         return ProofResult(public, proof, timings)
 
     @staticmethod
@@ -622,7 +624,7 @@ class EzklBackend:
         return path
 
     def verify(self, statement: LoRAStatement, public: LoRAPublic, proof: Proof, *,
-               anchor: AdapterAnchor | None = None) -> Verdict:
+               anchor: AdapterAnchor | None) -> Verdict:
         verdict = check_binding(NAME, statement, public, proof, anchor)
         if not verdict:
             return verdict
@@ -656,18 +658,14 @@ class EzklBackend:
             if mismatch:
                 return Verdict(False, mismatch)
             try:
-                ezkl_proof = json.loads(proof.data)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                ezkl_proof = parse_json(proof.data, what="proof data", max_bytes=MAX_PROOF_BYTES)
+            except ValueError as exc:
                 return Verdict(False, f"proof data is not EZKL proof JSON ({exc})")
             if not isinstance(ezkl_proof, dict) or not isinstance(ezkl_proof.get("proof"), (list, str)):
                 return Verdict(False, "proof data is not an EZKL proof object")
             k = settings["run_args"]["logrows"]
             srs_path = self._verify_srs(k)
-            adapter_points = None
-            if adapter_polycommit:
-                pinned = anchor.commitment if anchor is not None and anchor.commitment is not None else \
-                    proof.commitments.get("adapter")
-                adapter_points = _points_from_hex(pinned)
+            adapter_points = _points_from_hex(anchor.commitment) if adapter_polycommit else None
         except ValueError as exc:
             return Verdict(False, f"cannot verify: {exc}")
         work = Path(tempfile.mkdtemp(prefix="zkref-ezkl-verify-"))
@@ -701,10 +699,8 @@ class EzklBackend:
             shutil.rmtree(work, ignore_errors=True)
         if ok is not True:
             return Verdict(False, f"EZKL verify returned {ok!r}")
-        pinned = "verifying key pinned by the anchor" if anchor is not None and anchor.vk_hash else \
-            "verifying key NOT pinned (pass the contributor's anchor to bind the circuit and adapter)"
         unbound_note = "; adapter UNBOUND: any adapter satisfies this statement" if unbound else ""
-        return Verdict(True, f"EZKL KZG proof verified; {pinned}{unbound_note}")
+        return Verdict(True, f"EZKL KZG proof verified against the pinned verifying key{unbound_note}")
 
     # -- batches ---------------------------------------------------------------------------------------------------
     def supports_batch(self, batch: LoRABatch) -> Support:
@@ -760,9 +756,11 @@ class EzklBackend:
         commitments: dict[str, str] = {}
         if batch.members[0].adapter_binding is AdapterBinding.POLYCOMMIT:
             commitments["adapter"] = _points_hex(self._batch_adapter_commitment(prep, batch, witnesses))
+        own = AdapterAnchor(backend=NAME, statement_id=batch.id, vk_hash=sha256_hex(prep.vk_bytes),
+                            commitment=commitments.get("adapter"))
         proof = self._self_verified_proof(prep, batch.id, canonical, proof_bytes, ezkl_proof, commitments,
                                           {"graph": BATCH_GRAPH_VERSION, "members": list(batch.names)}, timings,
-                                          lambda proof: self.verify_batch(batch, publics, proof))
+                                          lambda proof: self.verify_batch(batch, publics, proof, anchor=own))
         return BatchProofResult(tuple(publics), proof, timings)
 
     @staticmethod
@@ -784,7 +782,7 @@ class EzklBackend:
                                    "compute the statement (a bug)")
 
     def verify_batch(self, batch: LoRABatch, publics: Sequence[LoRAPublic], proof: Proof, *,
-                     anchor: AdapterAnchor | None = None) -> Verdict:
+                     anchor: AdapterAnchor | None) -> Verdict:
         verdict = check_binding(NAME, batch, publics, proof, anchor)
         if not verdict:
             return verdict

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
-from zkref.cli.console import err, report
+from zkref.cli.console import report
 
 if TYPE_CHECKING:
     from backends.base import Backend
     from backends.bundle import ModulesBundle
 
+NO_PIN = ("nothing pinned: pass the contributor's published anchor (--anchor FILE; `zkref prove` writes the one it "
+          "publishes as anchor.json) or, for a fixed adapter, --vk-hash H; a proof checked only against the key it "
+          "carries proves nothing about the adapter")
 MAX_ANCHOR_FILE_BYTES = 1 << 20
 """An anchor is a few hundred bytes; a per-module anchor file holds at most one per batch member (64)."""
 
@@ -44,15 +47,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _verify_modules(args, backend, bundle, anchor_doc)
     single = isinstance(bundle, Bundle)
     target = bundle.statement if single else bundle.batch
-    pinned = None
+    binding = (bundle.statement if single else bundle.batch.members[0]).adapter_binding
     if anchor_doc is not None:
         pinned = AdapterAnchor.from_json(anchor_doc)
+        if args.vk_hash and args.vk_hash != pinned.vk_hash:
+            raise ValueError(f"--vk-hash {args.vk_hash[:16]}… conflicts with the anchor's vk_hash "
+                             f"{str(pinned.vk_hash)[:16]}…: pin one verifying key")
     elif args.vk_hash:
-        binding = (bundle.statement if single else bundle.batch.members[0]).adapter_binding
         if binding is not AdapterBinding.FIXED:
             raise ValueError(f"--vk-hash pins a verifying key, which binds a fixed adapter only; this bundle's adapter "
                              f"is {binding.value}: pin the contributor's anchor with --anchor FILE")
         pinned = AdapterAnchor(backend=bundle.proof.backend, statement_id=target.id, vk_hash=args.vk_hash)
+    else:
+        raise ValueError(NO_PIN)
     if args.statement_id and args.statement_id != target.id:
         verdict = Verdict(False, f"bundle proves {'statement' if single else 'batch'} {target.id}, not the expected "
                                  f"{args.statement_id}")
@@ -60,10 +67,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verdict = backend.verify(bundle.statement, bundle.public, bundle.proof, anchor=pinned)
     else:
         verdict = backend.verify_batch(bundle.batch, bundle.publics, bundle.proof, anchor=pinned)
-    _warn_unpinned(pinned is None and bool(verdict))
     doc = {"valid": bool(verdict), "reason": verdict.reason, "backend": bundle.proof.backend,
            "zero_knowledge": bundle.proof.zero_knowledge, "statement_id": target.id,
-           "statement": target.describe(), "anchor_pinned": pinned is not None}
+           "statement": target.describe(), "anchor_pinned": True}
     if not single:
         doc |= {"kind": "batch", "members": list(bundle.batch.names),
                 "proving": {"batch": True, "reason": bundle.reason}}
@@ -81,29 +87,28 @@ def _verify_modules(args: argparse.Namespace, backend: Backend, bundle: ModulesB
     if args.vk_hash:
         raise ValueError("--vk-hash pins one verifying key; a per-module bundle has one per module: pin them with "
                          "--anchor FILE holding {module name: anchor}")
-    pinned = None
-    if anchor_doc is not None:
-        if not isinstance(anchor_doc, dict) or set(anchor_doc) != set(names):
-            raise ValueError(f"{args.anchor}: a per-module bundle is pinned by an object with one anchor per module "
-                             f"({', '.join(names[:3])}{'…' if len(names) > 3 else ''})")
-        pinned = {name: AdapterAnchor.from_json(anchor_doc[name]) for name in names}
+    if anchor_doc is None:
+        raise ValueError(NO_PIN)
+    if not isinstance(anchor_doc, dict) or set(anchor_doc) != set(names):
+        raise ValueError(f"{args.anchor}: a per-module bundle is pinned by an object with one anchor per module "
+                         f"({', '.join(names[:3])}{'…' if len(names) > 3 else ''})")
+    pinned = {name: AdapterAnchor.from_json(anchor_doc[name]) for name in names}
     results = []
     wrong_id = None
     if args.statement_id and args.statement_id != bundle.batch.id:
         wrong_id = Verdict(False, f"bundle proves the modules {bundle.batch.id}, not the expected {args.statement_id}")
     for name, sub in zip(names, bundle.modules):
         verdict = wrong_id if wrong_id is not None else backend.verify(
-            sub.statement, sub.public, sub.proof, anchor=pinned[name] if pinned else None)
+            sub.statement, sub.public, sub.proof, anchor=pinned[name])
         results.append({"module": name, "valid": bool(verdict), "reason": verdict.reason,
                         "statement_id": sub.statement.id, "statement": sub.statement.describe()})
     valid = all(r["valid"] for r in results)
-    _warn_unpinned(pinned is None and valid)
     invalid = [r for r in results if not r["valid"]]
     reason = "every module's proof verified" if valid else \
         "; ".join(f"module {r['module']}: {r['reason']}" for r in invalid)
     doc = {"valid": valid, "reason": reason, "backend": bundle.backend, "kind": "per-module",
            "zero_knowledge": all(m.proof.zero_knowledge for m in bundle.modules), "statement_id": bundle.batch.id,
-           "anchor_pinned": pinned is not None, "proving": {"batch": False, "reason": bundle.reason},
+           "anchor_pinned": True, "proving": {"batch": False, "reason": bundle.reason},
            "modules": results}
     report(doc, args.json, [
         f"[bold]{len(names)} modules, one proof each {escape(f'[batch id {bundle.batch.id}]')}[/]",
@@ -115,20 +120,14 @@ def _verify_modules(args: argparse.Namespace, backend: Backend, bundle: ModulesB
     return 0 if valid else 1
 
 
-def _warn_unpinned(warn: bool) -> None:
-    """Say that nothing pinned the adapter when a bundle verified only against its own verifying key(s)."""
-    if warn:
-        err.print("[yellow]warning: no --anchor or --vk-hash given: the adapter is checked only against the bundle's "
-                  "own verifying key; pin the contributor's published anchor to bind it[/]")
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("verify", help="verify a proof bundle (exit 0 valid, 1 invalid, 2 bad input)")
     p.add_argument("bundle", help="bundle directory written by `zkref prove`")
     p.add_argument("--anchor", default=None,
-                   help="the contributor's published adapter anchor (JSON file) to pin; for a per-module bundle an "
-                        "object mapping each module name to its anchor")
-    p.add_argument("--vk-hash", default=None, help="pin the verifying key's SHA-256 (a fixed adapter)")
+                   help="the contributor's published adapter anchor (JSON file) to pin (required, or --vk-hash); for "
+                        "a per-module bundle an object mapping each module name to its anchor")
+    p.add_argument("--vk-hash", default=None,
+                   help="pin the verifying key's SHA-256 (a fixed adapter); with --anchor it must equal the anchor's")
     p.add_argument("--statement-id", default=None,
                    help="require the bundle to prove this statement (for several modules: the batch id)")
     p.add_argument("--srs", default=None, help="the KZG SRS file the proof was made with (ezkl)")
