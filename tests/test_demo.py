@@ -15,8 +15,8 @@ def test_demo_with_the_zkref_backend_and_its_exit_code(tmp_path, capsys):
     result = run_demo(tmp_path / "model", backend="zkref", tokens=2, console=Console(file=buf, width=150))
     text = buf.getvalue()
     assert result.ok, text
-    assert len(result.calls) == 2 and all(c.verified for c in result.calls)
-    assert "demo complete: every call's proof verified (2 of 2 calls verified)" in text
+    assert len(result.calls) == 6 and all(c.verified for c in result.calls)   # 2 modules × (prompt + 2 steps)
+    assert "demo complete: every call's proof verified (6 of 6 calls verified)" in text
     assert "base-model digest" in text and "top-1 agreement" in text and "mock check passed" in text
     assert result.figures["top1_agreement"] == 1.0
     assert all(0 < e < 0.5 for e in result.figures["relative_errors"].values())
@@ -34,6 +34,6 @@ def test_demo_with_real_ezkl_proofs(tmp_path, tmp_path_factory):
     result = run_demo(tmp_path / "model", cache_dir=cache, console=Console(file=buf, width=150))
     text = buf.getvalue()
     assert result.ok, text
-    assert result.figures["backend"] == "ezkl" and len(result.calls) == 2
-    assert text.count("EZKL KZG proof verified; verifying key pinned by the anchor") == 2
+    assert result.figures["backend"] == "ezkl" and len(result.calls) == 6
+    assert text.count("EZKL KZG proof verified against the pinned verifying key") == 6
     assert "demo complete: every call's proof verified" in text and "top-1 agreement" in text

@@ -186,7 +186,7 @@ def test_hashed_bindings_end_to_end(dirs):
     try:
         with client(dirs, [s.url]) as c:
             result = c.run(PROMPT[:2])
-            anchor = next(iter(c.sessions[0].anchors.values()))
+            anchor = c.sessions[0].commitment.anchor(C_ATTN[0], 4)
     finally:
         s.stop()
     assert result.verified and anchor.digest is not None
@@ -321,17 +321,27 @@ def test_tampered_float_delta_is_detected_and_named(dirs, server):
     only_failure(result, C_ATTN[0], 0, "tampered delta")
 
 
-def test_proof_swapped_between_calls_is_detected_and_named(dirs, server):
-    """Call 1's proof request gets call 0's proof, relabelled with call 1's id: same statement, other values."""
+@pytest.mark.parametrize("relabel_scope", [True, False], ids=["scope-relabelled", "scope-kept"])
+def test_proof_swapped_between_calls_is_detected_and_named(dirs, server, relabel_scope):
+    """Call 1's proof request gets call 0's proof, relabelled with call 1's id: same statement, other values. With its
+    scope relabelled too, the instances (call 1's x and y) differ; with the scope left naming call 0, the answer does
+    not even parse as call 1's status."""
+    def relabel(doc, old, new):
+        doc = doc | {"call_id": new}
+        if relabel_scope:
+            doc["scope"]["calls"] = [r | {"call_id": new} if r["call_id"] == old else r for r in doc["scope"]["calls"]]
+        return doc
+
     def rule(t, kind, module, index, request):
         if kind == "proof" and request.url.path.endswith(t.ids.get((C_ATTN[0], 1), "-")):
-            other = str(request.url).replace(t.ids[(C_ATTN[0], 1)], t.ids[(C_ATTN[0], 0)])
-            return rewrite_answer(t.forward(request, url=other), lambda d: d | {"call_id": t.ids[(C_ATTN[0], 1)]})
+            old, new = t.ids[(C_ATTN[0], 0)], t.ids[(C_ATTN[0], 1)]
+            other = str(request.url).replace(new, old)
+            return rewrite_answer(t.forward(request, url=other), lambda d: relabel(d, old, new))
         return t.forward(request)
 
     (first, second), _ = run_attacked(dirs, server, rule, prompts=(PROMPT, PROMPT[::-1]))
     assert first.verified
-    only_failure(second, C_ATTN[0], 1, "public instances differ")
+    only_failure(second, C_ATTN[0], 1, "public instances differ" if relabel_scope else "scope does not hold this call")
 
 
 def test_proof_for_other_activations_is_detected_and_named(dirs, server):
@@ -371,7 +381,7 @@ def test_a_failed_proof_is_reported_with_the_contributors_reason(dirs, server):
         response = t.forward(request)
         if kind == "proof":
             return rewrite_answer(response, lambda d: d | {"status": "failed", "reason": "worker crashed",
-                                                           "proof": None})
+                                                           "proof": None, "scope": None})
         return response
 
     (result,), _ = run_attacked(dirs, server, rule)

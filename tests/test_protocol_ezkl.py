@@ -69,7 +69,8 @@ def test_ezkl_end_to_end_and_a_forged_output(tmp_path, ezkl_cache):
                                layers_to_transform=[0], fan_in_fan_out=True, lora_dropout=0.0)
     contributor = load_contributor(base_dir=base, adapter_dir=adapter)
     prover = ProcessProver(workers=1)
-    config = ServerConfig(backend="ezkl", backend_options={"cache_dir": ezkl_cache}, max_tokens=8)
+    config = ServerConfig(backend="ezkl", backend_options={"cache_dir": ezkl_cache}, max_tokens=len(PROMPT),
+                          token_buckets=(len(PROMPT),))
     with ServerThread(create_app(contributor, config, prover), prover=prover) as server:
         with BaseModelClient(base_dir=base, contributors=[server.url], reference_adapters=[adapter],
                              cache_dir=ezkl_cache, proof_timeout=300) as client:
@@ -83,7 +84,7 @@ def test_ezkl_end_to_end_and_a_forged_output(tmp_path, ezkl_cache):
     assert manifest.backend.name == "ezkl" and manifest.backend.zero_knowledge
     assert result.verified, [(c.label, c.reason) for c in result.calls]
     assert [(c.module, c.call) for c in result.calls] == [(MODULE, 0)]
-    assert "EZKL KZG proof verified; verifying key pinned by the anchor" in result.calls[0].reason
+    assert "EZKL KZG proof verified against the pinned verifying key" in result.calls[0].reason
     proof = status.proof.proof()
     assert proof.zero_knowledge and proof.meta["dev_srs"] is True
     assert any("SRS" in w for w in result.warnings)
@@ -93,10 +94,11 @@ def test_ezkl_end_to_end_and_a_forged_output(tmp_path, ezkl_cache):
     failure = forged.calls[0]
     assert not forged.verified and failure.label == f"{MODULE} call 0"
     assert "EZKL rejected the proof" in failure.reason, failure.reason
-    # the verifying key the client pinned (computed in the worker process) is the one this process derives from the
-    # shared cache: what lets workers on other processes or machines that share the cache prove under the published
-    # anchor (specs/protocol.md, "Pointing it at a cluster": separate caches can disagree, see there)
-    anchor = client.sessions[0].anchors[(MODULE, len(PROMPT))]
+    # the verifying key the client pinned (the server's commitment) is the one the worker proved under and the one
+    # this process derives from the shared cache: what lets workers on other processes or machines that share the
+    # cache prove under the published anchor (specs/protocol.md, "Pointing it at a cluster": separate caches can
+    # disagree, see there)
+    anchor = client.sessions[0].commitment.anchor(MODULE, len(PROMPT))
     served = contributor.modules[MODULE]
     here = EzklBackend(cache_dir=ezkl_cache).anchor(
         served.statement(len(PROMPT)), served.witness(np.zeros((len(PROMPT), 64), dtype=np.int64)))

@@ -138,9 +138,9 @@ def test_proof_message_round_trip_and_bounds():
 def test_anchor_and_call_status_invariants():
     anchor = AdapterAnchor(backend="ezkl", statement_id="c" * 32, vk_hash="d" * 64)
     assert m.AnchorInfo.of(anchor).anchor() == anchor
-    base = dict(call_id="e" * 32, module="m", tokens=1, statement_id="c" * 32, reason="", worker=None, timings={})
-    m.CallStatus(**base, status="pending", proof=None)
-    with pytest.raises(ValidationError, match="proof is present exactly"):
-        m.CallStatus(**base, status="done", proof=None)
+    base = dict(call_id="e" * 32, module="m", tokens=1, reason="", worker=None, timings={})
+    m.CallStatus(**base, status="pending", proof=None, scope=None)
+    with pytest.raises(ValidationError, match="proof and its scope are present exactly"):
+        m.CallStatus(**base, status="done", proof=None, scope=None)
     with pytest.raises(ValidationError):
-        m.CallStatus(**(base | {"call_id": "E" * 32}), status="pending", proof=None)
+        m.CallStatus(**(base | {"call_id": "E" * 32}), status="pending", proof=None, scope=None)

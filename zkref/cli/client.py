@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from zkref.cli.console import out, print_json
+from zkref.cli.console import err, out, print_json
 from zkref.cli.inputs import token_ids
 from zkref.cli.serve import TOKEN_ENV, quiet_model_loading
 
@@ -28,16 +28,32 @@ def cmd_client(args: argparse.Namespace) -> int:
     ids = token_ids(args.prompt_ids, "--prompt-ids", limit=None) if args.prompt_ids is not None else \
         tokenize(args.base, args.prompt)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    if args.generate < 0:
+        raise ValueError(f"--generate must be 0 or more, got {args.generate}")
+    if args.save_anchors and args.anchors:
+        raise ValueError("--save-anchors records a commitment pinned on first use; --anchors already pins one")
     with BaseModelClient(base_dir=args.base, contributors=args.contributor or (), token=token,
                          use_optimization=not args.float, reference_adapters=args.reference_adapter or (),
                          srs=args.srs, cache_dir=args.cache_dir, timeout=args.timeout,
-                         proof_timeout=args.proof_timeout) as client:
-        result = client.run(ids)
+                         proof_timeout=args.proof_timeout, anchors=args.anchors or ()) as client:
+        if args.save_anchors and not args.float:
+            saved = client.save_commitments(args.save_anchors)
+            err.print(f"[dim]zkref client: commitment {saved[0]} saved to {args.save_anchors} (pin it next time with "
+                      f"--anchors)[/]")
+        result = client.generate(ids, args.generate)
     if args.json:
         print_json(result.to_json())
     else:
         out.print(f"[bold]{result.label}[/] ({len(ids)} tokens, logits {result.logits.shape[0]}×"
                   f"{result.logits.shape[1]})")
+        if result.generated_ids:
+            t = result.timings
+            out.print(f"  generated {len(result.generated_ids)} tokens: {list(result.generated_ids)}; forward "
+                      f"{t['forward']:.2f} s, then {t['verify']:.2f} s until every proof verified: "
+                      f"{t['tokens_per_second']:.3g} tokens/s proven and verified")
+        for c in result.contributors:
+            how = "pinned from --anchors" if c["commitment_pinned"] == "file" else "pinned on first use"
+            out.print(f"  {c['url']}: adapter commitment {c['commitment_id'][:16]}… ({how})")
         for c in result.calls:
             mark = "[green]verified[/]" if c.verified else "[red]NOT verified[/]"
             out.print(f"  {c.label} ({c.contributor}, call id {c.call_id}): {mark} — {c.reason}")
@@ -63,6 +79,13 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", default=None, help="prompt text (needs a tokenizer in --base)")
     p.add_argument("--prompt-ids", default=None, help="prompt as token ids, e.g. 1,2,3")
     p.add_argument("--token", default=None, help=f"bearer token for every contributor (default: ${TOKEN_ENV})")
+    p.add_argument("--anchors", action="append", default=None, metavar="FILE",
+                   help="an adapter commitment the contributor published earlier (repeat for several contributors): "
+                        "a contributor whose commitment is none of them is refused (default: pinned on first use)")
+    p.add_argument("--save-anchors", default=None, metavar="FILE",
+                   help="write the contributor's commitment, pinned on first use, to FILE for --anchors next time")
+    p.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="generate N tokens greedily after the prompt (every call of every step proven and verified)")
     p.add_argument("--json", action="store_true", help="one JSON document: logits, verified, calls, accuracy")
     p.add_argument("--reference-adapter", action="append", default=None, metavar="DIR",
                    help="EVALUATION ONLY: the adapter(s) held locally, for the accuracy against the float peft "

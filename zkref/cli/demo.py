@@ -41,15 +41,18 @@ class DemoResult:
         return bool(self.calls) and self.verified and all(c.verified for c in self.calls)
 
 
-def run_demo(model_dir: str | Path | None = None, *, backend: str = "ezkl", tokens: int = 4, rank: int = 4,
-             alpha: float = 8.0, seed: int = 0, cache_dir: str | Path | None = None,
+def run_demo(model_dir: str | Path | None = None, *, backend: str = "ezkl", tokens: int = 4, generate: int = 3,
+             rank: int = 4, alpha: float = 8.0, seed: int = 0, cache_dir: str | Path | None = None,
              console: Console | None = None) -> DemoResult:
-    """Run every step, printing as it goes; returns the figures (also used by the test of this demo)."""
+    """Run every step, printing as it goes; returns the figures (also used by the test of this demo).
+
+    The client sends a prompt of `tokens` tokens, then generates `generate` more (one call per module per step); the
+    server proves a session's queued calls of a module together, at the committed T of `tokens` or 4·`tokens`."""
     from zkref.models.tiny_model import TINY_GPT2, build_tiny_gpt2, save_random_lora
     from zkref.protocol.client import BaseModelClient
     from zkref.protocol.contributor import load_contributor
     from zkref.protocol.provers import ProcessProver
-    from zkref.protocol.server import ServerConfig, ServerThread, create_app
+    from zkref.protocol.server import ServerConfig, ServerThread, create_app, publish_commitment
 
     con = console or Console()
     result = DemoResult()
@@ -67,10 +70,14 @@ def run_demo(model_dir: str | Path | None = None, *, backend: str = "ezkl", toke
         con.rule(f"[bold]2. the contributor serves the adapter (backend {backend})")
         contributor = load_contributor(base_dir=base, adapter_dir=adapter)
         options = {"cache_dir": str(cache_dir)} if backend == "ezkl" and cache_dir is not None else {}
-        config = ServerConfig(backend=backend, backend_options=options, max_tokens=max(16, tokens))
+        config = ServerConfig(backend=backend, backend_options=options, max_tokens=tokens,
+                              token_buckets=(tokens, 4 * tokens))
+        with con.status("committing: one anchor per module and allowed T (EZKL: circuit and key setup)…"):
+            commitment = publish_commitment(contributor, config)
         prover = ProcessProver(workers=1)
         prover.warm_up()
-        app = create_app(contributor, config, prover)
+        app = create_app(contributor, config, prover, commitment)
+        con.print(f"adapter commitment [cyan]{commitment.id}[/] (anchors for T {commitment.tokens}): what clients pin")
         con.print(f"base-model digest ({contributor.base_digest.format_version}): "
                   f"[cyan]{contributor.base_digest.hex}[/]")
         for served in contributor.modules.values():
@@ -84,14 +91,15 @@ def run_demo(model_dir: str | Path | None = None, *, backend: str = "ezkl", toke
             con.rule("[bold]3. the base-model user runs its own model; each c_attn call goes to the contributor")
             prompt = [int(t) for t in np.random.default_rng(seed).integers(0, TINY_GPT2["vocab_size"], tokens)]
             with BaseModelClient(base_dir=base, contributors=[server.url], reference_adapters=[adapter],
-                                 cache_dir=cache_dir) as client:
-                run = client.run(prompt)
+                                 cache_dir=cache_dir, anchors=[commitment]) as client:
+                run = client.generate(prompt, generate)
         result.calls, result.verified, result.accuracy = list(run.calls), run.verified, run.accuracy
-        con.print(f"prompt {prompt} → logits {run.logits.shape[0]}×{run.logits.shape[1]}")
+        con.print(f"prompt {prompt}, then {len(run.generated_ids)} generated tokens {list(run.generated_ids)}: "
+                  f"{len(run.calls)} calls, proven in {len({c.proof_id for c in run.calls})} proof(s)")
         for c in run.calls:
             mark = "[green]verified[/]" if c.verified else "[red]NOT verified[/]"
             took = f", proof ready after {c.proof_seconds:.1f} s" if c.proof_seconds else ""
-            con.print(f"  {c.label}: {mark} — {c.reason}{took}")
+            con.print(f"  {c.label} ({c.tokens} token{'s' if c.tokens > 1 else ''}): {mark} — {c.reason}{took}")
         for w in run.warnings:
             con.print(f"  [yellow]{w}[/]")
 
@@ -113,8 +121,8 @@ def run_demo(model_dir: str | Path | None = None, *, backend: str = "ezkl", toke
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return 0 if run_demo(args.model_dir, backend=args.backend, tokens=args.tokens, rank=args.rank, seed=args.seed,
-                         console=out).ok else 1
+    return 0 if run_demo(args.model_dir, backend=args.backend, tokens=args.tokens, generate=args.generate,
+                         rank=args.rank, seed=args.seed, console=out).ok else 1
 
 
 def register(subparsers) -> None:
@@ -123,7 +131,8 @@ def register(subparsers) -> None:
                                                      "directory)")
     p.add_argument("--backend", choices=["ezkl", "zkref"], default="ezkl",
                    help="ezkl: real zero-knowledge proofs (default); zkref: the fast mock check")
-    p.add_argument("--tokens", type=int, default=4)
+    p.add_argument("--tokens", type=int, default=4, help="prompt length")
+    p.add_argument("--generate", type=int, default=3, help="tokens generated after the prompt")
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+from pathlib import Path
 
 from zkref.cli.console import err, out
 from zkref.cli.inputs import token_ids
@@ -43,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from zkref.pipeline import Bindings
     from zkref.protocol.contributor import load_contributor
     from zkref.protocol.provers import make_prover
-    from zkref.protocol.server import ServerConfig, bind_socket, create_app, uvicorn_server
+    from zkref.protocol.server import ServerConfig, bind_socket, create_app, publish_commitment, uvicorn_server
 
     quiet_model_loading()
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
@@ -53,7 +54,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           token=token, max_tokens=args.max_tokens, max_queue=args.max_queue,
                           max_concurrent_requests=args.max_concurrent, prove_timeout=args.prove_timeout,
                           result_ttl=args.result_ttl, max_results=args.max_results,
-                          max_result_bytes=args.max_result_mb << 20)
+                          max_result_bytes=args.max_result_mb << 20,
+                          token_buckets=token_ids(args.token_buckets, "--token-buckets", limit=None)
+                          if args.token_buckets else None,
+                          batching=not args.no_batching, batch_window=args.batch_window)
+    publish = _publish_path(args.publish)
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
     calibration = token_ids(args.calibration_ids, "--calibration-ids", limit=None) if args.calibration_ids else None
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
@@ -69,8 +74,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                        weight_bits=args.weight_bits, max_rel_error=args.max_rel_error,
                                        bindings=bindings)
         prover = make_prover(workers=workers, ray_address=args.ray)
-        app = create_app(contributor, config, prover)
         prover.warm_up()
+        commitment = _commit(contributor, config, publish_commitment)
+        if publish is not None:
+            _write_published(publish, commitment)
+        app = create_app(contributor, config, prover, commitment)
         for served in contributor.modules.values():
             q = served.quantised
             out.print(f"{served.name}: {q.d_in}→{q.d_out} r={q.rank} int{q.weight_bits} scaling={q.scaling:g} "
@@ -79,6 +87,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         where = f"Ray at {args.ray}" if args.ray else "local process pool"
         out.print(f"zkref serve: {len(contributor.modules)} module(s), backend {args.backend}, {workers} worker(s) "
                   f"({where}), auth {'bearer' if token else 'none'}")
+        batching = (f"batching a session's calls within {config.batch_window:g} s up to T={commitment.tokens[-1]}"
+                    if config.batching else "no batching")
+        out.print(f"zkref serve: adapter commitment {commitment.id} (T {commitment.tokens}; {batching})"
+                  + (f", published to {publish}" if publish is not None else ""))
         print(f"zkref serve: listening on http://{host}:{sock.getsockname()[1]}", flush=True)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn both into a normal exit so
         # the prover (process pool, or a Ray instance started here) is shut down below.
@@ -95,6 +107,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if serving:
             err.print("[dim]zkref serve: stopped[/]")
     return 0
+
+
+def _publish_path(path: str | None) -> Path | None:
+    """--publish FILE: checked before any work (its directory exists; an existing file is compared, never replaced)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise ValueError(f"--publish {path}: {p.parent} is not a directory")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"--publish {path}: not a file")
+    return p
+
+
+def _write_published(path: Path, commitment) -> None:
+    """Write the commitment clients pin; an existing file must hold exactly this commitment (a changed adapter,
+    precision, SRS or T set makes a new one, which clients pinned to the old file would refuse)."""
+    data = commitment.canonical_bytes()
+    if path.exists():
+        if path.read_bytes() != data:
+            raise ValueError(f"--publish {path}: the file holds another adapter commitment than this server's "
+                             f"({commitment.id[:16]}…); clients pinned to it would refuse this server. Publish to a "
+                             "new file")
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _commit(contributor, config, publish_commitment):
+    """The adapter commitment, with a progress bar on stderr (EZKL sets up one circuit per module and T)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = len(contributor.modules) * len(config.buckets())
+    with Progress(TextColumn("[dim]zkref serve: committing (anchors per module and T)[/]"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("[dim]{task.description}[/]"),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("", total=total)
+        return publish_commitment(contributor, config,
+                                  progress=lambda done, _total, label: bar.update(task, completed=done,
+                                                                                  description=label))
 
 
 def _exit_on_signal(signum, _frame) -> None:
@@ -131,6 +184,16 @@ def register(subparsers) -> None:
     p.add_argument("--srs", default=None, help="ezkl: a ceremony SRS file (default: a development SRS, insecure)")
     p.add_argument("--cache-dir", default=None, help="ezkl: circuit, key and SRS cache (default $ZKREF_CACHE)")
     p.add_argument("--max-tokens", type=int, default=64, help="largest T per call")
+    p.add_argument("--token-buckets", default=None, metavar="T1,T2,…",
+                   help="the token counts calls are proven at, each set up at startup and committed (default: powers "
+                        "of 4 below --max-tokens, and --max-tokens); a call is zero-padded to the next one")
+    p.add_argument("--no-batching", action="store_true",
+                   help="prove every call alone (default: a session's queued calls of one module are proven together)")
+    p.add_argument("--batch-window", type=float, default=0.25,
+                   help="seconds a call waits for its session's next calls before it is proven alone")
+    p.add_argument("--publish", default=None, metavar="FILE",
+                   help="write the adapter commitment (what clients pin with --anchors) to FILE; an existing FILE must "
+                        "hold the same commitment")
     p.add_argument("--max-queue", type=int, default=64, help="proofs queued or running before calls get 429")
     p.add_argument("--max-concurrent", type=int, default=32, help="requests in progress before 429")
     p.add_argument("--prove-timeout", type=float, default=600.0, help="seconds before a proof is failed")

@@ -1,18 +1,23 @@
 """The base-model user's side: run your own base model, get each adapter's delta from its contributor, verify it all.
 
-`BaseModelClient(base_dir=…, contributors=[url, …]).run(prompt_ids)`:
+`BaseModelClient(base_dir=…, contributors=[url, …], anchors=[file, …]).run(prompt_ids)` (or `.generate(…)`):
 
 1. loads its own copy of the base model (transformers, local files only) and digests it (zkref.models.digest);
-2. fetches each contributor's manifest, refuses a contributor whose base-model digest differs from its own or whose
-   modules do not fit its model, and pins, per (module, T), the adapter anchor the contributor publishes — before
-   any activation leaves the machine;
+2. fetches each contributor's manifest and its adapter commitment (`AdapterCommitment`: per module the statement,
+   the dequantisation and the adapter anchor of every allowed T, fixed before any call). With `anchors` (files a
+   contributor published earlier) a commitment that differs in any byte from every pinned one is refused; without,
+   the commitment is pinned on first use for this client's lifetime — labelled so in every result. A contributor
+   whose base-model digest, modules, statements or dequantisation differ from its commitment, or whose statements
+   the verifying backend cannot check, is refused — all before any activation leaves the machine;
 3. runs the forward pass with a forward hook on every served module: the base layer computes W x locally; the hook
-   quantises x with the manifest's scale, sends x_q, receives y_q, dequantises it with the manifest's parameters
-   and adds the delta to the module's output (several contributors on one module: their deltas add, as peft adds
-   active adapters);
-4. fetches every call's proof and verifies it with the manifest's backend against what the client itself holds:
-   the statement rebuilt from the manifest and T, the x_q it sent, the y_q it received, and the pinned anchor. A
-   proof for another call, other activations, another adapter or a changed output fails, named by module and call.
+   quantises x with the committed scale, sends x_q (with this client's random session id), receives y_q,
+   dequantises it with the committed parameters and adds the delta to the module's output (several contributors on
+   one module: their deltas add, as peft adds active adapters);
+4. fetches every call's proof and verifies it with the committed backend against what the client itself holds: the
+   proof's scope names the calls whose rows it stacks (this session's calls of one module, zero-padded to a
+   committed T), and the client rebuilds that statement, the x_q rows it sent and the y_q rows it received, and
+   checks them against the committed anchor. A proof for another call, other activations, another adapter, a
+   changed output or a call this client never made fails, named by module and call.
 
 What each side knows: the contributor never sees the base model's weights or the prompt, only each served module's
 quantised input x_q; the client never sees the adapter (with the zkref mock backend it does: that backend's
@@ -22,8 +27,11 @@ quantised input x_q; the client never sees the adapter (with the zkref mock back
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,9 +39,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from pydantic import ValidationError
 
 from backends import get_backend
-from backends.base import AdapterAnchor, Backend, Proof
+from backends.base import AdapterAnchor, Backend, Proof, Verdict, anchor_gap
 from zkref.lora.commitments import activations_digest
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement
 from zkref.primitives.quant import quantize_int8
@@ -41,9 +50,30 @@ from zkref.protocol import messages as m
 from zkref.protocol.tensors import TensorFormatError, decode_tensors, encode_tensors
 
 MAX_MANIFEST_BYTES = 64 << 20
+MAX_COMMITMENT_BYTES = 64 << 20
 MAX_SMALL_ANSWER_BYTES = 1 << 20
 MAX_PROOF_ANSWER_BYTES = 2 * m.MAX_B64_PROOF + (16 << 20)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+RETRY_MIN_SECONDS = 0.1
+RETRY_MAX_SECONDS = 5.0
+"""Back-off after a 429: at least RETRY_MIN_SECONDS (a `Retry-After: 0` must not make a busy loop), doubling per
+consecutive refusal, at most RETRY_MAX_SECONDS, until the request's deadline."""
+TOFU_WARNING = ("the adapter commitment was pinned on first use (no --anchors file): the contributor committed before "
+                "this session's first call, but nothing ties it to an earlier session; save it (--save-anchors) and "
+                "pin it next time")
+
+
+def read_commitment(path: str | os.PathLike) -> m.AdapterCommitment:
+    """A published adapter commitment file (`GET /v1/commitment`, `zkref serve --publish`), strictly parsed."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such commitment file")
+    if p.stat().st_size > MAX_COMMITMENT_BYTES:
+        raise ValueError(f"{p}: larger than {MAX_COMMITMENT_BYTES:,} bytes")
+    try:
+        return m.AdapterCommitment.model_validate_json(p.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{p}: not an adapter commitment ({str(exc).splitlines()[0][:300]})") from None
 
 
 class ContributorError(ValueError):
@@ -78,6 +108,10 @@ class CallReport:
     reason: str
     worker: dict | None = None
     proof_seconds: float = 0.0
+    proven_with: int = 1
+    """How many calls the proof that covers this one covers (server-side batching), itself included."""
+    proof_id: str = ""
+    """The first 16 hex digits of SHA-256 over the proof's bytes: calls proven together share it."""
 
     @property
     def label(self) -> str:
@@ -86,7 +120,8 @@ class CallReport:
     def to_json(self) -> dict:
         return {"contributor": self.contributor, "module": self.module, "call": self.call, "call_id": self.call_id,
                 "tokens": self.tokens, "statement_id": self.statement_id, "verified": self.verified,
-                "reason": self.reason, "worker": self.worker, "proof_seconds": round(self.proof_seconds, 4)}
+                "reason": self.reason, "worker": self.worker, "proof_seconds": round(self.proof_seconds, 4),
+                "proven_with": self.proven_with, "proof_id": self.proof_id}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +169,10 @@ class ClientResult:
     prompt_ids: tuple[int, ...]
     warnings: tuple[str, ...] = ()
     contributors: tuple[dict, ...] = ()
+    generated_ids: tuple[int, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    """forward (the model with every delta), verify (from the last forward pass until every proof verified), total;
+    with `generate`, also tokens_per_second (generated tokens ÷ total: every proof verified)."""
 
     @property
     def failures(self) -> tuple[CallReport, ...]:
@@ -143,7 +182,8 @@ class ClientResult:
         return {"label": self.label, "verified": self.verified, "prompt_ids": list(self.prompt_ids),
                 "logits": self.logits.tolist(), "calls": [c.to_json() for c in self.calls],
                 "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
-                "warnings": list(self.warnings), "contributors": list(self.contributors)}
+                "warnings": list(self.warnings), "contributors": list(self.contributors),
+                "generated_ids": list(self.generated_ids), "timings": self.timings}
 
 
 @dataclass(eq=False)
@@ -154,21 +194,31 @@ class _Sent:
     module: str
     call: int
     call_id: str
-    statement: LoRAStatement
     x_q: np.ndarray
     y_q: np.ndarray
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def tokens(self) -> int:
+        return self.x_q.shape[0]
+
 
 @dataclass(eq=False)
 class _Session:
-    """One contributor: its endpoint, manifest, verifying backend and the anchors pinned per (module, T)."""
+    """One contributor: its endpoint, manifest, pinned commitment, verifying backend, and this client's calls."""
 
     endpoint: Endpoint
     manifest: m.Manifest
+    commitment: m.AdapterCommitment
+    pinned: bool
+    """True when the commitment equals a file given with `anchors`; False when pinned on first use."""
     backend: Backend
-    anchors: dict[tuple[str, int], AdapterAnchor] = field(default_factory=dict)
+    session_id: str = field(default_factory=lambda: secrets.token_hex(16))
     counts: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, _Sent] = field(default_factory=dict)
+    """Every call this client made to this contributor, by call id: a proof's scope may name only these."""
+    verdicts: dict[tuple, Verdict] = field(default_factory=dict)
+    """Verdicts by (module, scope rows, proof hash): a proof covering several calls is verified once."""
 
 
 def _module_dims(module) -> tuple[int, int]:
@@ -200,6 +250,14 @@ def tokenize(base_dir: str | os.PathLike, text: str) -> list[int]:
     return [int(t) for t in ids]
 
 
+def retry_delay(retry_after: str, refusals: int) -> float:
+    """Seconds to wait after a 429: the server's Retry-After (delay-seconds) if it is longer, else an exponential
+    back-off from RETRY_MIN_SECONDS; never more than RETRY_MAX_SECONDS, never less than RETRY_MIN_SECONDS."""
+    backoff = RETRY_MIN_SECONDS * 2 ** min(refusals, 16)
+    asked = float(retry_after) if retry_after.isdigit() and len(retry_after) < 8 else 0.0
+    return max(RETRY_MIN_SECONDS, min(RETRY_MAX_SECONDS, max(asked, backoff)))
+
+
 class BaseModelClient:
     """A base-model user talking to one or more contributors (see the module docstring)."""
 
@@ -207,11 +265,17 @@ class BaseModelClient:
                  token: str | None = None, use_optimization: bool = True,
                  reference_adapters: Sequence[str | os.PathLike] = (), srs: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, timeout: float = 60.0, proof_timeout: float = 900.0,
-                 transport: httpx.BaseTransport | None = None):
-        """contributors: URLs (with `token` for all) or `Endpoint`s; srs / cache_dir: where the EZKL verifier finds
-        the SRS (a ceremony SRS file, or the cache holding the development SRS); transport: an httpx transport
-        (proxies, mTLS, or a test's man in the middle)."""
+                 transport: httpx.BaseTransport | None = None,
+                 anchors: Sequence[str | os.PathLike | m.AdapterCommitment] = ()):
+        """contributors: URLs (with `token` for all) or `Endpoint`s; anchors: adapter commitments published earlier
+        (files or objects): every contributor's commitment must be one of them, byte for byte, or it is refused;
+        without them each commitment is pinned on first use (and labelled so); srs / cache_dir: where the EZKL
+        verifier finds the SRS (a ceremony SRS file, or the cache holding the development SRS); transport: an httpx
+        transport (proxies, mTLS, or a test's man in the middle)."""
         from zkref.models.peft_loading import load_base_model
+
+        self.pinned = {c.id: c for c in (a if isinstance(a, m.AdapterCommitment) else read_commitment(a)
+                                         for a in anchors)}
 
         self.base_dir = Path(base_dir)
         self.endpoints = tuple(c if isinstance(c, Endpoint) else Endpoint(url=c, token=token) for c in contributors)
@@ -248,14 +312,16 @@ class BaseModelClient:
 
     # -- HTTP --------------------------------------------------------------------------------------------------------
     def _request(self, endpoint: Endpoint, method: str, path: str, *, limit: int, params: dict | None = None,
-                 content: bytes | None = None, deadline: float | None = None) -> bytes:
-        """One request with a bounded answer; 429 is retried (Retry-After) until `deadline`; other errors raise."""
-        headers = {"accept": "application/json"}
+                 content: bytes | None = None, deadline: float | None = None,
+                 extra_headers: dict[str, str] | None = None) -> bytes:
+        """One request with a bounded answer; 429 is retried (`retry_delay`) until `deadline`; other errors raise."""
+        headers = {"accept": "application/json"} | (extra_headers or {})
         if endpoint.token:
             headers["authorization"] = f"Bearer {endpoint.token}"
         if content is not None:
             headers["content-type"] = "application/octet-stream"
         deadline = deadline if deadline is not None else time.monotonic() + self.timeout
+        refusals = 0
         while True:
             try:
                 with self.http.stream(method, endpoint.url + path, params=params, content=content,
@@ -267,14 +333,15 @@ class BaseModelClient:
                             raise ContributorError(f"{endpoint.url}{path}: answer exceeds {limit:,} bytes")
                         chunks.append(chunk)
                     status = response.status_code
-                    retry = response.headers.get("retry-after", "1")
+                    retry = response.headers.get("retry-after", "")
             except httpx.HTTPError as exc:
                 raise ContributorError(f"{endpoint.url}{path}: {type(exc).__name__}: {exc}") from None
             body = b"".join(chunks)
             if status == 200:
                 return body
             if status == 429 and time.monotonic() < deadline:
-                time.sleep(min(float(retry) if retry.isdigit() else 1.0, max(0.0, deadline - time.monotonic())))
+                time.sleep(min(retry_delay(retry, refusals), max(0.0, deadline - time.monotonic())))
+                refusals += 1
                 continue
             try:
                 err = m.ErrorResponse.model_validate_json(body).error
@@ -286,6 +353,11 @@ class BaseModelClient:
     def _parse(self, endpoint: Endpoint, model: type, body: bytes, what: str):
         try:
             return model.model_validate_json(body)
+        except ValidationError as exc:
+            first = exc.errors()[0] if exc.errors() else {}
+            where = ".".join(str(part) for part in first.get("loc", ())) or "document"
+            raise ContributorError(f"{endpoint.url}: {what} is not a valid {model.__name__}: {where}: "
+                                   f"{str(first.get('msg', exc))[:300]}") from None
         except ValueError as exc:
             raise ContributorError(f"{endpoint.url}: {what} is not a valid {model.__name__}: "
                                    f"{str(exc).splitlines()[0][:300]}") from None
@@ -320,7 +392,10 @@ class BaseModelClient:
             if theirs != ours:
                 raise ContributorError(f"{endpoint.url} serves an adapter for another base model: its digest "
                                        f"{theirs} differs from ours {ours} ({manifest.base_model.format_version})")
-            session = _Session(endpoint=endpoint, manifest=manifest, backend=self._backend(manifest.backend.name))
+            commitment, pinned = self._commitment(endpoint, manifest)
+            session = _Session(endpoint=endpoint, manifest=manifest, commitment=commitment, pinned=pinned,
+                               backend=self._backend(commitment.backend))
+            self._check_session(session)
             for info in manifest.modules:
                 try:
                     module = self.model.get_submodule(info.name)
@@ -334,37 +409,62 @@ class BaseModelClient:
                 self.serving.setdefault(info.name, []).append((session, info))
             self.sessions.append(session)
 
-    # -- round 1: anchors --------------------------------------------------------------------------------------------
+    # -- round 1: the adapter commitment -------------------------------------------------------------------------
+    def _commitment(self, endpoint: Endpoint, manifest: m.Manifest) -> tuple[m.AdapterCommitment, bool]:
+        """The contributor's commitment: one of the pinned files, byte for byte, or (none given) what it publishes
+        now, pinned on first use. It must be the one the manifest names."""
+        if self.pinned and manifest.commitment_id not in self.pinned:
+            raise ContributorError(f"{endpoint.url}: its adapter commitment {manifest.commitment_id[:16]}… is none of "
+                                   f"the pinned ones ({', '.join(k[:16] + '…' for k in self.pinned)}): refused "
+                                   "before any activation was sent")
+        body = self._request(endpoint, "GET", "/v1/commitment", limit=MAX_COMMITMENT_BYTES)
+        published = self._parse(endpoint, m.AdapterCommitment, body, "the adapter commitment")
+        if published.id != manifest.commitment_id:
+            raise ContributorError(f"{endpoint.url}: the published commitment is {published.id[:16]}…, the manifest "
+                                   f"names {manifest.commitment_id[:16]}…")
+        if self.pinned:
+            return self.pinned[published.id], True
+        return published, False
+
+    def _check_session(self, session: _Session) -> None:
+        """Refuse a contributor whose manifest strays from its commitment, or whose committed statements the
+        verifying backend cannot check (each would otherwise fail only after activations were sent)."""
+        manifest, commitment, url = session.manifest, session.commitment, session.endpoint.url
+        if commitment.backend != manifest.backend.name or commitment.base_model != manifest.base_model:
+            raise ContributorError(f"{url}: the manifest's backend or base model differs from its commitment's")
+        if [i.name for i in manifest.modules] != [c.name for c in commitment.modules]:
+            raise ContributorError(f"{url}: the manifest's modules differ from its commitment's")
+        if manifest.limits.max_tokens > commitment.tokens[-1]:
+            raise ContributorError(f"{url}: max_tokens {manifest.limits.max_tokens} exceeds the largest committed T")
+        for info in manifest.modules:
+            mod = commitment.module(info.name)
+            if info.statement != mod.statement or info.dequantisation != mod.dequantisation:
+                raise ContributorError(f"{url}: {info.name}'s statement or dequantisation (scales, scaling, shift) "
+                                       "differs from the committed one: refused")
+            for tokens in commitment.tokens:
+                try:
+                    statement = mod.statement.statement(tokens)
+                except ValueError as exc:
+                    raise ContributorError(f"{url}: {info.name}'s committed statement is not one this version "
+                                           f"proves: {exc}") from None
+                support = session.backend.supports(statement)
+                if not support:
+                    raise ContributorError(f"{url}: {info.name} at T={tokens}: the {session.backend.name} verifier "
+                                           f"cannot check it ({support.reason})")
+
     def pin_anchor(self, session: _Session, info: m.ModuleInfo, tokens: int) -> AdapterAnchor:
-        """The contributor's anchor for (module, T), fetched once and pinned for every later call of that shape."""
-        key = (info.name, tokens)
-        if key in session.anchors:
-            return session.anchors[key]
-        statement = info.statement.statement(tokens)
-        deadline = time.monotonic() + self.proof_timeout
-        wait = session.manifest.limits.max_wait_seconds
-        path = f"/v1/modules/{info.name}/anchors/{tokens}"
-        while True:
-            remaining = deadline - time.monotonic()
-            body = self._request(session.endpoint, "GET", path, limit=MAX_SMALL_ANSWER_BYTES,
-                                 params={"wait": max(0.0, min(wait, remaining))}, deadline=deadline)
-            status = self._parse(session.endpoint, m.AnchorStatus, body, "the anchor answer")
-            if status.status == "done" and status.anchor is not None:
-                break
-            if status.status == "failed":
-                raise ContributorError(f"{session.endpoint.url}: no anchor for {info.name} at {tokens} tokens: "
-                                       f"{status.reason}")
-            if time.monotonic() >= deadline:
-                raise ContributorError(f"{session.endpoint.url}: no anchor for {info.name} within "
-                                       f"{self.proof_timeout:g} s")
-        anchor = status.anchor.anchor()
-        if anchor.statement_id != statement.id or anchor.backend != session.manifest.backend.name:
-            raise ContributorError(f"{session.endpoint.url}: the anchor for {info.name} at {tokens} tokens is for "
-                                   f"statement {anchor.statement_id}, not {statement.id} as the manifest states")
-        if statement.adapter_binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED) and anchor.digest is None:
-            raise ContributorError(f"{session.endpoint.url}: the adapter of {info.name} is hashed but its anchor has "
-                                   "no digest")
-        session.anchors[key] = anchor
+        """The committed anchor a call of `tokens` rows of `info` is proven under (at the committed T ≥ tokens),
+        checked to pin what its statement's binding needs; ContributorError before anything is sent otherwise."""
+        commitment = session.commitment
+        bucket = commitment.bucket(tokens)
+        if bucket is None:
+            raise ContributorError(f"{session.endpoint.url}: {tokens} tokens exceed the largest committed T "
+                                   f"({commitment.tokens[-1]}) of {info.name}")
+        statement = commitment.module(info.name).statement.statement(bucket)
+        anchor = commitment.anchor(info.name, bucket)
+        gap = anchor_gap(statement, anchor, backend=session.backend.name)
+        if gap:
+            raise ContributorError(f"{session.endpoint.url}: {info.name} at T={bucket}: {gap}")
         return anchor
 
     # -- round 2: calls ----------------------------------------------------------------------------------------------
@@ -372,12 +472,12 @@ class BaseModelClient:
         """Send one module call; returns the delta the client computes from the received y_q."""
         tokens = x.shape[0]
         self.pin_anchor(session, info, tokens)
-        statement = info.statement.statement(tokens)
-        dequant = info.dequantisation.dequantisation(info.d_out)
+        dequant = session.commitment.module(info.name).dequantisation.dequantisation(info.d_out)
         x_q = quantize_int8(x, dequant.scale_x).values.astype(np.int8)
         body = self._request(session.endpoint, "POST", f"/v1/modules/{info.name}/calls",
                              limit=MAX_SMALL_ANSWER_BYTES + 64 * tokens * info.d_out,
-                             content=encode_tensors({"x_q": x_q}))
+                             content=encode_tensors({"x_q": x_q}),
+                             extra_headers={m.SESSION_HEADER: session.session_id})
         accepted = self._parse(session.endpoint, m.CallAccepted, body, f"the answer to a call of {info.name}")
         index = session.counts.get(info.name, 0)
         session.counts[info.name] = index + 1
@@ -390,33 +490,74 @@ class BaseModelClient:
                 from None
         y_q = tensors["y_q"].astype(np.int64)
         delta = dequant.apply(y_q)
-        record = _Sent(session=session, module=info.name, call=index, call_id=accepted.call_id, statement=statement,
+        record = _Sent(session=session, module=info.name, call=index, call_id=accepted.call_id,
                        x_q=x_q.astype(np.int64), y_q=y_q)
-        if (accepted.module, accepted.tokens, accepted.statement_id) != (info.name, tokens, statement.id):
-            record.problems.append(f"the answer names module {accepted.module}, {accepted.tokens} tokens, statement "
-                                   f"{accepted.statement_id}; the call was {info.name}, {tokens}, {statement.id}")
+        if (accepted.module, accepted.tokens) != (info.name, tokens):
+            record.problems.append(f"the answer names module {accepted.module}, {accepted.tokens} tokens; the call was "
+                                   f"{info.name}, {tokens}")
+        if accepted.call_id in session.sent:
+            record.problems.append("the contributor gave this call the id of an earlier one")
         if not np.allclose(tensors["delta"], delta, rtol=1e-12, atol=0.0):
             record.problems.append("the delta sent is not the dequantisation of the y_q sent (tampered delta)")
+        session.sent.setdefault(accepted.call_id, record)
         sent.append(record)
         return delta
 
     # -- round 3: proofs ---------------------------------------------------------------------------------------------
-    def _public(self, record: _Sent, anchor: AdapterAnchor) -> LoRAPublic:
+    @staticmethod
+    def _public(statement: LoRAStatement, x_q: np.ndarray, y_q: np.ndarray, anchor: AdapterAnchor) -> LoRAPublic:
         """The public values from what the client holds: x_q it sent, y_q it received, the pinned adapter digest."""
-        st = record.statement
-        x_known = st.x_binding in (ActivationBinding.PUBLIC, ActivationBinding.POLYCOMMIT)
-        hashed_x = st.x_binding in (ActivationBinding.HASHED, ActivationBinding.HASHED_PACKED)
-        hashed_adapter = st.adapter_binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED)
+        x_known = statement.x_binding in (ActivationBinding.PUBLIC, ActivationBinding.POLYCOMMIT)
+        hashed_x = statement.x_binding in (ActivationBinding.HASHED, ActivationBinding.HASHED_PACKED)
+        hashed_adapter = statement.adapter_binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED)
         return LoRAPublic(
-            y_q=record.y_q, x_q=record.x_q if x_known else None,
-            x_digest=activations_digest(record.x_q, packed=st.x_binding is ActivationBinding.HASHED_PACKED)
+            y_q=y_q, x_q=x_q if x_known else None,
+            x_digest=activations_digest(x_q, packed=statement.x_binding is ActivationBinding.HASHED_PACKED)
             if hashed_x else None,
             adapter_digest=int(anchor.digest, 16) if hashed_adapter and anchor.digest else None)
+
+    def _check_scope(self, record: _Sent, status: m.CallStatus, proof: Proof) -> Verdict:
+        """Verify the proof that answers `record`: its scope's rows are calls this client made in this session (x and
+        y stacked in scope order, the rest zero), at a committed T, under the committed anchor. A proof covering
+        several calls is verified once (`_Session.verdicts`)."""
+        session, scope = record.session, status.scope
+        key = (scope.module, scope.tokens, tuple((r.call_id, r.start, r.tokens) for r in scope.calls),
+               hashlib.sha256(proof.data).hexdigest(), proof.vk_hash)
+        if key in session.verdicts:
+            return session.verdicts[key]
+        verdict = self._verify_scope(session, scope, proof)
+        session.verdicts[key] = verdict
+        return verdict
+
+    def _verify_scope(self, session: _Session, scope: m.ProofScope, proof: Proof) -> Verdict:
+        commitment = session.commitment
+        if scope.tokens not in commitment.tokens:
+            return Verdict(False, f"the proof is at T={scope.tokens}, which the contributor never committed to")
+        members = []
+        for rows in scope.calls:
+            other = session.sent.get(rows.call_id)
+            if other is None:
+                return Verdict(False, f"the proof covers call {rows.call_id}, which this client never made")
+            if other.module != scope.module or other.tokens != rows.tokens:
+                return Verdict(False, f"the proof's scope misstates call {rows.call_id} ({scope.module}, {rows.tokens} "
+                                      f"rows; it was {other.module}, {other.tokens})")
+            members.append((rows, other))
+        statement = commitment.module(scope.module).statement.statement(scope.tokens)
+        if scope.statement_id != statement.id:
+            return Verdict(False, f"the proof's scope names statement {scope.statement_id}, the commitment gives "
+                                  f"{statement.id} at T={scope.tokens}")
+        x_q = np.zeros(statement.shape.x_shape, dtype=np.int64)
+        y_q = np.zeros(statement.shape.y_shape, dtype=np.int64)
+        for rows, other in members:
+            x_q[rows.start:rows.start + rows.tokens] = other.x_q
+            y_q[rows.start:rows.start + rows.tokens] = other.y_q
+        anchor = commitment.anchor(scope.module, scope.tokens)
+        return session.backend.verify(statement, self._public(statement, x_q, y_q, anchor), proof, anchor=anchor)
 
     def _verify(self, record: _Sent, deadline: float) -> CallReport:
         session = record.session
         report = dict(contributor=session.endpoint.url, module=record.module, call=record.call,
-                      call_id=record.call_id, tokens=record.x_q.shape[0], statement_id=record.statement.id)
+                      call_id=record.call_id, tokens=record.tokens)
         t0 = time.monotonic()
         wait = session.manifest.limits.max_wait_seconds
         status = None
@@ -430,34 +571,35 @@ class BaseModelClient:
                 if status.status in ("done", "failed") or time.monotonic() >= deadline:
                     break
         except ContributorError as exc:
-            return CallReport(**report, verified=False, reason=f"no proof: {exc}",
+            return CallReport(**report, statement_id="", verified=False, reason=f"no proof: {exc}",
                               proof_seconds=time.monotonic() - t0)
         seconds = time.monotonic() - t0
         worker = None if status.worker is None else status.worker.model_dump()
-        if status.call_id != record.call_id:
-            return CallReport(**report, verified=False, reason=f"the answer is for call {status.call_id}",
-                              worker=worker, proof_seconds=seconds)
+        report |= dict(worker=worker, proof_seconds=seconds, statement_id=status.scope.statement_id
+                       if status.scope is not None else "")
+        if status.call_id != record.call_id or status.module != record.module or status.tokens != record.tokens:
+            return CallReport(**report, verified=False, reason=f"the answer is for call {status.call_id} "
+                                                               f"({status.module}, {status.tokens} tokens)")
         if status.status == "failed":
-            return CallReport(**report, verified=False, reason=f"the contributor failed to prove it: {status.reason}",
-                              worker=worker, proof_seconds=seconds)
+            return CallReport(**report, verified=False, reason=f"the contributor failed to prove it: {status.reason}")
         if status.status != "done":
             return CallReport(**report, verified=False, reason=f"no proof within {self.proof_timeout:g} s "
-                                                               f"(still {status.status})",
-                              worker=worker, proof_seconds=seconds)
+                                                               f"(still {status.status})")
         try:
             proof: Proof = status.proof.proof()
         except ValueError as exc:
-            return CallReport(**report, verified=False, reason=f"malformed proof: {exc}", worker=worker,
-                              proof_seconds=seconds)
-        anchor = session.anchors[(record.module, record.x_q.shape[0])]
-        verdict = session.backend.verify(record.statement, self._public(record, anchor), proof, anchor=anchor)
+            return CallReport(**report, verified=False, reason=f"malformed proof: {exc}")
+        report["proof_id"] = hashlib.sha256(proof.data).hexdigest()[:16]
+        verdict = self._check_scope(record, status, proof)
         problems = list(record.problems) + ([] if verdict else [verdict.reason])
         reason = "; ".join(problems) if problems else verdict.reason
-        return CallReport(**report, verified=bool(verdict) and not record.problems, reason=reason, worker=worker,
-                          proof_seconds=seconds)
+        if verdict and len(status.scope.calls) > 1:
+            reason += f" (one proof of {len(status.scope.calls)} calls, T={status.scope.tokens})"
+        return CallReport(**report, verified=bool(verdict) and not record.problems, reason=reason,
+                          proven_with=len(status.scope.calls))
 
     # -- the forward pass --------------------------------------------------------------------------------------------
-    def _check_prompt(self, prompt_ids: Sequence[int]) -> tuple[int, ...]:
+    def _check_prompt(self, prompt_ids: Sequence[int], new_tokens: int = 0) -> tuple[int, ...]:
         ids = tuple(int(t) for t in prompt_ids)
         if not ids:
             raise ValueError("the prompt has no tokens")
@@ -466,8 +608,9 @@ class BaseModelClient:
             raise ValueError(f"token ids must lie in [0, {vocab})")
         for key in ("n_positions", "max_position_embeddings"):
             limit = getattr(self.model.config, key, None)
-            if isinstance(limit, int) and len(ids) > limit:
-                raise ValueError(f"{len(ids)} tokens exceed the model's {limit} positions")
+            if isinstance(limit, int) and len(ids) + new_tokens > limit:
+                raise ValueError(f"{len(ids)} prompt tokens and {new_tokens} new ones exceed the model's {limit} "
+                                 "positions")
         for session in self.sessions:
             if len(ids) > session.manifest.limits.max_tokens:
                 raise ValueError(f"{len(ids)} tokens exceed {session.endpoint.url}'s limit of "
@@ -483,19 +626,32 @@ class BaseModelClient:
 
     def run(self, prompt_ids: Sequence[int]) -> ClientResult:
         """One forward pass over the prompt with every served module's delta from its contributor, then verify."""
+        return self.generate(prompt_ids, 0)
+
+    def generate(self, prompt_ids: Sequence[int], new_tokens: int) -> ClientResult:
+        """The prompt's forward pass, then `new_tokens` greedy tokens (each a forward pass of one token over the
+        KV cache, every served module's delta from its contributor), then every call's proof verified.
+
+        With `new_tokens` = 0 this is `run`: logits for the prompt. Otherwise the logits are those of every position
+        processed (prompt, then each generated token but the last), and `generated_ids` the tokens chosen."""
         import torch
 
+        if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
+            raise ValueError(f"new_tokens must be a non-negative integer, got {new_tokens!r}")
         if not self.use_optimization:
-            ids = self._check_prompt(prompt_ids)
-            logits = self._forward(self._reference_model(), ids)
+            ids = self._check_prompt(prompt_ids, new_tokens)
+            logits, generated = self._decode(self._reference_model(), ids, new_tokens)
             return ClientResult(logits=logits, verified=False, calls=(), accuracy=None, prompt_ids=ids,
                                 label="float peft model with the adapters held locally: UNVERIFIED",
-                                warnings=("no contributor was asked and nothing was proven",))
+                                warnings=("no contributor was asked and nothing was proven",),
+                                generated_ids=generated)
         self.connect()
-        ids = self._check_prompt(prompt_ids)
-        for name, servers in self.serving.items():
+        ids = self._check_prompt(prompt_ids, new_tokens)
+        for name, servers in self.serving.items():          # every anchor pinned before any activation is sent
             for session, info in servers:
                 self.pin_anchor(session, info, len(ids))
+                if new_tokens:
+                    self.pin_anchor(session, info, 1)
         sent: list[_Sent] = []
         seen: list[tuple[str, np.ndarray, np.ndarray]] = []
 
@@ -512,19 +668,57 @@ class BaseModelClient:
                 return output + torch.from_numpy(total).to(output.dtype)[None]
             return hook
 
+        t0 = time.monotonic()
         handles = [self.model.get_submodule(name).register_forward_hook(make_hook(name)) for name in self.serving]
         try:
-            logits = self._forward(self.model, ids)
+            logits, generated = self._decode(self.model, ids, new_tokens)
         finally:
             for h in handles:
                 h.remove()
-        deadline = time.monotonic() + self.proof_timeout
+        t1 = time.monotonic()
+        deadline = t1 + self.proof_timeout
         reports = tuple(self._verify(record, deadline) for record in sent)
+        t2 = time.monotonic()
         verified = bool(reports) and all(r.verified for r in reports)
-        accuracy = self._accuracy(ids, logits, seen) if self.reference_adapters else None
+        processed = ids + generated[:-1] if generated else ids
+        accuracy = self._accuracy(processed, logits, seen) if self.reference_adapters else None
+        timings = {"forward": t1 - t0, "verify": t2 - t1, "total": t2 - t0}
+        if new_tokens:
+            timings["tokens_per_second"] = new_tokens / timings["total"] if timings["total"] > 0 else 0.0
+        label = ("every call's proof verified" if verified else
+                 f"{sum(not r.verified for r in reports)} of {len(reports)} calls NOT verified")
+        return ClientResult(logits=logits, verified=verified, calls=reports, accuracy=accuracy, prompt_ids=ids,
+                            label=label, warnings=self._warnings(), contributors=self._contributors(),
+                            generated_ids=generated, timings=timings)
+
+    def _decode(self, model, ids: tuple[int, ...], new_tokens: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Logits of the prompt and of each generated position, and the greedy tokens (KV cache: one new token per
+        pass, so each served module is called with one row per generated token)."""
+        import torch
+
+        rows, generated = [], []
+        # transformers ≥ 5 names the KV cache `cache` (in and out); earlier versions `past_key_values`
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model      # a peft model wraps it
+        cache_name = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([list(ids)], dtype=torch.long), use_cache=bool(new_tokens))
+            rows.append(out.logits[0].to(torch.float64).numpy())
+            for step in range(new_tokens):
+                token = int(rows[-1][-1].argmax())
+                generated.append(token)
+                if step == new_tokens - 1:
+                    break
+                out = model(input_ids=torch.tensor([[token]], dtype=torch.long), use_cache=True,
+                            **{cache_name: out[cache_name]})
+                rows.append(out.logits[0].to(torch.float64).numpy())
+        return np.concatenate(rows, axis=0), tuple(generated)
+
+    def _warnings(self) -> tuple[str, ...]:
         warnings = []
         for session in self.sessions:
             b = session.manifest.backend
+            if not session.pinned:
+                warnings.append(f"{session.endpoint.url}: {TOFU_WARNING}")
             if not b.zero_knowledge:
                 warnings.append(f"{session.endpoint.url}: backend {b.name} is a mock check, not a zero-knowledge "
                                 "proof (its proofs reveal the adapter)")
@@ -532,14 +726,29 @@ class BaseModelClient:
                 warnings.append(f"{session.endpoint.url}: EZKL proofs were verified with the SRS found in the local "
                                 "cache; if it is a development SRS the contributor who made it could forge proofs "
                                 "(pass a ceremony SRS)")
-        contributors = tuple({"url": s.endpoint.url, "backend": s.manifest.backend.name,
-                              "zero_knowledge": s.manifest.backend.zero_knowledge,
-                              "base_model_digest": s.manifest.base_model.digest,
-                              "modules": [i.name for i in s.manifest.modules]} for s in self.sessions)
-        label = ("every call's proof verified" if verified else
-                 f"{sum(not r.verified for r in reports)} of {len(reports)} calls NOT verified")
-        return ClientResult(logits=logits, verified=verified, calls=reports, accuracy=accuracy, prompt_ids=ids,
-                            label=label, warnings=tuple(warnings), contributors=contributors)
+        return tuple(warnings)
+
+    def _contributors(self) -> tuple[dict, ...]:
+        return tuple({"url": s.endpoint.url, "backend": s.manifest.backend.name,
+                      "zero_knowledge": s.manifest.backend.zero_knowledge,
+                      "base_model_digest": s.manifest.base_model.digest,
+                      "commitment_id": s.commitment.id, "commitment_pinned": "file" if s.pinned else "first use",
+                      "modules": [i.name for i in s.manifest.modules]} for s in self.sessions)
+
+    def save_commitments(self, path: str | os.PathLike) -> list[str]:
+        """Write the pinned commitment of the (single) contributor to `path`, to pin it next time with `anchors`;
+        returns the ids written. Refuses to overwrite an existing file or to pick one of several contributors."""
+        self.connect()
+        if len(self.sessions) != 1:
+            raise ValueError("--save-anchors writes one contributor's commitment: give exactly one --contributor")
+        out = Path(path)
+        if out.exists():
+            raise ValueError(f"{out} exists: not overwritten")
+        if not out.parent.is_dir():
+            raise ValueError(f"{out.parent} is not a directory")
+        commitment = self.sessions[0].commitment
+        out.write_bytes(commitment.canonical_bytes())
+        return [commitment.id]
 
     # -- accuracy against the float peft model (needs the adapters) ---------------------------------------------------
     def _reference_model(self):

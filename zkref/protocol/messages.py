@@ -1,7 +1,8 @@
 """The messages of the contributor protocol (specs/protocol.md), one typed, bounded model per message and round.
 
     round 0  GET  /v1/manifest                              → Manifest       what is served and how it is proven
-    round 1  GET  /v1/modules/{module}/anchors/{tokens}     → AnchorStatus   the anchor pinned per (module, T)
+    round 1  GET  /v1/commitment                            → AdapterCommitment  fixed before any call, pinned
+             GET  /v1/modules/{module}/anchors/{tokens}     → AnchorStatus   one anchor of the commitment
     round 2  POST /v1/modules/{module}/calls  (safetensors) → CallAccepted   y_q and its dequantisation, at once
     round 3  GET  /v1/calls/{call_id}                       → CallStatus     pending / running / done + proof / failed
     any      4xx                                            → ErrorResponse  {"error": {status, code, message}}
@@ -16,20 +17,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from backends.base import MAX_PROOF_BYTES, AdapterAnchor, Proof
+from backends.base import MAX_PROOF_BYTES, AdapterAnchor, Proof, anchor_gap
 from zkref.lora.quantisation import Dequantisation
 from zkref.lora.statement import LoRAStatement
 from zkref.primitives.field import felt_from_str, felt_to_str
 from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS
 from zkref.protocol.tensors import Dim, TensorSpec
 
-FORMAT = "zkref-protocol/1"
-"""Version of this protocol; the manifest carries it and a client refuses any other."""
+FORMAT = "zkref-protocol/2"
+"""Version of this protocol; the manifest carries it and a client refuses any other. /2: the adapter commitment
+published before any call, proofs of padded and batched rows (`ProofScope`), sessions."""
+COMMITMENT_FORMAT = "zkref-adapter-commitment/1"
+SESSION_HEADER = "x-zkref-session"
+"""A client's random session id (32 hex digits): the server batches only calls of one client and one session, so a
+batch proof never holds another party's activations and the client knows every call it covers."""
+SESSION_ID = r"^[0-9a-f]{32}$"
 
 MODULE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$"
 """A module's path in the base model (e.g. transformer.h.0.attn.c_attn), as peft and torch name it."""
@@ -40,6 +49,10 @@ HEX_FELT = r"^0x[0-9a-f]{64}$"
 FELT_STR = r"^[0-9a-f]{64}$"
 
 MAX_MODULES = 65_536
+MAX_BUCKETS = 16
+"""Most token counts a contributor publishes anchors for (each is a circuit with its own keys)."""
+MAX_SCOPE_CALLS = MAX_TOKENS
+"""Most calls one proof covers (each call has at least one row)."""
 MAX_CALIBRATION_TOKENS = 4096
 MAX_TEXT = 4096
 MAX_REASON = 2048
@@ -223,10 +236,18 @@ class ProverInfo(Message):
     workers: Annotated[int, Field(ge=1, le=4096)]
 
 
-class Manifest(Message):
-    """Everything a client needs before its first call, and everything it must pin."""
+class BatchingInfo(Message):
+    """How the server groups a session's queued calls of one module into one proof of stacked rows."""
 
-    format: Literal["zkref-protocol/1"]
+    enabled: bool
+    window_seconds: Seconds
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+
+
+class Manifest(Message):
+    """Everything a client needs before its first call; what it must pin is the `AdapterCommitment` it names."""
+
+    format: Literal["zkref-protocol/2"]
     backend: BackendInfo
     base_model: BaseModelInfo
     calibration: CalibrationInfo
@@ -235,6 +256,8 @@ class Manifest(Message):
     limits: Limits
     prover: ProverInfo
     auth: Literal["none", "bearer"]
+    commitment_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    batching: BatchingInfo
 
     @model_validator(mode="after")
     def _unique_modules(self) -> "Manifest":
@@ -270,7 +293,7 @@ class AnchorInfo(Message):
 
 
 class AnchorStatus(Message):
-    """The anchor of one module's statement for T tokens: computed once per (module, T), then served from memory."""
+    """One anchor of the published `AdapterCommitment` (served from memory; never computed on request)."""
 
     module: ModuleName
     tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
@@ -280,18 +303,87 @@ class AnchorStatus(Message):
     reason: Reason
 
 
+class ModuleCommitment(Message):
+    """One module as committed: its statement, its dequantisation and one anchor per allowed T (`tokens` order)."""
+
+    name: ModuleName
+    statement: StatementTemplate
+    dequantisation: DequantisationInfo
+    anchors: Annotated[list[AnchorInfo], Field(min_length=1, max_length=MAX_BUCKETS)]
+
+
+class AdapterCommitment(Message):
+    """What a contributor commits to once, before any call, and every client pins: the base model, the token counts
+    calls are proven at (a call of T tokens is proven at the smallest allowed T' ≥ T, its rows padded with zeros, or
+    stacked with the session's other calls of the module), and per module the statement, the float dequantisation
+    (so a delta cannot be rescaled later) and the adapter anchor of every allowed T.
+
+    Named by `id`, SHA-256 over its canonical JSON: a client given a previously published file (`zkref client
+    --anchors FILE`) refuses a contributor whose commitment differs in any byte. Every anchor must name the statement
+    its template gives for its T and pin what that statement's binding needs (`backends.base.anchor_gap`).
+    """
+
+    format: Literal["zkref-adapter-commitment/1"]
+    backend: Literal["zkref", "ezkl"]
+    base_model: BaseModelInfo
+    tokens: Annotated[list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]], Field(min_length=1, max_length=MAX_BUCKETS)]
+    modules: Annotated[list[ModuleCommitment], Field(min_length=1, max_length=MAX_MODULES)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AdapterCommitment":
+        if self.tokens != sorted(set(self.tokens)):
+            raise ValueError("tokens must be strictly increasing")
+        names = [mod.name for mod in self.modules]
+        if len(names) != len(set(names)):
+            raise ValueError("module names must be unique")
+        for mod in self.modules:
+            if len(mod.anchors) != len(self.tokens):
+                raise ValueError(f"module {mod.name}: one anchor per allowed T is required")
+            if mod.dequantisation.shift != mod.statement.shift:
+                raise ValueError(f"module {mod.name}: the dequantisation's shift differs from the statement's")
+            if len(mod.dequantisation.scale_B) not in (1, mod.statement.d_out):
+                raise ValueError(f"module {mod.name}: scale_B must have 1 or d_out entries")
+            for tokens, info in zip(self.tokens, mod.anchors):
+                statement = mod.statement.statement(tokens)
+                gap = anchor_gap(statement, info.anchor(), backend=self.backend)
+                if gap:
+                    raise ValueError(f"module {mod.name} at T={tokens}: {gap}")
+        return self
+
+    @property
+    def id(self) -> str:
+        """SHA-256 (64 hex digits) of the canonical JSON: sorted keys, no spaces."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def canonical_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    def bucket(self, tokens: int) -> int | None:
+        """The allowed T a call of `tokens` rows is proven at (None when it exceeds the largest)."""
+        return next((t for t in self.tokens if t >= tokens), None)
+
+    def module(self, name: str) -> ModuleCommitment | None:
+        return next((mod for mod in self.modules if mod.name == name), None)
+
+    def anchor(self, name: str, tokens: int) -> AdapterAnchor:
+        """The pinned anchor of module `name` at an allowed T (KeyError otherwise)."""
+        mod = self.module(name)
+        if mod is None or tokens not in self.tokens:
+            raise KeyError(f"no committed anchor for {name} at T={tokens}")
+        return mod.anchors[self.tokens.index(tokens)].anchor()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Rounds 2 and 3: a call and its proof
 # ----------------------------------------------------------------------------------------------------------------------
 
 class CallAccepted(Message):
     """The answer to a call, at once: the proven output y_q and its dequantisation (safetensors, base64); the proof
-    follows under `call_id`."""
+    follows under `call_id` (its statement is known when it is proven: see `ProofScope`)."""
 
     call_id: CallId
     module: ModuleName
     tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
-    statement_id: StatementId
     status: Literal["pending"]
     tensors: Annotated[str, StringConstraints(max_length=MAX_TENSORS_B64)]
     """safetensors: y_q (I32, T × d_out) and delta = dequantise(y_q) (F64, T × d_out)."""
@@ -338,23 +430,58 @@ class WorkerInfo(Message):
 CallState = Literal["pending", "running", "done", "failed"]
 
 
+class ScopeRows(Message):
+    """The rows one call occupies in a proof: rows start … start + tokens − 1 of its x and y."""
+
+    call_id: CallId
+    start: Annotated[int, Field(ge=0, lt=MAX_TOKENS)]
+    tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+
+
+class ProofScope(Message):
+    """What one proof covers: the statement of `tokens` rows (an allowed T of the commitment) whose x and y are the
+    listed calls' rows stacked in order, every other row zero (padding). One proof may answer several calls."""
+
+    module: ModuleName
+    tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+    statement_id: StatementId
+    calls: Annotated[list[ScopeRows], Field(min_length=1, max_length=MAX_SCOPE_CALLS)]
+
+    @model_validator(mode="after")
+    def _rows(self) -> "ProofScope":
+        end = 0
+        for rows in self.calls:
+            if rows.start != end:
+                raise ValueError("calls must occupy consecutive rows from row 0")
+            end = rows.start + rows.tokens
+        if end > self.tokens:
+            raise ValueError(f"the calls' {end} rows exceed the statement's {self.tokens}")
+        if len({r.call_id for r in self.calls}) != len(self.calls):
+            raise ValueError("a call appears twice")
+        return self
+
+
 class CallStatus(Message):
-    """A call's proof: pending (queued), running, done (with the proof) or failed (with the reason)."""
+    """A call's proof: pending (queued), running, done (with the proof and its scope) or failed (with the reason)."""
 
     call_id: CallId
     module: ModuleName
     tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
-    statement_id: StatementId
     status: CallState
     reason: Reason
     proof: ProofMessage | None
+    scope: ProofScope | None
     worker: WorkerInfo | None
     timings: Annotated[dict[Annotated[str, StringConstraints(max_length=64)], Seconds], Field(max_length=32)]
 
     @model_validator(mode="after")
     def _proof_iff_done(self) -> "CallStatus":
-        if (self.status == "done") != (self.proof is not None):
-            raise ValueError("a proof is present exactly when the status is done")
+        if (self.status == "done") != (self.proof is not None) or (self.proof is None) != (self.scope is None):
+            raise ValueError("a proof and its scope are present exactly when the status is done")
+        if self.scope is not None:
+            mine = [r for r in self.scope.calls if r.call_id == self.call_id]
+            if len(mine) != 1 or mine[0].tokens != self.tokens or self.scope.module != self.module:
+                raise ValueError("the proof's scope does not hold this call's rows")
         return self
 
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import hmac
+import itertools
 import json
 import math
+import re
 import secrets
 import socket
 import threading
@@ -42,8 +45,9 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends import get_backend
-from backends.base import Backend
+from backends.base import AdapterAnchor, Backend
 from zkref.lora.statement import LoRAPublic, LoRAStatement, encode_instances
+from zkref.primitives.ranges import MAX_TOKENS
 from zkref.protocol import messages as m
 from zkref.protocol.contributor import Contributor, ServedModule
 from zkref.protocol.provers import Prover, job_request
@@ -58,11 +62,23 @@ BACKEND_NOTES = {
              "meta says dev_srs=true when a locally generated development SRS was used (its secret is known to "
              "the contributor, who could then forge proofs)."),
 }
-STATEMENT_IDS = ("A call of T tokens to module M is proven under the statement "
-                 "LoRAStatement.from_canonical(M.statement with tokens = T) (zkref.lora.statement); its id is the "
-                 "first 128 bits (32 hex digits) of SHA-256 over that statement's canonical JSON (sorted keys, no "
-                 "spaces). Its adapter anchor is GET /v1/modules/{M}/anchors/{T}: clients pin it before their first "
-                 "call.")
+STATEMENT_IDS = ("A call's rows are proven under LoRAStatement.from_canonical(M.statement with tokens = T') "
+                 "(zkref.lora.statement), T' an allowed T of the adapter commitment (GET /v1/commitment) at least the "
+                 "rows proven: the call alone, zero-padded, or stacked with the session's other calls of M (the "
+                 "proof's scope lists them). The id is the first 128 bits (32 hex digits) of SHA-256 over that "
+                 "statement's canonical JSON (sorted keys, no spaces); its anchor is the commitment's for (M, T').")
+
+
+def default_buckets(max_tokens: int) -> tuple[int, ...]:
+    """The token counts proven by default: powers of 4 below `max_tokens`, and `max_tokens` (1, 4, 16, 64 for 64).
+
+    Each is one circuit, with its own keys, set up once at startup; a call is padded to the next one, at most 4× its
+    rows (EZKL checks matrix products by Freivalds, so a padded row costs far less than a row at T = 1)."""
+    out, t = [], 1
+    while t < max_tokens:
+        out.append(t)
+        t *= 4
+    return tuple(out) + (max_tokens,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +100,12 @@ class ServerConfig:
     result_ttl: float = 3600.0
     max_results: int = 1024
     max_result_bytes: int = 256 << 20
+    token_buckets: tuple[int, ...] | None = None
+    """The token counts calls are proven at (anchors published for each); default `default_buckets(max_tokens)`."""
+    batching: bool = True
+    """Prove a session's queued calls of one module together, as one statement of stacked rows."""
+    batch_window: float = 0.25
+    """Seconds a call waits in the queue for its session's next calls before it may be dispatched alone."""
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_queue", "max_concurrent_requests", "max_results", "max_result_bytes"):
@@ -103,6 +125,20 @@ class ServerConfig:
             json.dumps(self.backend_options)
         except (TypeError, ValueError):
             raise ValueError("backend options must be JSON-able (they travel to every proving worker)") from None
+        if not isinstance(self.batch_window, (int, float)) or not 0 <= self.batch_window <= 60:
+            raise ValueError(f"batch_window must be 0..60 seconds, got {self.batch_window!r}")
+        if self.token_buckets is not None:
+            buckets = tuple(self.token_buckets)
+            if (not buckets or len(buckets) > m.MAX_BUCKETS or list(buckets) != sorted(set(buckets))
+                    or any(isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= MAX_TOKENS
+                           for t in buckets)):
+                raise ValueError(f"token buckets must be 1 to {m.MAX_BUCKETS} increasing integers in 1..{MAX_TOKENS}")
+            if buckets[-1] < self.max_tokens:
+                raise ValueError(f"the largest token bucket ({buckets[-1]}) is below max_tokens ({self.max_tokens})")
+            object.__setattr__(self, "token_buckets", buckets)
+
+    def buckets(self) -> tuple[int, ...]:
+        return self.token_buckets if self.token_buckets is not None else default_buckets(self.max_tokens)
 
     def body_limit(self, contributor: Contributor) -> int:
         needed = TENSOR_HEADER_ALLOWANCE + self.max_tokens * max(s.d_in for s in contributor.modules.values())
@@ -242,32 +278,47 @@ class QueueFull(Exception):
 
 @dataclass(eq=False)
 class _Job:
-    spec: str
-    tensors: bytes
-    result: asyncio.Future
-    on_start: Callable[[], None] | None = None
+    """One queued call. Jobs with the same `group` (one client's session and module) may be proven together."""
+
+    record: "CallRecord"
+    group: tuple
+    queued_at: float
+
+    @property
+    def tokens(self) -> int:
+        return self.record.tokens
+
+
+GroupRunner = Callable[[list[_Job]], Awaitable[None]]
+"""Proves a group of jobs (one statement of their stacked rows) and finishes every job's call record."""
 
 
 class ProvingQueue:
-    """Jobs wait here (at most `max_queue`, queued + running), and at most `prover.workers` run at once.
+    """Calls wait here (at most `max_queue` queued or being proven) and at most `workers` groups are proven at once.
 
-    Jobs stay in this queue — not in the executor's — until a worker is free, so a later version can coalesce the
-    queued calls of one module into one proof with T = Σ tokens (EZKL checks matrix products by Freivalds'
-    random linear combination, which makes T > 1 several times cheaper per product). A job that exceeds
-    `timeout` fails; its executor task is cancelled where the executor can (Ray), and its worker slot is freed only
-    when the task really ends, so the executor is never oversubscribed.
+    Dispatch takes the oldest call that has waited `window` seconds (or whose group already fills `max_tokens`
+    rows), together with every later queued call of the same group while their rows fit in `max_tokens`: one proof
+    of T = Σ rows instead of one per call. EZKL checks matrix-matrix products by Freivalds' random linear
+    combination, which makes T > 1 several times cheaper per row than T = 1, and a session's calls pile up here while
+    a worker proves. Jobs stay in this queue, not the executor's, so that this choice is made when a worker is free.
     """
 
-    def __init__(self, prover: Prover, *, max_queue: int, timeout: float):
-        self.prover, self.max_queue, self.timeout = prover, max_queue, timeout
+    def __init__(self, *, workers: int, max_queue: int, window: float, max_tokens: int, run: GroupRunner):
+        self.workers, self.max_queue, self.window, self.max_tokens, self.run = \
+            workers, max_queue, window, max_tokens, run
         self.pending: collections.deque[_Job] = collections.deque()
         self.running = 0
+        """Groups being proven."""
+        self.running_calls = 0
+        self.groups = 0
+        """Groups dispatched so far (each one proof)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     @property
     def load(self) -> int:
-        return len(self.pending) + self.running
+        """Calls queued or being proven: what `max_queue` bounds."""
+        return len(self.pending) + self.running_calls
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._dispatch())
@@ -278,55 +329,77 @@ class ProvingQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for job in self.pending:
-            if not job.result.done():
-                job.result.set_exception(RuntimeError("server shutting down"))
+            job.record.status, job.record.reason = "failed", "the server shut down before proving it"
         self.pending.clear()
 
-    def submit(self, spec: str, tensors: bytes, *, on_start: Callable[[], None] | None = None,
-               priority: bool = False) -> asyncio.Future:
-        """Queue a job; its future resolves to the job's JSON answer (or its failure). QueueFull when full."""
+    def submit(self, record: "CallRecord", group: tuple) -> None:
+        """Queue a call; the runner finishes its record when its group is proven (or fails). QueueFull when full."""
         if self.load >= self.max_queue:
             raise QueueFull()
-        job = _Job(spec, tensors, asyncio.get_running_loop().create_future(), on_start)
-        (self.pending.appendleft if priority else self.pending.append)(job)
+        self.pending.append(_Job(record, group, time.monotonic()))
         self._wake.set()
-        return job.result
+
+    def _take(self, now: float) -> list[_Job] | None:
+        """The next group to prove, removed from `pending`, or None if no call is ready yet."""
+        for i, job in enumerate(self.pending):
+            mates = [j for j in itertools.islice(self.pending, i, None) if j.group == job.group]
+            if now - job.queued_at < self.window and sum(j.tokens for j in mates) < self.max_tokens:
+                continue
+            group, rows = [], 0
+            for mate in mates:
+                if rows + mate.tokens > self.max_tokens:
+                    break
+                group.append(mate)
+                rows += mate.tokens
+            for mate in group:
+                self.pending.remove(mate)
+            return group
+        return None
 
     async def _dispatch(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.pending and self.running < self.prover.workers:
-                job = self.pending.popleft()
+            timeout = None
+            while self.pending and self.running < self.workers:
+                now = time.monotonic()
+                group = self._take(now)
+                if group is None:
+                    timeout = max(0.001, min(j.queued_at for j in self.pending) + self.window - now)
+                    break
                 self.running += 1
-                asyncio.get_running_loop().create_task(self._execute(job))
+                self.running_calls += len(group)
+                self.groups += 1
+                asyncio.get_running_loop().create_task(self._execute(group))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            self._wake.clear()
 
-    async def _execute(self, job: _Job) -> None:
+    async def _execute(self, group: list[_Job]) -> None:
         try:
-            if job.on_start:
-                job.on_start()
-            try:
-                future = self.prover.submit(job.spec, job.tensors)
-            except Exception as exc:  # noqa: BLE001 - an executor that cannot take the job fails this job only
-                job.result.set_exception(exc)
-                return
-            wrapped = asyncio.wrap_future(future)
-            try:
-                answer = await asyncio.wait_for(asyncio.shield(wrapped), timeout=self.timeout)
-            except asyncio.TimeoutError:
-                self.prover.cancel(future)
-                job.result.set_exception(TimeoutError(f"proving exceeded {self.timeout:g} s"))
-                if not future.cancelled():  # still running: its worker is busy until it ends
-                    with contextlib.suppress(Exception):
-                        await wrapped
-                return
-            except Exception as exc:  # noqa: BLE001 - the worker's failure is the job's failure
-                job.result.set_exception(exc)
-                return
-            job.result.set_result(answer)
+            await self.run(group)
         finally:
             self.running -= 1
+            self.running_calls -= len(group)
             self._wake.set()
+
+
+async def run_on_prover(prover: Prover, spec: str, tensors: bytes, timeout: float, *,
+                        on_timeout: Callable[[BaseException], None]) -> str:
+    """One `run_job` on the prover. After `timeout` seconds `on_timeout` is told at once (the calls fail now), the
+    task is cancelled where the executor can (Ray), and a process-pool job that keeps running is waited for before
+    TimeoutError is raised: the caller's worker slot is freed only when the worker really is, so the executor is
+    never oversubscribed."""
+    future = prover.submit(spec, tensors)
+    wrapped = asyncio.wrap_future(future)
+    try:
+        return await asyncio.wait_for(asyncio.shield(wrapped), timeout=timeout)
+    except asyncio.TimeoutError:
+        exc = TimeoutError(f"proving exceeded {timeout:g} s")
+        on_timeout(exc)
+        prover.cancel(future)
+        if not future.cancelled():
+            with contextlib.suppress(Exception):
+                await wrapped
+        raise exc from None
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -345,7 +418,6 @@ class CallRecord:
     call_id: str
     module: str
     tokens: int
-    statement: LoRAStatement
     x_q: np.ndarray | None
     y_q: np.ndarray | None
     status: str = "pending"
@@ -356,9 +428,8 @@ class CallRecord:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def status_message(self) -> m.CallStatus:
-        return m.CallStatus(call_id=self.call_id, module=self.module, tokens=self.tokens,
-                            statement_id=self.statement.id, status=self.status, reason=self.reason, proof=None,
-                            worker=None, timings={})
+        return m.CallStatus(call_id=self.call_id, module=self.module, tokens=self.tokens, status=self.status,
+                            reason=self.reason, proof=None, scope=None, worker=None, timings={})
 
     @property
     def size(self) -> int:
@@ -406,29 +477,21 @@ class CallStore:
             self.evicted += 1
 
 
-@dataclass(eq=False)
-class _AnchorEntry:
-    status: str = "pending"
-    anchor: m.AnchorInfo | None = None
-    reason: str = ""
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The application
-# ----------------------------------------------------------------------------------------------------------------------
-
 class ServerState:
     """Everything the handlers share; created inside the server's event loop (lifespan)."""
 
-    def __init__(self, contributor: Contributor, config: ServerConfig, prover: Prover, backend: Backend):
+    def __init__(self, contributor: Contributor, config: ServerConfig, prover: Prover, backend: Backend,
+                 commitment: m.AdapterCommitment, run: GroupRunner):
         self.contributor, self.config, self.prover, self.backend = contributor, config, prover, backend
-        self.queue = ProvingQueue(prover, max_queue=config.max_queue, timeout=config.prove_timeout)
+        self.commitment = commitment
+        self.commitment_bytes = commitment.canonical_bytes()
+        self.queue = ProvingQueue(workers=prover.workers, max_queue=config.max_queue,
+                                  window=config.batch_window if config.batching else 0.0,
+                                  max_tokens=commitment.tokens[-1] if config.batching else 1, run=run)
         self.store = CallStore(ttl=config.result_ttl, max_results=config.max_results,
                                max_bytes=config.max_result_bytes)
-        self.anchors: dict[tuple[str, int], _AnchorEntry] = {}
         self.tasks: set[asyncio.Task] = set()
-        self.manifest = build_manifest(contributor, config, prover, backend)
+        self.manifest = build_manifest(contributor, config, prover, backend, commitment)
 
     def spawn(self, coro: Awaitable) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -436,19 +499,55 @@ class ServerState:
         task.add_done_callback(self.tasks.discard)
 
 
-def build_manifest(contributor: Contributor, config: ServerConfig, prover: Prover, backend: Backend) -> m.Manifest:
+def build_manifest(contributor: Contributor, config: ServerConfig, prover: Prover, backend: Backend,
+                   commitment: m.AdapterCommitment) -> m.Manifest:
     limits = m.Limits(max_body_bytes=config.body_limit(contributor), max_tokens=config.max_tokens,
                       max_queue=config.max_queue, max_concurrent_requests=config.max_concurrent_requests,
                       request_timeout_seconds=config.request_timeout, prove_timeout_seconds=config.prove_timeout,
                       max_wait_seconds=config.max_wait, result_ttl_seconds=config.result_ttl,
                       max_results=config.max_results, max_result_bytes=config.max_result_bytes)
+    batching = m.BatchingInfo(enabled=config.batching, window_seconds=config.batch_window if config.batching else 0.0,
+                              max_tokens=commitment.tokens[-1] if config.batching else config.max_tokens)
     return m.Manifest(format=m.FORMAT,
                       backend=m.BackendInfo(name=backend.name, zero_knowledge=backend.zero_knowledge,
                                             note=BACKEND_NOTES.get(backend.name, "")),
                       base_model=contributor.base_model_info(), calibration=contributor.calibration_info(),
                       statement_ids=STATEMENT_IDS, modules=[s.info() for s in contributor.modules.values()],
                       limits=limits, prover=m.ProverInfo(kind=prover.kind, workers=prover.workers),
-                      auth="bearer" if config.token else "none")
+                      auth="bearer" if config.token else "none", commitment_id=commitment.id, batching=batching)
+
+
+def publish_commitment(contributor: Contributor, config: ServerConfig, *,
+                       progress: Callable[[int, int, str], None] | None = None) -> m.AdapterCommitment:
+    """The adapter commitment: every module's anchor at every allowed T, computed now, in this process (EZKL:
+    settings, compile and key setup, cached on disk where the proving workers find them), before the server answers
+    anything — so no request can ever cause a setup, and every client pins the same object.
+    `progress(done, total, label)` after each anchor.
+
+    ValueError if the backend cannot prove some module at some T (e.g. too many public instances for EZKL at the
+    largest T: lower max_tokens, give smaller buckets or use polycommit bindings)."""
+    backend = get_backend(config.backend, **config.backend_options)
+    buckets = config.buckets()
+    for served in contributor.modules.values():
+        for tokens in buckets:
+            support = backend.supports(served.statement(tokens))
+            if not support:
+                raise ValueError(f"backend {backend.name} cannot prove {served.name} at T={tokens}: {support.reason}")
+    modules, done, total = [], 0, len(contributor.modules) * len(buckets)
+    for served in contributor.modules.values():
+        anchors = []
+        for tokens in buckets:
+            statement = served.statement(tokens)
+            witness = served.witness(np.zeros(statement.shape.x_shape, dtype=np.int64))
+            anchors.append(m.AnchorInfo.of(backend.anchor(statement, witness)))
+            done += 1
+            if progress:
+                progress(done, total, f"{served.name} T={tokens}")
+        modules.append(m.ModuleCommitment(name=served.name, statement=m.StatementTemplate.of(served.statement(1)),
+                                          dequantisation=m.DequantisationInfo.of(served.quantised.dequantisation),
+                                          anchors=anchors))
+    return m.AdapterCommitment(format=m.COMMITMENT_FORMAT, backend=backend.name,
+                               base_model=contributor.base_model_info(), tokens=list(buckets), modules=modules)
 
 
 ERROR_RESPONSES = {code: {"model": m.ErrorResponse, "description": text} for code, text in (
@@ -459,20 +558,23 @@ ERROR_RESPONSES = {code: {"model": m.ErrorResponse, "description": text} for cod
     (429, "too many requests in progress, or the proving queue is full"))}
 
 
-def create_app(contributor: Contributor, config: ServerConfig, prover: Prover):
-    """The FastAPI application serving `contributor`, proving with `prover` (which the caller owns and shuts down)."""
+def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
+               commitment: m.AdapterCommitment | None = None):
+    """The FastAPI application serving `contributor`, proving with `prover` (which the caller owns and shuts down).
+
+    commitment: the adapter commitment this server publishes (`publish_commitment`, computed now when not given); a
+    given one must be this contributor's (same backend, base model, modules, statements and dequantisation)."""
     backend = get_backend(config.backend, **config.backend_options)
     if not contributor.modules:
         raise ValueError("the contributor serves no modules")
-    for served in contributor.modules.values():
-        support = backend.supports(served.statement(1))
-        if not support:
-            raise ValueError(f"backend {backend.name} cannot prove module {served.name}: {support.reason}")
+    if commitment is None:
+        commitment = publish_commitment(contributor, config)
+    check_commitment(contributor, config, backend, commitment)
     holder: dict[str, ServerState] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        state = ServerState(contributor, config, prover, backend)
+        state = ServerState(contributor, config, prover, backend, commitment, prove_group)
         state.queue.start()
         holder["state"] = state
         try:
@@ -520,14 +622,12 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover):
             raise ProtocolError(404, "unknown_module", f"no module {name[:80]!r} is served (see /v1/manifest)")
         return served
 
-    def statement_for(served: ServedModule, tokens: int) -> LoRAStatement:
-        statement = served.statement(tokens)
-        support = state().backend.supports(statement)
-        if not support:
+    def bucket_for(served: ServedModule, tokens: int) -> int:
+        bucket = commitment.bucket(tokens)
+        if bucket is None:
             raise ProtocolError(422, "unsupported_statement",
-                                f"backend {backend.name} cannot prove {served.name} for {tokens} tokens: "
-                                f"{support.reason}")
-        return statement
+                                f"{served.name}: {tokens} tokens exceed the largest committed T ({commitment.tokens[-1]})")
+        return bucket
 
     @app.get("/healthz", response_model=m.Health)
     async def health() -> m.Health:
@@ -550,67 +650,68 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover):
     async def manifest() -> m.Manifest:
         return state().manifest
 
-    # -- anchors ------------------------------------------------------------------------------------------------
-    async def compute_anchor(key: tuple[str, int], entry: _AnchorEntry, served: ServedModule,
-                             statement: LoRAStatement) -> None:
-        s = state()
-        q = served.quantised
-        spec, tensors = job_request(kind="anchor", backend=config.backend, options=config.backend_options,
-                                    statement=statement, A_q=q.A_q, B_q=q.B_q, x_q=None)
-        try:
-            answer = json.loads(await s.queue.submit(spec, tensors, priority=True))
-            info = m.AnchorInfo.model_validate(answer["anchor"])
-            if info.statement_id != statement.id or info.backend != backend.name:
-                raise ValueError("the worker's anchor is for another statement or backend")
-            entry.anchor, entry.status = info, "done"
-        except QueueFull:
-            entry.status, entry.reason = "failed", "the proving queue is full; retry later"
-            s.anchors.pop(key, None)
-        except Exception as exc:  # noqa: BLE001 - recorded; a later request recomputes
-            entry.status, entry.reason = "failed", describe_failure(exc)
-            s.anchors.pop(key, None)
-        finally:
-            entry.done.set()
+    # -- the commitment and its anchors ---------------------------------------------------------------------------
+    @app.get("/v1/commitment", response_model=m.AdapterCommitment, responses=ERROR_RESPONSES, dependencies=auth)
+    async def published_commitment():
+        return Response(state().commitment_bytes, media_type="application/json")
 
     @app.get("/v1/modules/{module}/anchors/{tokens}", response_model=m.AnchorStatus, responses=ERROR_RESPONSES,
              dependencies=auth)
-    async def anchor(module: str, tokens: int = Path(ge=1, le=config.max_tokens),
-                     wait: float = Query(0.0, ge=0.0, le=config.max_wait)) -> m.AnchorStatus:
-        s = state()
+    async def anchor(module: str, tokens: int = Path(ge=1, le=MAX_TOKENS)) -> m.AnchorStatus:
         served = served_module(module)
-        statement = statement_for(served, tokens)
-        key = (served.name, tokens)
-        entry = s.anchors.get(key)
-        if entry is None:
-            if s.queue.load >= s.queue.max_queue:
-                raise ProtocolError(429, "queue_full", "the proving queue is full; retry later", {"Retry-After": "1"})
-            entry = s.anchors[key] = _AnchorEntry()
-            s.spawn(compute_anchor(key, entry, served, statement))
-        if wait and not entry.done.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(entry.done.wait(), timeout=wait)
-        return m.AnchorStatus(module=served.name, tokens=tokens, statement_id=statement.id, status=entry.status,
-                              anchor=entry.anchor, reason=entry.reason)
+        if tokens not in commitment.tokens:
+            raise ProtocolError(404, "not_committed", f"no anchor at T={tokens}: calls are proven at the committed "
+                                                      f"T {commitment.tokens} (GET /v1/commitment)")
+        info = commitment.module(served.name).anchors[commitment.tokens.index(tokens)]
+        return m.AnchorStatus(module=served.name, tokens=tokens, statement_id=info.statement_id, status="done",
+                              anchor=info, reason="")
 
     # -- calls --------------------------------------------------------------------------------------------------
-    async def prove_call(record: CallRecord, served: ServedModule, result: asyncio.Future) -> None:
+    async def prove_group(jobs: list[_Job]) -> None:
+        """Prove the jobs' stacked rows as one statement at the committed T that holds them, and publish the proof
+        (with its scope) as every one of their answers; any failure fails every one of them, with the reason."""
         s = state()
+        records = [job.record for job in jobs]
+
+        def fail(exc: BaseException) -> None:
+            for record in records:
+                if record.status in ("pending", "running"):
+                    record.status, record.reason = "failed", describe_failure(exc)
+                    record.answer = record.status_message().model_dump_json().encode()
+                    s.store.finish(record)
+
         try:
-            answer = json.loads(await result)
+            served = contributor.modules[records[0].module]
+            tokens = commitment.bucket(sum(r.tokens for r in records))
+            statement = served.statement(tokens)
+            x_q = np.zeros(statement.shape.x_shape, dtype=np.int64)
+            y_q = np.zeros(statement.shape.y_shape, dtype=np.int64)
+            scope_rows, start = [], 0
+            for record in records:
+                x_q[start:start + record.tokens] = record.x_q
+                y_q[start:start + record.tokens] = record.y_q
+                scope_rows.append(m.ScopeRows(call_id=record.call_id, start=start, tokens=record.tokens))
+                start += record.tokens
+                record.status = "running"
+            scope = m.ProofScope(module=served.name, tokens=tokens, statement_id=statement.id, calls=scope_rows)
+            q = served.quantised
+            spec, tensors = job_request(kind="prove", backend=config.backend, options=config.backend_options,
+                                        statement=statement, A_q=q.A_q, B_q=q.B_q, x_q=x_q)
+            answer = json.loads(await run_on_prover(s.prover, spec, tensors, config.prove_timeout, on_timeout=fail))
             proof = m.ProofMessage.model_validate(answer["proof"])
             worker = m.WorkerInfo(kind=s.prover.kind, **answer["worker"])
             timings = {str(k)[:64]: float(v) for k, v in dict(answer.get("timings", {})).items()
                        if isinstance(v, (int, float)) and 0 <= v < 1e9}
-            check_worker_answer(record, proof, answer["public"], s.anchors.get((record.module, record.tokens)))
+            check_worker_answer(statement, x_q, y_q, proof, answer["public"], commitment.anchor(served.name, tokens))
+        except Exception as exc:  # noqa: BLE001 - the calls' proof failed: say why to whoever fetches them
+            fail(exc)
+            return
+        for record in records:
             record.status, record.reason = "done", ""
             record.answer = m.CallStatus(call_id=record.call_id, module=record.module, tokens=record.tokens,
-                                         statement_id=record.statement.id, status="done", reason="", proof=proof,
-                                         worker=worker, timings=dict(list(timings.items())[:32])
-                                         ).model_dump_json().encode()
-        except Exception as exc:  # noqa: BLE001 - the call's proof failed: say why to whoever fetches it
-            record.status, record.reason = "failed", describe_failure(exc)
-            record.answer = record.status_message().model_dump_json().encode()
-        s.store.finish(record)
+                                         status="done", reason="", proof=proof, scope=scope, worker=worker,
+                                         timings=dict(list(timings.items())[:32])).model_dump_json().encode()
+            s.store.finish(record)
 
     @app.post("/v1/modules/{module}/calls", response_model=m.CallAccepted, responses=ERROR_RESPONSES,
               dependencies=auth, openapi_extra={"requestBody": {"required": True, "content": {
@@ -625,34 +726,28 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover):
         if ctype != "application/octet-stream":
             raise ProtocolError(415, "unsupported_media_type", "the body must be application/octet-stream "
                                                                "(safetensors bytes)")
+        session = request.headers.get(m.SESSION_HEADER)
+        if session is not None and not re.fullmatch(m.SESSION_ID, session):
+            raise ProtocolError(400, "bad_session", f"{m.SESSION_HEADER} must be 32 lowercase hex digits")
         body = await request.body()
         info = s.manifest.module(served.name)
         try:
             x_q = decode_tensors(body, {"x_q": info.x_spec(config.max_tokens)})["x_q"].astype(np.int64)
         except TensorFormatError as exc:
             raise ProtocolError(400, "bad_tensors", f"x_q: {exc}") from None
-        statement = statement_for(served, x_q.shape[0])
+        bucket_for(served, x_q.shape[0])
         if s.queue.load >= s.queue.max_queue:
-            raise ProtocolError(429, "queue_full", f"{s.queue.load} proofs queued or running (limit "
+            raise ProtocolError(429, "queue_full", f"{s.queue.load} calls queued or being proven (limit "
                                                    f"{s.queue.max_queue}); retry later", {"Retry-After": "1"})
         _, y_q = served.evaluate(x_q)
-        q = served.quantised
-        spec, tensors = job_request(kind="prove", backend=config.backend, options=config.backend_options,
-                                    statement=statement, A_q=q.A_q, B_q=q.B_q, x_q=x_q)
-        record = CallRecord(call_id=secrets.token_hex(16), module=served.name, tokens=x_q.shape[0],
-                            statement=statement, x_q=x_q, y_q=y_q)
-
-        def started() -> None:
-            if record.status == "pending":
-                record.status = "running"
-
-        result = s.queue.submit(spec, tensors, on_start=started)
+        record = CallRecord(call_id=secrets.token_hex(16), module=served.name, tokens=x_q.shape[0], x_q=x_q, y_q=y_q)
+        group = (client_of(request), session, served.name) if session and config.batching else (record.call_id,)
+        s.queue.submit(record, group)
         s.store.add(record)
-        s.spawn(prove_call(record, served, result))
-        delta = q.dequantize(y_q)
+        delta = served.quantised.dequantize(y_q)
         payload = encode_tensors({"y_q": y_q.astype(np.int32), "delta": delta.astype(np.float64)})
-        return m.CallAccepted(call_id=record.call_id, module=served.name, tokens=record.tokens,
-                              statement_id=statement.id, status="pending", tensors=m.b64encode(payload))
+        return m.CallAccepted(call_id=record.call_id, module=served.name, tokens=record.tokens, status="pending",
+                              tensors=m.b64encode(payload))
 
     @app.get("/v1/calls/{call_id}", response_model=m.CallStatus, responses=ERROR_RESPONSES, dependencies=auth)
     async def call_status(call_id: str = Path(pattern=m.CALL_ID),
@@ -676,25 +771,51 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover):
     return app
 
 
-def check_worker_answer(record: CallRecord, proof_message: m.ProofMessage, public_json: object,
-                        anchor: _AnchorEntry | None) -> None:
-    """Before publishing a worker's proof: it is for this call's statement, its public values are exactly what the
-    server answered (x_q received, y_q returned), and its verifying key is the published anchor's (a node with
-    another SRS or a stale cache would otherwise publish proofs no client can verify)."""
-    statement = record.statement
+def client_of(request: Request) -> str:
+    """Who made a request, for batching: calls are grouped only within one client (its bearer token, else its
+    address) and one session."""
+    auth = request.headers.get("authorization")
+    if auth:
+        return "token:" + hashlib.sha256(auth.encode()).hexdigest()[:16]
+    return "peer:" + (request.client.host if request.client else "?")
+
+
+def check_commitment(contributor: Contributor, config: ServerConfig, backend: Backend,
+                     commitment: m.AdapterCommitment) -> None:
+    """ValueError unless `commitment` is this contributor's: backend, base model, allowed T, and per module the
+    statement and dequantisation it serves (anchors are checked against every proof before it is published)."""
+    if commitment.backend != backend.name or commitment.base_model != contributor.base_model_info():
+        raise ValueError("the adapter commitment is for another backend or base model")
+    if tuple(commitment.tokens) != config.buckets():
+        raise ValueError(f"the adapter commitment's T {commitment.tokens} differ from the server's "
+                         f"{list(config.buckets())}")
+    if [mod.name for mod in commitment.modules] != list(contributor.modules):
+        raise ValueError("the adapter commitment's modules differ from those served")
+    for mod in commitment.modules:
+        served = contributor.modules[mod.name]
+        if mod.statement != m.StatementTemplate.of(served.statement(1)) or \
+                mod.dequantisation != m.DequantisationInfo.of(served.quantised.dequantisation):
+            raise ValueError(f"the adapter commitment's statement or dequantisation of {mod.name} differs from the "
+                             "one served")
+
+
+def check_worker_answer(statement: LoRAStatement, x_q: np.ndarray, y_q: np.ndarray, proof_message: m.ProofMessage,
+                        public_json: object, anchor: AdapterAnchor) -> None:
+    """Before publishing a worker's proof: it is for this statement, its public values are exactly the rows the
+    server received (x_q) and answered (y_q), padding included, and its verifying key is the committed anchor's (a
+    node with another SRS or a stale cache would otherwise publish proofs no client can verify)."""
     proof = proof_message.proof()
     public = LoRAPublic.from_json(statement, public_json)
     if proof.statement_id != statement.id:
         raise ValueError(f"the worker proved statement {proof.statement_id}, not {statement.id}")
-    if not np.array_equal(public.y_q, record.y_q):
+    if not np.array_equal(public.y_q, y_q):
         raise ValueError("the worker's y_q differs from the one answered (a bug)")
-    if public.x_q is not None and not np.array_equal(public.x_q, record.x_q):
+    if public.x_q is not None and not np.array_equal(public.x_q, x_q):
         raise ValueError("the worker's x_q differs from the one received (a bug)")
     if list(proof.instances) != encode_instances(statement, public):
         raise ValueError("the proof's instances are not the call's public values")
-    if anchor is not None and anchor.anchor is not None and anchor.anchor.vk_hash is not None \
-            and anchor.anchor.vk_hash != proof.vk_hash:
-        raise ValueError("the proof's verifying key differs from the published anchor's (workers must share the "
+    if anchor.vk_hash != proof.vk_hash:
+        raise ValueError("the proof's verifying key differs from the committed anchor's (workers must share the "
                          "SRS and circuit cache)")
 
 
