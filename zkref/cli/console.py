@@ -1,12 +1,15 @@
 """The command line's two consoles: results on stdout (wide in logs and pipes), progress and errors on stderr."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)
@@ -36,8 +39,35 @@ def _json_default(o: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def phase_printer(prefix: str):
+def phase_printer(prefix: str) -> Callable[[str], None]:
     """A progress callback printing each phase as it starts, on stderr."""
     def show(phase: str) -> None:
-        err.print(f"[dim]{prefix}: {phase}…[/]")
+        err.print(f"[dim]{escape(prefix)}: {escape(phase)}…[/]", highlight=False)
     return show
+
+
+@contextlib.contextmanager
+def phases(prefix: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]]:
+    """Progress through long set-up work, as a callback taking each phase's name as it starts: a spinner on stderr
+    naming the phase and the seconds so far (a line per phase when stderr is not a terminal: logs keep them), removed
+    when the work is done; nothing at all when `quiet`."""
+    if quiet:
+        yield lambda phase: None
+        return
+    if not err.is_terminal:
+        yield phase_printer(prefix)
+        return
+    start = time.perf_counter()
+    with err.status(f"[dim]{escape(prefix)}…[/]", spinner="dots") as status:
+        def show(phase: str) -> None:
+            status.update(f"[dim]{escape(prefix)}: {escape(phase)}… ({time.perf_counter() - start:.0f} s so far)[/]")
+        yield show
+
+
+def quiet_model_loading() -> None:
+    """No transformers progress bars or advisory warnings on stderr: the command's own lines stay readable. Called by
+    every command that loads a model."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
