@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -42,26 +41,27 @@ def _json_default(o: object) -> object:
 def phase_printer(prefix: str) -> Callable[[str], None]:
     """A progress callback printing each phase as it starts, on stderr."""
     def show(phase: str) -> None:
-        err.print(f"[dim]{escape(prefix)}: {escape(phase)}…[/]", highlight=False)
+        err.print(f"[dim]{escape(prefix)}: {escape(phase)}…[/]", highlight=False, soft_wrap=True)
     return show
 
 
 @contextlib.contextmanager
 def phases(prefix: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]]:
     """Progress through long set-up work, as a callback taking each phase's name as it starts: a spinner on stderr
-    naming the phase and the seconds so far (a line per phase when stderr is not a terminal: logs keep them), removed
-    when the work is done; nothing at all when `quiet`."""
+    naming the phase, with the time elapsed, removed when the work is done (a line per phase when stderr is not a
+    terminal: logs keep them); nothing at all when `quiet`."""
     if quiet:
         yield lambda phase: None
         return
     if not err.is_terminal:
         yield phase_printer(prefix)
         return
-    start = time.perf_counter()
-    with err.status(f"[dim]{escape(prefix)}…[/]", spinner="dots") as status:
-        def show(phase: str) -> None:
-            status.update(f"[dim]{escape(prefix)}: {escape(phase)}… ({time.perf_counter() - start:.0f} s so far)[/]")
-        yield show
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("[dim]{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(f"{escape(prefix)}…", total=None)
+        yield lambda phase: bar.update(task, description=f"{escape(prefix)}: {escape(phase)}…")
 
 
 def quiet_model_loading() -> None:
