@@ -52,6 +52,9 @@ class Bundle:
     proof: Proof
     anchor: AdapterAnchor
     meta: dict
+    tampered: str | None = None
+    """Why proof.bin is not the file bundle.json recorded (its SHA-256 differs), or None: the proof is then invalid,
+    not unreadable (a verifier says so, exit 1)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +68,8 @@ class BatchBundle:
     anchor: AdapterAnchor
     reason: str
     meta: dict
+    tampered: str | None = None
+    """As `Bundle.tampered`."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,12 +121,21 @@ def _single_files(statement: LoRAStatement, result: ProofResult, anchor: Adapter
         "public.json": canonical_json(result.public.to_json())}
 
 
-def _commit(directory: str | Path, files: Mapping[str, bytes]) -> Path:
-    """Stage `files` (relative paths) in a temporary sibling directory and rename it to `directory`."""
+def check_target(directory: str | Path) -> Path:
+    """Where a bundle may be written: a directory that does not exist or is empty, in an existing directory (parents
+    are never created). ValueError otherwise; checked before proving and again when the bundle is written."""
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ValueError(f"{target} exists and is not an empty directory: refusing to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        raise ValueError(f"{target.parent} is not an existing directory: create it first (parents are never "
+                         "created)")
+    return target
+
+
+def _commit(directory: str | Path, files: Mapping[str, bytes]) -> Path:
+    """Stage `files` (relative paths) in a temporary sibling directory and rename it to `directory`."""
+    target = check_target(directory)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         for name, data in files.items():
@@ -225,13 +239,14 @@ def _proving_reason(d: Path, proving: object, batch: bool) -> str:
     return proving["reason"]
 
 
-def _read_proof(d: Path, header: dict) -> tuple[Proof, AdapterAnchor]:
-    """The proof (bytes checked against their recorded SHA-256) and the prover's anchor."""
+def _read_proof(d: Path, header: dict) -> tuple[Proof, AdapterAnchor, str | None]:
+    """The proof, the prover's anchor, and why the proof's bytes are not the ones bundle.json recorded (None when
+    their SHA-256 matches)."""
     if not isinstance(header["instances"], list) or not all(isinstance(v, str) for v in header["instances"]):
         raise ValueError(f"{d / 'bundle.json'}: instances must be a list of felt strings")
     data = _read(d, "proof.bin", MAX_PROOF_BYTES)
-    if sha256_hex(data) != header["proof_sha256"]:
-        raise ValueError(f"{d / 'proof.bin'}: does not match the SHA-256 recorded in bundle.json")
+    tampered = None if sha256_hex(data) == header["proof_sha256"] else \
+        f"{d / 'proof.bin'} was modified: its SHA-256 is not the one recorded in bundle.json"
     settings = _json(d, "settings.json")
     commitments = header["commitments"]
     if not isinstance(settings, dict) or not isinstance(commitments, dict) \
@@ -248,15 +263,15 @@ def _read_proof(d: Path, header: dict) -> tuple[Proof, AdapterAnchor]:
                   zero_knowledge=bool(header["zero_knowledge"]), vk=_read(d, "vk.bin", MAX_PROOF_BYTES),
                   vk_hash=header["vk_hash"], settings=settings, commitments=commitments,
                   meta=header["meta"] if isinstance(header["meta"], dict) else {})
-    return proof, AdapterAnchor.from_json(_json(d, "anchor.json"))
+    return proof, AdapterAnchor.from_json(_json(d, "anchor.json")), tampered
 
 
 def _decode_single(d: Path, header: object) -> Bundle:
     header = _check_keys(d, header, _PROOF_KEYS, FORMAT)
     statement = _with_id(d, "statement.json", LoRAStatement.from_canonical, header)
     public = LoRAPublic.from_json(statement, _json(d, "public.json"))
-    proof, anchor = _read_proof(d, header)
-    return Bundle(statement, public, proof, anchor, proof.meta)
+    proof, anchor, tampered = _read_proof(d, header)
+    return Bundle(statement, public, proof, anchor, proof.meta, tampered)
 
 
 def _decode_batch(d: Path, header: object) -> BatchBundle:
@@ -275,8 +290,8 @@ def _decode_batch(d: Path, header: object) -> BatchBundle:
             publics.append(LoRAPublic.from_json(statement, entry["public"]))
         except ValueError as exc:
             raise ValueError(f"{d / 'public.json'}: member {name}: {exc}") from None
-    proof, anchor = _read_proof(d, header)
-    return BatchBundle(batch, tuple(publics), proof, anchor, reason, proof.meta)
+    proof, anchor, tampered = _read_proof(d, header)
+    return BatchBundle(batch, tuple(publics), proof, anchor, reason, proof.meta, tampered)
 
 
 def _decode_modules(d: Path, header: object) -> ModulesBundle:

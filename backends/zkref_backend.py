@@ -24,10 +24,23 @@ from zkref.lora.statement import (AdapterBinding, LoRAPublic, LoRAStatement, LoR
                                   instance_length, public_values)
 from zkref.plonkish.mock_prover import MockProver
 from zkref.primitives.jsonsafe import parse_json
+from zkref.primitives.ranges import over_budget
 
 NAME = "zkref"
 PROOF_FORMAT = "zkref-mock-proof/1"
 BATCH_PROOF_FORMAT = "zkref-mock-batch-proof/1"
+BYTES_PER_MAC = 1 << 10
+"""The MockProver's memory per multiply-accumulate of the layout, rounded up from the most measured (peak RSS above the
+interpreter's: 200–410 B at 8 lanes, 865 B at 1 lane, on 4096→4096 r=16 and 768→2304 r=8 T=64)."""
+BYTES_PER_HASHED_FELT = 128 << 10
+"""… and per field element hashed in-circuit by the Poseidon chip (hashed x or adapter; up to 111 KiB measured on
+16→16 to 256→256 r=4–8, fully hashed)."""
+
+
+def memory_estimate(statement: LoRAStatement) -> int:
+    """Bytes a mock proof of `statement` allocates, at most: its tensors and the MockProver's layout of the circuit."""
+    return statement.shape.tensor_bytes + BYTES_PER_MAC * statement.shape.macs + \
+        BYTES_PER_HASHED_FELT * statement.hashed_felts
 
 
 class ZkrefBackend:
@@ -41,7 +54,8 @@ class ZkrefBackend:
 
     # -- one statement -------------------------------------------------------------------------------------------
     def supports(self, statement: LoRAStatement) -> Support:
-        reason = unsupported_reason(statement, self.layout)
+        reason = unsupported_reason(statement, self.layout) or \
+            over_budget(f"a mock proof of {statement.shape}", memory_estimate(statement))
         return Support(False, reason) if reason else Support(True, "mock check with zkref's circuits (not ZK)")
 
     def anchor(self, statement: LoRAStatement, witness: LoRAWitness) -> AdapterAnchor:
@@ -68,6 +82,10 @@ class ZkrefBackend:
             support = self.supports(member)
             if not support:
                 return Support(False, f"{name}: {support.reason}")
+        reason = over_budget(f"a mock proof of {len(batch.members)} modules",
+                             sum(memory_estimate(m) for m in batch.members))
+        if reason:
+            return Support(False, reason)
         return Support(True, f"mock check of {len(batch.members)} circuits (not ZK)")
 
     def anchor_batch(self, batch: LoRABatch, witnesses: Sequence[LoRAWitness]) -> AdapterAnchor:

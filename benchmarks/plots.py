@@ -21,7 +21,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from harness import RESULTS  # noqa: E402
 from performance import OURS_MODES, MODE_LABEL, baselines, dense, find, lanes, load, ours  # noqa: E402
@@ -31,11 +31,32 @@ MAX_PNG_BYTES = 300_000
 """Every plot must stay below this (they are committed)."""
 
 
+def _plain(v: float) -> str:
+    """A tick label as people write it: 0.5, 2, 20, 50,000, 2,000,000."""
+    return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+
+
+def _compact(n: int) -> str:
+    """A count in a narrow label: 950, 7.1k, 35k, 1.2M."""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k" if n < 10_000 else f"{n / 1000:.0f}k"
+    return f"{n / 1e6:.1f}M"
+
+
 def _plain_log_axis(ax, axis: str = "y") -> None:
-    """Log scale with plain numbers on the ticks (0.5, 2, 20) instead of 2×10^1."""
+    """Log scale labelled at 1, 2, 5 of every decade with plain numbers (0.5, 2, 20, 50,000), not only 10^x."""
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
+    target.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10))))
     target.set_minor_formatter(NullFormatter())
+
+
+def _figure(**kw):
+    """A figure whose axis labels, titles and legends stay inside it (constrained layout)."""
+    return plt.subplots(layout="constrained", **kw)
 
 
 def _fixed(entries: list[dict], xkey: str) -> str:
@@ -52,7 +73,6 @@ def _fixed(entries: list[dict], xkey: str) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     if path.stat().st_size >= MAX_PNG_BYTES:
@@ -78,7 +98,7 @@ def plot_sweep(src: dict, sweep: str, xkey: str, xlabel: str, what: str, path: P
     cold = [r["cold"]["timings"]["prove"] for r in entries]
     warm = [r["warm"]["timings"]["prove"] for r in entries]
     setup = [r["cold"]["timings"]["setup"] for r in entries]
-    fig, ax = plt.subplots(figsize=(7, 4.3))
+    fig, ax = _figure(figsize=(7.5, 4.6))
     ax.plot(xs, cold, "o-", label="prove (cold: right after setup)")
     ax.plot(xs, warm, "s--", label="prove (warm: keys from the cache)")
     ax.plot(xs, setup, "^:", label="setup", alpha=0.7)
@@ -87,16 +107,16 @@ def plot_sweep(src: dict, sweep: str, xkey: str, xlabel: str, what: str, path: P
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(xs)
-    ax.set_xticklabels([str(x) for x in xs])
-    ax.set_xlabel(xlabel)
+    ax.set_xticklabels([f"{x}\nk={r['cold']['k']}\n{_compact(r['cold']['rows'])} rows" for x, r in zip(xs, entries)],
+                       fontsize=8)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"{xlabel}  (under each: EZKL's k and rows)")
     ax.set_ylabel("seconds")
     ax.set_title(f"Ours on EZKL: {what} ({_fixed(entries, xkey)})", fontsize=10)
     _plain_log_axis(ax)
-    for x, r, c in zip(xs, entries, cold):
-        ax.annotate(f"k={r['cold']['k']}\n{r['cold']['rows']:,} rows", (x, c), textcoords="offset points",
-                    xytext=(4, 6), fontsize=7)
+    ax.margins(x=0.06, y=0.1)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 
@@ -105,7 +125,7 @@ def plot_lanes(src: dict, path: Path) -> Path | None:
     lane = lanes(src)
     if not acct and not lane:
         return None
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.3))
+    fig, (a1, a2) = _figure(ncols=2, figsize=(11, 4.6))
     for key in sorted({(e["module"], e["tokens"]) for e in acct}):
         pts = sorted((e for e in acct if (e["module"], e["tokens"]) == key), key=lambda e: e["lanes"])
         a1.plot([p["lanes"] for p in pts], [p["rows"] for p in pts], "o-", label=f"{key[0]}, T={key[1]}")
@@ -113,7 +133,12 @@ def plot_lanes(src: dict, path: Path) -> Path | None:
             a1.annotate(f"k={p['k']}", (p["lanes"], p["rows"]), textcoords="offset points", xytext=(3, 4), fontsize=7)
     a1.set_xscale("log", base=2)
     a1.set_yscale("log")
-    _plain_log_axis(a1, "x")
+    lanes_seen = sorted({e["lanes"] for e in acct})
+    a1.set_xticks(lanes_seen)
+    a1.set_xticklabels([str(v) for v in lanes_seen])
+    a1.xaxis.set_minor_formatter(NullFormatter())
+    _plain_log_axis(a1)
+    a1.margins(x=0.1, y=0.1)
     a1.set_xlabel("lanes L (lookups per row)")
     a1.set_ylabel("rows")
     a1.set_title("zkref accounting: low-rank, MulTable", fontsize=10)
@@ -123,15 +148,21 @@ def plot_lanes(src: dict, path: Path) -> Path | None:
     if lane:
         c = lane[0]["case"]
         cols = [e["cols"] for e in lane]
-        a2.bar([str(x) for x in cols], [e["rows"] for e in lane], color="tab:blue", alpha=0.6, label="rows")
+        a2.bar([str(x) for x in cols], [e["rows"] for e in lane], color="tab:blue", alpha=0.6, label="rows (left)")
         a2.set_xlabel("EZKL num_inner_cols")
         a2.set_ylabel("rows")
+        a2.set_ylim(0, 1.2 * max(e["rows"] for e in lane))
         t2 = a2.twinx()
-        t2.plot([str(x) for x in cols], [e["prove_s"] for e in lane], "o-", color="tab:red", label="prove s")
+        t2.plot([str(x) for x in cols], [e["prove_s"] for e in lane], "o-", color="tab:red",
+                label="prove seconds (right)")
         t2.set_ylabel("prove seconds")
-        t2.set_ylim(bottom=0)
+        t2.set_ylim(0, 1.25 * max(e["prove_s"] for e in lane))
         for i, e in enumerate(lane):
-            a2.annotate(f"k={e['k']}", (i, e["rows"]), ha="center", va="bottom", fontsize=8)
+            a2.annotate(f"{e['rows']:,} rows\nk={e['k']}", (i, e["rows"]), ha="center", va="bottom", fontsize=8)
+            t2.annotate(f"{e['prove_s']:.1f} s", (i, e["prove_s"]), textcoords="offset points", xytext=(0, 6),
+                        ha="center", fontsize=8, color="tab:red")
+        handles = [h for ax in (a2, t2) for h in ax.get_legend_handles_labels()[0]]
+        a2.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
         a2.set_title(f"EZKL, ours {c['d_in']}→{c['d_out']} r={c['rank']} T={c['tokens']}", fontsize=10)
     else:
         a2.set_axis_off()
@@ -153,7 +184,7 @@ def plot_baseline(src: dict, path: Path) -> Path | None:
         return None
     metrics = (("prove_s", "prove seconds"), ("total_s", "total seconds (incl. setup)"),
                ("peak_rss_mib", "peak RSS (GiB)"))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.5))
+    fig, axes = _figure(ncols=3, figsize=(12.5, 5))
     colours = {"original recipe": "tab:gray", "pc/fixed/pc": "tab:blue", "pc/pc/pc": "tab:green",
                "pub/fixed/pub": "tab:orange"}
     width = 0.8 / max(len(b) for _, b in groups)
@@ -170,17 +201,14 @@ def plot_baseline(src: dict, path: Path) -> Path | None:
         ax.set_xticklabels([n for n, _ in groups], fontsize=8)
         ax.set_yscale("log")
         _plain_log_axis(ax)
+        ax.margins(y=0.12)
+        ax.set_ylabel(label)
         ax.set_title(label, fontsize=10)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     fig.suptitle("The original zkLoRA recipe against ours on EZKL (same module, same run)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    if path.stat().st_size >= MAX_PNG_BYTES:
-        raise RuntimeError(f"{path} is {path.stat().st_size:,} bytes (limit {MAX_PNG_BYTES:,})")
-    return path
+    return _save(fig, path)
 
 
 def plot_dense(src: dict, path: Path) -> Path | None:
@@ -193,17 +221,22 @@ def plot_dense(src: dict, path: Path) -> Path | None:
             pairs.append((f"{c['d_in']}→{c['d_out']}\nr={c['rank']} T={c['tokens']}", d["measured"], low))
     if not pairs:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.3))
+    fig, ax = _figure(figsize=(7.5, 4.6))
     xs = range(len(pairs))
     ax.bar([x - 0.2 for x in xs], [p[1].prove_s for p in pairs], 0.4, label="dense ΔW·x", color="tab:gray")
     ax.bar([x + 0.2 for x in xs], [p[2].prove_s for p in pairs], 0.4, label="low rank (ours)", color="tab:blue")
     for x, (_, dm, lm) in zip(xs, pairs):
-        ax.annotate(f"{dm.prove_s / lm.prove_s:.1f}×", (x, max(dm.prove_s, lm.prove_s)), ha="center",
-                    va="bottom", fontsize=9)
+        for dx, v in ((-0.2, dm.prove_s), (0.2, lm.prove_s)):
+            ax.annotate(f"{v:.3g} s", (x + dx, v), ha="center", va="bottom", fontsize=8)
+        ax.annotate(f"low rank {dm.prove_s / lm.prove_s:.1f}× faster", (x, max(dm.prove_s, lm.prove_s)),
+                    textcoords="offset points", xytext=(0, 14), ha="center", va="bottom", fontsize=9,
+                    fontweight="bold")
     ax.set_xticks(list(xs))
     ax.set_xticklabels([p[0] for p in pairs], fontsize=8)
     ax.set_yscale("log")
     _plain_log_axis(ax)
+    ax.margins(y=0.3)
+    ax.set_xlabel("module (d_in→d_out), rank r, tokens T")
     ax.set_ylabel("prove seconds (same settings and bindings)")
     ax.set_title("Dense against low rank on EZKL", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)

@@ -39,7 +39,7 @@ def test_prove_refuses_to_overwrite_a_bundle(tmp_path, capsys):
 @pytest.mark.parametrize("edit,code", [
     (lambda b: _edit_json(b / "public.json", lambda d: d["y_q"][0].__setitem__(0, d["y_q"][0][0] + 1)), 1),
     (lambda b: _edit_json(b / "public.json", lambda d: d["x_q"][0].__setitem__(0, 200)), 2),
-    (lambda b: (b / "proof.bin").write_bytes((b / "proof.bin").read_bytes()[:-5]), 2),
+    (lambda b: (b / "proof.bin").write_bytes((b / "proof.bin").read_bytes()[:-5]), 1),   # readable, modified: invalid
     (lambda b: _edit_json(b / "statement.json", lambda d: d.__setitem__("shift", d["shift"] + 1)), 2),
     (lambda b: (b / "bundle.json").write_text("{not json"), 2),
     (lambda b: (b / "vk.bin").unlink(), 2),
@@ -80,7 +80,7 @@ def test_a_proof_of_another_call_is_invalid(tmp_path, capsys):
 
 
 def test_bad_prove_arguments_exit_2(tmp_path, capsys):
-    assert main(["prove", "--backend", "zkref", *SMALL, "--x", "polycommit", "--out", str(tmp_path / "p")]) == 2
+    assert main(["prove", "--backend", "zkref", *SMALL, "--x-binding", "polycommit", "--out", str(tmp_path / "p")]) == 2
     assert "polycommit" in capsys.readouterr().err
     assert main(["prove", "--backend", "zkref", *SMALL, "--srs", "x.srs", "--out", str(tmp_path / "q")]) == 2
     assert main(["verify", str(tmp_path / "missing")]) == 2

@@ -189,7 +189,7 @@ def test_cli_report_backend_ezkl(capsys, measured):
     from zkref.cli.main import main
 
     assert main(["report", "--backend", "ezkl", "--d-in", "768", "--d-out", "2304", "--rank", "8", "--tokens", "15",
-                 "--shift", "9", "--x", "polycommit", "--y", "polycommit", "--json"]) == 0
+                 "--shift", "9", "--x-binding", "polycommit", "--y-binding", "polycommit", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     (module,) = doc["modules"]
     settings, _ = measured["768→2304 r8 T15 s9 (c_attn)"]
@@ -205,7 +205,7 @@ def test_cli_report_backend_ezkl(capsys, measured):
     reasons = {(m["d_in"], m["d_out"]): m["reason"] for m in doc["modules"]}
     assert "8192 public instances need one column of 2^14 rows" in reasons[(4096, 4096)]
     assert "spread" in reasons[(4096, 1024)]
-    assert main(["report", "--backend", "ezkl", "--d-in", "4096", "--d-out", "4096", "--rank", "16", "--x", "hashed",
-                 "--json"]) == 0
+    assert main(["report", "--backend", "ezkl", "--d-in", "4096", "--d-out", "4096", "--rank", "16", "--x-binding",
+                 "hashed", "--json"]) == 0
     assert not json.loads(capsys.readouterr().out)["modules"][0]["supported"]
     assert main(["report", "--backend", "ezkl", "--d-in", "64"]) == 2

@@ -154,7 +154,7 @@ def test_proving_modes_are_for_adapters_only(model, tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     assert "--proving" in capsys.readouterr().err
     assert prove(model, tmp_path / "y", "--module", "nope") == 2
-    assert prove(model, tmp_path / "z", "--x", "polycommit") == 2      # zkref has no layout for polycommit
+    assert prove(model, tmp_path / "z", "--x-binding", "polycommit") == 2      # zkref has no layout for polycommit
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -185,10 +185,23 @@ def test_a_tampered_module_of_a_per_module_bundle_is_invalid_naming_it(modules_b
     assert result["reason"].startswith(f"module {MLP}: ")
 
 
+def test_a_modified_proof_bin_is_invalid_not_bad_input(batch_bundle, modules_bundle, tmp_path, capsys):
+    """A readable bundle whose proof.bin is not the one bundle.json recorded: invalid (exit 1), saying so."""
+    batch = shutil.copytree(batch_bundle, tmp_path / "batch")
+    (batch / "proof.bin").write_bytes((batch / "proof.bin").read_bytes()[:-7])
+    code, result = verified(capsys, batch)
+    assert code == 1 and "proof.bin was modified" in result["reason"]
+    modules = shutil.copytree(modules_bundle, tmp_path / "modules")
+    proof = modules / "modules" / f"1-{ATTN[1]}" / "proof.bin"
+    proof.write_bytes(proof.read_bytes()[:-7])
+    code, result = verified(capsys, modules)
+    assert code == 1 and [m["valid"] for m in result["modules"]] == [True, False, True]
+    assert result["reason"].startswith(f"module {ATTN[1]}: ") and "proof.bin was modified" in result["reason"]
+
+
 GARBLED = {
     "truncated bundle.json": lambda b: (b / "bundle.json").write_bytes((b / "bundle.json").read_bytes()[:40]),
     "garbled batch.json": lambda b: (b / "batch.json").write_text("{\"members\": 3"),
-    "truncated proof.bin": lambda b: (b / "proof.bin").write_bytes((b / "proof.bin").read_bytes()[:-7]),
     "members renamed": lambda b: edit_json(b / "public.json", lambda d: d[0].__setitem__("name", "other")),
     "a member's publics missing": lambda b: edit_json(b / "public.json", lambda d: d.pop()),
     "batch id": lambda b: edit_json(b / "batch.json", lambda d: d.__setitem__("id", "0" * 32)),

@@ -196,7 +196,7 @@ def test_cli_mock_file_errors_exit_2(tmp_path, capsys):
 
 
 def test_cli_mock_writes_what_it_proved(tmp_path, capsys):
-    out = tmp_path / "sub" / "result.json"
+    out = tmp_path / "result.json"                  # in an existing directory: parents are never created
     assert main(["mock", "--d-in", "10", "--d-out", "6", "--rank", "2", "--tokens", "3", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["verdict"]["ok"] and len(doc["delta"]) == 3 and len(doc["delta"][0]) == 6

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ import numpy as np
 from backends.base import (MAX_PROOF_BYTES, AdapterAnchor, BatchProofResult, Progress, Proof, ProofResult, Support,
                            Verdict, canonical_json, check_binding, sha256_hex)
 from backends.ezkl import batch as batch_graph
-from backends.ezkl import graph, instances
+from backends.ezkl import cost, graph, instances
 from backends.ezkl.cache import (CacheError, build_entry, cache_root, dev_srs, sha256_file,
                                  srs_header_k)
 from backends.ezkl.settings import (K_MAX, K_SPREAD, K_SPREAD_BATCH, Layout, RunSettings, canonicalise, choose_layout,
@@ -38,6 +39,7 @@ from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAPublic,
 from zkref.primitives.field import P, felt_from_str, felt_to_str, signed
 from zkref.primitives.jsonsafe import parse_json
 from zkref.primitives.poseidon import poseidon_hash_fast
+from zkref.primitives.ranges import over_budget
 
 NAME = "ezkl"
 GRAPH_VERSION = "zkref-ezkl-graph/1"
@@ -76,6 +78,20 @@ CIRCUIT_FILES = ("model.onnx", "settings.json", "model.compiled")
 KEY_FILES = ("vk.key", "pk.key")
 SECTION_ORDER = ("x", "adapter", "y")
 """Polycommit tensors in the order the proof transcript carries their commitments: inputs, params, outputs."""
+
+
+MEANINGLESS_WARNINGS = ("low scale values (<8) may impact precision",)
+"""What EZKL warns about (through Python's logging: its Rust `log` records reach the "ezkl" logger) that means nothing
+here: the graph's input scale is the requant shift and every value is an exact integer, so a scale below 8 loses no
+precision. Dropped; every other EZKL message, errors included, is shown as before."""
+
+
+class _DropMeaningless(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.strip() in MEANINGLESS_WARNINGS)
+
+
+logging.getLogger("ezkl").addFilter(_DropMeaningless())
 
 
 def _interrupt(exc: BaseException) -> bool:
@@ -321,6 +337,9 @@ class EzklBackend:
         if self.srs_file is not None and floor > self.srs_file_k:
             return Support(False, f"the SRS {self.srs_file} (k = {self.srs_file_k}) is smaller than the "
                                   f"2^{floor} rows the public instances need")
+        reason = over_budget(f"an EZKL proof of {statement.shape}", cost.memory_estimate(statement))
+        if reason:
+            return Support(False, reason)
         return Support(True, "EZKL (Halo2/KZG) zero-knowledge proof")
 
     # -- setup ---------------------------------------------------------------------------------------------------
@@ -721,6 +740,9 @@ class EzklBackend:
         if self.srs_file is not None and floor > self.srs_file_k:
             return Support(False, f"the SRS {self.srs_file} (k = {self.srs_file_k}) is smaller than the 2^{floor} "
                                   "rows the batch's public instances need")
+        reason = over_budget(f"an EZKL proof of {len(batch.members)} modules", cost.memory_estimate(batch))
+        if reason:
+            return Support(False, reason)
         return Support(True, f"EZKL (Halo2/KZG) zero-knowledge proof of {len(batch.members)} statements in one circuit")
 
     def _batch_adapter_commitment(self, prep: Prepared, batch: LoRABatch, witnesses: Sequence[LoRAWitness]) -> list:

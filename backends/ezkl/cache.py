@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -103,9 +104,21 @@ def check_manifest(directory: Path, required: tuple[str, ...]) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def remove_stale(directory: Path, prefix: str) -> None:
+    """Delete temporaries named `prefix`… in `directory`: called under the lock of the entry they were building, so
+    any found was left by a process that died mid-build (a Rust abort or SIGKILL runs no cleanup)."""
+    for stale in directory.glob(f"{glob.escape(prefix)}*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def build_entry(final: Path, required: tuple[str, ...], build: Callable[[Path], dict]) -> tuple[dict, bool]:
     """The checked metadata of the cache entry `final`, building it first if absent: `build(tmpdir)` fills a private
-    directory and returns metadata; the directory is renamed to `final` under the entry's lock.
+    directory and returns metadata; the directory is renamed to `final` under the entry's lock. The directory is
+    removed whatever `build` raises (EZKL's Rust panics are BaseExceptions), and one left by a process that died is
+    removed before the next build of the same entry.
 
     Returns (metadata, built_now).
     """
@@ -116,6 +129,7 @@ def build_entry(final: Path, required: tuple[str, ...], build: Callable[[Path], 
             return check_manifest(final, required), False
         if final.exists():                           # an incomplete entry cannot be visible; a foreign one is moved
             shutil.rmtree(final)
+        remove_stale(final.parent, f".{final.name}.tmp-")
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
             meta = build(tmp)
@@ -171,6 +185,7 @@ def dev_srs(root: Path, k: int) -> Path:
     if not path.exists():
         with locked(path):
             if not path.exists():
+                remove_stale(path.parent, f".dev-k{k}.")
                 fd, tmp = tempfile.mkstemp(prefix=f".dev-k{k}.", suffix=".tmp", dir=path.parent)
                 os.close(fd)
                 try:

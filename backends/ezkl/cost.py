@@ -37,15 +37,17 @@ tests/test_ezkl_cost.py checks the prediction against `ezkl.gen_settings` on 24 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from backends.base import Support
 from backends.ezkl import graph
 from backends.ezkl.settings import K_MAX, K_SPREAD, K_SPREAD_BATCH, NUM_INNER_COLS, Layout, choose_layout, k_floor
 from backends.kzg import EZKL_UNUSABLE_ROWS
 from zkref.lora.batch import LoRABatch
 from zkref.lora.commitments import requant_constants
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAStatement, OutputBinding, instance_length
+from zkref.primitives.ranges import MEMORY_BUDGET, over_budget
 
 POSEIDON_ROWS_PER_VALUE = 41
 """ezkl `ModulePoseidon::num_rows`: 41 rows per absorbed value (width 2, rate 1: one permutation per value)."""
@@ -58,6 +60,16 @@ NOT_CELLS = 6
 FLOOR_LOOP_CELLS = 21
 """`floor`'s per-value loop: last digit is zero (4), not (6), sign == −1 (1 + 4), and (two boolean identities, 2 each,
 and a product: 5), the incremented digit (1)."""
+BASE_BYTES = 512 << 20
+"""Memory of a proving process before its circuit: the interpreter with torch, onnx and ezkl loaded (~300 MiB
+measured), rounded up."""
+BYTES_PER_ROW = 16 << 10
+"""Peak memory per row over settings, compile, setup, witness and prove, rows counted as max(rows, 2^k) plus the
+einsum chip's cells: the most measured above ~300 MiB without hashing in benchmarks/results/ezkl.json is 15.2 KiB
+(4096→4096 r=16 T=15), rounded up."""
+BYTES_PER_POSEIDON_ROW = 12 << 10
+"""… plus this per row of EZKL's Poseidon module (hashed x or adapter), which the measurements of fully hashed
+statements (k = 15–17) need on top. tests/test_ezkl_cost.py checks that the estimate bounds every measurement."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +104,13 @@ class EzklCost:
     @property
     def logrows(self) -> int:
         return self.layout.logrows
+
+    @property
+    def memory_bytes(self) -> int:
+        """EZKL's peak memory proving this layout, at most (`BASE_BYTES`, `BYTES_PER_ROW`,
+        `BYTES_PER_POSEIDON_ROW`); the call's tensors are not included."""
+        return BASE_BYTES + BYTES_PER_ROW * (max(self.rows, 1 << self.layout.logrows) + self.einsum_cells) + \
+            BYTES_PER_POSEIDON_ROW * self.poseidon_rows
 
     def to_json(self) -> dict:
         return {"statement_id": self.statement_id, "num_inner_cols": self.num_inner_cols,
@@ -287,6 +306,35 @@ def predict(target: LoRAStatement | LoRABatch, *, num_inner_cols: int = NUM_INNE
                     rows=rows, instances=instances, layout=layout, ops=tuple(region.ops))
 
 
+REPLAY_MAX_ROWS = 1 << 24
+"""The largest layout `ezkl_report` replays (a few seconds of `predict`): 16M rows need ~256 GiB in EZKL, far beyond
+`MEMORY_BUDGET`."""
+
+
+def _rows_lower_bound(statement: LoRAStatement, num_inner_cols: int) -> int:
+    """At most `predict`'s rows plus einsum cells, in O(1): the input's cells and the two products' (one dot per output
+    value of a matrix-vector product, Freivalds' runs over the output and both inputs otherwise), over the columns."""
+    s = statement.shape
+
+    def product(m: int, k: int, n: int) -> int:
+        return m * n + k * (m + n) if m > 1 and n > 1 and k > 1 else m * n * k
+
+    cells = s.tokens * s.d_in + product(s.tokens, s.d_in, s.rank) + product(s.tokens, s.rank, s.d_out)
+    return cells // num_inner_cols
+
+
+def memory_estimate(target: LoRAStatement | LoRABatch, *, num_inner_cols: int = NUM_INNER_COLS) -> int:
+    """Bytes proving `target` with EZKL allocates, at most: the tensors (`LoRAShape.tensor_bytes`) and the predicted
+    layout's `memory_bytes`. When an O(1) lower bound of the rows is already beyond `MEMORY_BUDGET`, that bound
+    (an underestimate, still over budget) is returned without replaying the layout, whose work grows with it."""
+    members = target.members if isinstance(target, LoRABatch) else (target,)
+    tensors = sum(m.shape.tensor_bytes for m in members)
+    floor = tensors + BASE_BYTES + BYTES_PER_ROW * sum(_rows_lower_bound(m, num_inner_cols) for m in members)
+    if floor > MEMORY_BUDGET:
+        return floor
+    return tensors + predict(target, num_inner_cols=num_inner_cols).memory_bytes
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # `zkref report --backend ezkl`
 # ----------------------------------------------------------------------------------------------------------------------
@@ -346,16 +394,16 @@ class EzklReport:
 
 
 def ezkl_report(*, modules: Sequence, description: str, rank: int, tokens: int, shift: int,
-                x_binding: str = "public", adapter_binding: str = "fixed", y_binding: str = "public",
-                weight_bits: int = 4) -> EzklReport:
-    """Predict every distinct module shape (`zkref.lora.presets.ModuleShape`s) as one statement each."""
+                supports: Callable[[LoRAStatement], Support], x_binding: str = "public",
+                adapter_binding: str = "fixed", y_binding: str = "public", weight_bits: int = 4) -> EzklReport:
+    """Predict every distinct module shape (`zkref.lora.presets.ModuleShape`s) as one statement each; `supports` is
+    the backend's (`EzklBackend().supports`), whose answer each module reports. A shape whose layout is too large to
+    replay (beyond `REPLAY_MAX_ROWS` rows, far beyond what EZKL proves) is a ValueError."""
     import time
 
-    from backends.ezkl.backend import EzklBackend
     from zkref.lora.statement import LoRAShape
 
     t0 = time.perf_counter()
-    backend = EzklBackend()
     groups: dict[tuple[int, int], ModulePrediction] = {}
     for m in modules:
         key = (m.d_in, m.d_out)
@@ -367,7 +415,10 @@ def ezkl_report(*, modules: Sequence, description: str, rank: int, tokens: int, 
         st = LoRAStatement(shape=LoRAShape(d_in=m.d_in, d_out=m.d_out, rank=rank, tokens=tokens), shift=shift,
                            x_binding=x_binding, adapter_binding=adapter_binding, y_binding=y_binding,
                            weight_bits=weight_bits)
-        support = backend.supports(st)
+        if _rows_lower_bound(st, NUM_INNER_COLS) > REPLAY_MAX_ROWS:
+            raise ValueError(f"{m.name} ({st.shape}): more than {REPLAY_MAX_ROWS:,} rows, too large to predict "
+                             f"(and to prove: an EZKL proof of it {over_budget('', memory_estimate(st))[1:]})")
+        support = supports(st)
         groups[key] = ModulePrediction(name=m.name, count=m.count, statement=st, cost=predict(st),
                                        supported=bool(support), support_reason=support.reason)
     return EzklReport(description=description, modules=tuple(groups.values()), seconds=time.perf_counter() - t0)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from zkref.cli.console import err, out, print_json
+from zkref.cli.console import err, out, print_json, quiet_model_loading
 from zkref.cli.inputs import token_ids
-from zkref.cli.serve import TOKEN_ENV, quiet_model_loading
+from zkref.cli.options import integer, positive
+from zkref.cli.serve import TOKEN_ENV
+from zkref.primitives.ranges import MAX_TOKENS
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -28,8 +30,6 @@ def cmd_client(args: argparse.Namespace) -> int:
     ids = token_ids(args.prompt_ids, "--prompt-ids", limit=None) if args.prompt_ids is not None else \
         tokenize(args.base, args.prompt)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
-    if args.generate < 0:
-        raise ValueError(f"--generate must be 0 or more, got {args.generate}")
     if args.save_anchors and args.anchors:
         raise ValueError("--save-anchors records a commitment pinned on first use; --anchors already pins one")
     with BaseModelClient(base_dir=args.base, contributors=args.contributor or (), token=token,
@@ -72,19 +72,23 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("client", help="run a base model with contributors' adapters, verifying each call")
-    p.add_argument("--base", required=True, help="your base model directory (transformers, safetensors)")
+    p = subparsers.add_parser(
+        "client", help="run a base model with contributors' adapters, verifying each call",
+        description="Run your base model with the adapters contributors serve: each adapted module's activations go "
+                    "to its contributor, the returned delta is added, and every call's proof is fetched and verified "
+                    "against what was sent and received. Exit 0 every call verified, 1 not, 2 bad input.")
+    p.add_argument("--base", required=True, metavar="DIR", help="your base model directory (transformers, safetensors)")
     p.add_argument("--contributor", action="append", default=None, metavar="URL",
                    help="a contributor's URL (repeat for several; each serves some modules)")
     p.add_argument("--prompt", default=None, help="prompt text (needs a tokenizer in --base)")
-    p.add_argument("--prompt-ids", default=None, help="prompt as token ids, e.g. 1,2,3")
+    p.add_argument("--prompt-ids", default=None, metavar="IDS", help="prompt as token ids, e.g. 1,2,3")
     p.add_argument("--token", default=None, help=f"bearer token for every contributor (default: ${TOKEN_ENV})")
     p.add_argument("--anchors", action="append", default=None, metavar="FILE",
                    help="an adapter commitment the contributor published earlier (repeat for several contributors): "
                         "a contributor whose commitment is none of them is refused (default: pinned on first use)")
     p.add_argument("--save-anchors", default=None, metavar="FILE",
                    help="write the contributor's commitment, pinned on first use, to FILE for --anchors next time")
-    p.add_argument("--generate", type=int, default=0, metavar="N",
+    p.add_argument("--generate", type=integer(0, MAX_TOKENS), default=0, metavar="N",
                    help="generate N tokens greedily after the prompt (every call of every step proven and verified)")
     p.add_argument("--json", action="store_true", help="one JSON document: logits, verified, calls, accuracy")
     p.add_argument("--reference-adapter", action="append", default=None, metavar="DIR",
@@ -92,8 +96,11 @@ def register(subparsers) -> None:
                         "model (a real client does not have them)")
     p.add_argument("--float", action="store_true",
                    help="run the float peft model with --reference-adapter instead (no contributor; UNVERIFIED)")
-    p.add_argument("--srs", default=None, help="ezkl: the SRS to verify with (default: the local cache's)")
-    p.add_argument("--cache-dir", default=None, help="ezkl: cache holding the SRS (default $ZKREF_CACHE)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
-    p.add_argument("--proof-timeout", type=float, default=900.0, help="seconds to wait for anchors and proofs")
+    p.add_argument("--srs", default=None, metavar="FILE",
+                   help="ezkl: the SRS to verify with (default: the local cache's)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="ezkl: cache holding the SRS (default: $ZKREF_CACHE or ~/.cache/zkref)")
+    p.add_argument("--timeout", type=positive(), default=60.0, metavar="SECONDS", help="seconds per HTTP request")
+    p.add_argument("--proof-timeout", type=positive(), default=900.0, metavar="SECONDS",
+                   help="seconds to wait for every proof after the last forward pass")
     p.set_defaults(func=cmd_client)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from zkref.lora.statement import ActivationBinding, AdapterBinding, OutputBinding
+from zkref.cli.console import quiet_model_loading
+from zkref.cli.options import SEED, integer, positive
+from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement, OutputBinding
 from zkref.models.peft_loading import CapturedIO
 from zkref.models.tensor_files import load_safetensors
 from zkref.pipeline import Bindings, CalibratedModule, Prepared, choose_precision, prepare, quantise
-from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS, check_int
+from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_SHIFT, MAX_TOKENS, check_int, check_memory
+
+if TYPE_CHECKING:
+    from backends.base import Backend
 
 RANDOM_WEIGHT_STD = 0.02
 """Seeded random adapters look like trained LoRA weights (small), activations like layer-normed inputs (std 1)."""
@@ -21,29 +27,51 @@ RANDOM_WEIGHT_STD = 0.02
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Shapes or files, quantisation and bindings."""
-    p.add_argument("--d-in", type=int, default=None)
-    p.add_argument("--d-out", type=int, default=None)
-    p.add_argument("--rank", type=int, default=None)
-    p.add_argument("--tokens", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights/activations not given as files")
-    p.add_argument("--weights", default=None, help="safetensors file with float lora_A (r×d_in), lora_B (d_out×r)")
-    p.add_argument("--activations", default=None, help="safetensors file with float x (T×d_in or d_in)")
-    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default r)")
-    p.add_argument("--rslora", action="store_true", help="peft's rsLoRA scaling alpha/√r instead of alpha/r")
-    p.add_argument("--shift", type=int, default=None,
-                   help="requant shift (default: calibrated once from the given activations, and printed)")
-    p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
-    p.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
-                   help="weight precision: int4 (default) or int8 (~16× less rounding error, two lookups per product)")
-    p.add_argument("--max-rel-error", type=float, default=None,
-                   help="pick the cheapest precision whose delta error on the given activations is within this "
-                        "(overrides --weight-bits and --per-channel)")
-    p.add_argument("--x", dest="x_binding", choices=[b.value for b in ActivationBinding], default="public",
-                   help="how activations are bound (default public)")
-    p.add_argument("--adapter-binding", choices=[b.value for b in AdapterBinding], default="fixed",
-                   help="how the adapter is bound (default fixed: in the verifying key)")
-    p.add_argument("--y", dest="y_binding", choices=[b.value for b in OutputBinding], default="public",
-                   help="how the output is bound (default public)")
+    shapes = p.add_argument_group("the call (shapes for seeded random tensors, or safetensors files)")
+    shapes.add_argument("--d-in", type=integer(1, MAX_DIM), default=None, metavar="N",
+                        help="the module's input width d_in (or taken from the files)")
+    shapes.add_argument("--d-out", type=integer(1, MAX_DIM), default=None, metavar="M",
+                        help="the module's output width d_out (or taken from --weights)")
+    shapes.add_argument("--rank", type=integer(1, MAX_RANK), default=None, metavar="R",
+                        help="the LoRA rank r (or taken from --weights)")
+    shapes.add_argument("--tokens", type=integer(1, MAX_TOKENS), default=None, metavar="T",
+                        help="tokens in the call (default: 1, or taken from --activations)")
+    shapes.add_argument("--seed", type=SEED, default=0, metavar="N",
+                        help="seed of random weights/activations not given as files")
+    shapes.add_argument("--weights", default=None, metavar="FILE",
+                        help="safetensors file with float lora_A (r×d_in), lora_B (d_out×r)")
+    shapes.add_argument("--activations", default=None, metavar="FILE",
+                        help="safetensors file with float x (T×d_in or d_in)")
+    quant = p.add_argument_group("quantisation")
+    quant.add_argument("--alpha", type=positive(), default=None, metavar="A",
+                       help="LoRA alpha (default: r, i.e. scaling 1)")
+    quant.add_argument("--rslora", action="store_true", help="peft's rsLoRA scaling alpha/√r instead of alpha/r")
+    quant.add_argument("--shift", type=integer(0, MAX_SHIFT), default=None, metavar="S",
+                       help="requant shift (default: calibrated once from the given activations, and printed)")
+    quant.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    quant.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
+                       help="weight precision: int4 or int8 (~16× less rounding error, two lookups per product)")
+    quant.add_argument("--max-rel-error", type=positive(), default=None, metavar="E",
+                       help="pick the cheapest precision whose delta error on the given activations is within E "
+                            "(overrides --weight-bits and --per-channel)")
+    add_binding_arguments(p.add_argument_group("bindings: how x, the adapter and y are tied to the proof"))
+
+
+def add_binding_arguments(group, *, adapter_choices: list[str] | None = None) -> None:
+    """--x-binding, --adapter-binding, --y-binding (and the older --x, --y, kept as hidden aliases)."""
+    group.add_argument("--x-binding", choices=[b.value for b in ActivationBinding], default="public",
+                       help="activations: public, a Poseidon digest (hashed), or a KZG commitment (polycommit)")
+    group.add_argument("--x", dest="x_binding", choices=[b.value for b in ActivationBinding],
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    adapter_choices = adapter_choices or [b.value for b in AdapterBinding]
+    unbound = ", or unbound (nothing binds it)" if AdapterBinding.UNBOUND.value in adapter_choices else ""
+    group.add_argument("--adapter-binding", default="fixed", choices=adapter_choices,
+                       help="the adapter: fixed (in the verifying key), a digest (hashed), or a KZG commitment "
+                            f"(polycommit){unbound}")
+    group.add_argument("--y-binding", choices=[b.value for b in OutputBinding], default="public",
+                       help="the output: public, or a KZG commitment (polycommit)")
+    group.add_argument("--y", dest="y_binding", choices=[b.value for b in OutputBinding],
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _dim(args: argparse.Namespace, name: str, from_file: int | None, limit: int) -> int | None:
@@ -55,8 +83,29 @@ def _dim(args: argparse.Namespace, name: str, from_file: int | None, limit: int)
     return given if given is not None else from_file
 
 
-def prepared_from_args(args: argparse.Namespace) -> tuple[Prepared, dict]:
-    """The call to prove (statement + witness) and a description of where its inputs came from."""
+PROVISIONAL_SHIFT = 8
+"""The shift the budget check assumes before calibration fixes it (calibrated modules here get 8–10); the statement
+with its calibrated shift is checked again before it is proven."""
+
+
+def check_budget(shape: LoRAShape, args: argparse.Namespace, backend: Backend | None) -> None:
+    """Refuse, before anything is allocated, a call whose tensors, or whose proof with `backend`, would exceed the
+    memory budget (zkref.primitives.ranges.MEMORY_BUDGET) or which the backend cannot prove at all."""
+    check_memory(f"the call {shape}", shape.tensor_bytes)
+    if backend is None:
+        return
+    statement = LoRAStatement(shape=shape, shift=args.shift if args.shift is not None else PROVISIONAL_SHIFT,
+                              x_binding=args.x_binding, adapter_binding=args.adapter_binding,
+                              y_binding=args.y_binding, weight_bits=4 if args.max_rel_error is not None
+                              else args.weight_bits)
+    support = backend.supports(statement)
+    if not support:
+        raise ValueError(f"backend {backend.name} cannot prove this statement: {support.reason}")
+
+
+def prepared_from_args(args: argparse.Namespace, backend: Backend | None = None) -> tuple[Prepared, dict]:
+    """The call to prove (statement + witness) and a description of where its inputs came from; its size is checked
+    against the memory budget (and `backend`'s support) before any tensor is made."""
     A = B = x = None
     if args.weights:
         A, B = load_safetensors(args.weights, ["lora_A", "lora_B"])
@@ -76,6 +125,7 @@ def prepared_from_args(args: argparse.Namespace) -> tuple[Prepared, dict]:
     missing = [n for n, v in (("--d-in", d_in), ("--d-out", d_out), ("--rank", rank)) if v is None]
     if missing:
         raise ValueError(f"give {', '.join(missing)} (or --weights / --activations files to take shapes from)")
+    check_budget(LoRAShape(d_in=d_in, d_out=d_out, rank=rank, tokens=tokens), args, backend)
     rng = np.random.default_rng(args.seed)
     info = {"weights": args.weights or f"random (seed {args.seed})",
             "activations": args.activations or f"random (seed {args.seed})"}
@@ -101,15 +151,20 @@ def prepared_from_args(args: argparse.Namespace) -> tuple[Prepared, dict]:
 # ------------------------------------------------------------------------------------------------------------------
 # A peft adapter's modules on one prompt (`--base DIR --adapter DIR`)
 # ------------------------------------------------------------------------------------------------------------------
-def add_adapter_arguments(p: argparse.ArgumentParser) -> None:
-    """A base model, a peft adapter, which of its modules, the calibration prompt and the call's prompt."""
-    p.add_argument("--base", default=None, help="base model directory (with --adapter)")
-    p.add_argument("--adapter", default=None, help="a peft adapter directory (save_pretrained): prove its modules")
-    p.add_argument("--module", action="append", default=None, help="with --adapter: only this module (repeatable)")
-    p.add_argument("--calibration-ids", default=None,
-                   help="with --adapter: comma-separated calibration token ids (default: 16 seeded random ids)")
-    p.add_argument("--prompt-ids", default=None,
-                   help="with --adapter: the call's token ids (default: the calibration prompt)")
+def add_adapter_arguments(p: argparse.ArgumentParser):
+    """A base model, a peft adapter, which of its modules, the calibration prompt and the call's prompt; returns the
+    argument group (a command adds its own adapter options to it)."""
+    g = p.add_argument_group("or a peft adapter's modules on one prompt (instead of shapes or tensor files)")
+    g.add_argument("--base", default=None, metavar="DIR", help="base model directory (with --adapter)")
+    g.add_argument("--adapter", default=None, metavar="DIR",
+                   help="a peft adapter directory (save_pretrained): its modules")
+    g.add_argument("--module", action="append", default=None, metavar="NAME",
+                   help="only this module (repeatable; default: every module of the adapter)")
+    g.add_argument("--calibration-ids", default=None, metavar="IDS",
+                   help="comma-separated calibration token ids (default: 16 seeded random ids)")
+    g.add_argument("--prompt-ids", default=None, metavar="IDS",
+                   help="the call's comma-separated token ids (default: the calibration prompt)")
+    return g
 
 
 MAX_ADAPTER_PROMPT_IDS = 4096
@@ -151,6 +206,7 @@ def adapter_call_from_args(args: argparse.Namespace) -> AdapterCall:
         raise ValueError("--adapter DIR needs --base DIR (the base model the adapter was trained on), and vice versa")
     if args.weights or args.activations or args.d_in or args.d_out or args.rank:
         raise ValueError("--adapter takes shapes and weights from the adapter: give no shapes or tensor files")
+    quiet_model_loading()
     peft_model, _ = load_peft_model(args.base, args.adapter)
     vocab = int(getattr(peft_model.config, "vocab_size", 0) or 0)
     calibration = token_ids(args.calibration_ids, "--calibration-ids") or \

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from zkref.cli import inputs
-from zkref.cli.console import err, out, print_json
+from zkref.cli.console import err, out, phases, print_json
+from zkref.cli.options import WORKERS, integer
 from zkref.lora.circuit import LoRALayout, Products
 from zkref.primitives.ranges import MAX_LANES
 
@@ -17,13 +18,16 @@ def cmd_mock(args: argparse.Namespace) -> int:
     from zkref.pipeline import run
 
     layout = LoRALayout(lanes=args.lanes, products=args.strategy)
+    if args.out:
+        _check_out(Path(args.out))
     if args.preset:
         return _mock_preset(args, layout)
     if args.adapter or args.base:
         return _mock_adapter(args, layout)
-    prepared, info = inputs.prepared_from_args(args)
+    backend = get_backend("zkref", layout=layout)
+    prepared, info = inputs.prepared_from_args(args, backend)
     t0 = time.perf_counter()
-    result = run(prepared, get_backend("zkref", layout=layout), layout=layout)
+    result = run(prepared, backend, layout=layout)
     seconds = time.perf_counter() - t0
     st, verdict, check = prepared.statement, result.proven.verdict, result.check
     doc = {
@@ -59,7 +63,9 @@ def _mock_preset(args: argparse.Namespace, layout: LoRALayout) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from backends import get_backend
     from zkref.lora.presets import PRESETS
+    from zkref.lora.statement import LoRAShape, LoRAStatement
     from zkref.pipeline import check_modules
     from zkref.primitives.ranges import MAX_RANK, MAX_TOKENS, check_int
 
@@ -70,6 +76,13 @@ def _mock_preset(args: argparse.Namespace, layout: LoRALayout) -> int:
     preset = PRESETS[args.preset]
     rank = check_int("rank", args.rank if args.rank is not None else 16, 1, MAX_RANK)
     tokens = check_int("tokens", args.tokens if args.tokens is not None else 1, 1, MAX_TOKENS)
+    backend = get_backend("zkref", layout=layout)
+    for module in preset.modules:               # each worker proves one module at a time: each must fit
+        statement = LoRAStatement(shape=LoRAShape(d_in=module.d_in, d_out=module.d_out, rank=rank, tokens=tokens),
+                                  shift=inputs.PROVISIONAL_SHIFT)
+        support = backend.supports(statement)
+        if not support:
+            raise ValueError(f"{module.name}: {support.reason}")
     total = sum(m.count for m in preset.modules)
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -101,7 +114,8 @@ def _mock_adapter(args: argparse.Namespace, layout: LoRALayout) -> int:
     from backends import get_backend
     from zkref.pipeline import prepare, run
 
-    adapter_call = inputs.adapter_call_from_args(args)
+    with phases("loading the base model and adapter, calibrating", quiet=args.json):
+        adapter_call = inputs.adapter_call_from_args(args)
     backend = get_backend("zkref", layout=layout)
     results, all_ok = [], True
     for c in adapter_call.modules:
@@ -132,9 +146,17 @@ def _mock_adapter(args: argparse.Namespace, layout: LoRALayout) -> int:
     return 0 if all_ok else 1
 
 
+def _check_out(path: Path) -> None:
+    """--out names a file to write (or replace) in an existing directory: checked before any work."""
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a directory: give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"{path.parent} is not an existing directory: create it first (parents are never created)")
+
+
 def _write_json(path: Path, doc: dict) -> None:
     """Write atomically (a temporary sibling renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_out(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc))
     tmp.replace(path)
@@ -151,16 +173,27 @@ def _write_result(path: Path, prepared, result) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("mock", help="state a LoRA call and mock-check it with zkref's circuit (not ZK)")
-    inputs.add_arguments(p)
-    p.add_argument("--lanes", type=int, default=8, help=f"lookup lanes per row, 1..{MAX_LANES}")
+    p = subparsers.add_parser(
+        "mock", help="state a LoRA call and mock-check it with zkref's circuit (not ZK)",
+        description="State one LoRA call (seeded random tensors of the given shapes, or safetensors files), "
+                    "mock-check it with zkref's PLONKish circuit, compare the dequantised result with the float "
+                    "delta within the proven error bound and print the circuit's accounting — or every module of a "
+                    "peft adapter, or of a named model (--preset). Exit 0 satisfied, 1 not, 2 bad input.")
+    p.add_argument("--lanes", type=integer(1, MAX_LANES), default=8, metavar="L", help="lookup lanes per row")
     p.add_argument("--strategy", choices=[m.value for m in Products], default="table",
                    help="products by the 4096-row table or by a gate")
-    p.add_argument("--out", default=None, help="write the statement, public values and dequantised delta (JSON)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the statement, public values and dequantised delta (JSON) to FILE, in an existing "
+                        "directory")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of lines for people")
+    inputs.add_arguments(p)
     inputs.add_adapter_arguments(p)
-    p.add_argument("--preset", default=None,
-                   help="mock-check a seeded random adapter on every module of a named model (e.g. llama3-8b)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes for --preset (default: one per CPU)")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
-    p.add_argument("--json", action="store_true")
+    preset = p.add_argument_group("or every module of a named model, seeded random adapters")
+    preset.add_argument("--preset", default=None, metavar="NAME",
+                        help="mock-check a seeded random adapter on every module of NAME (e.g. llama3-8b) at --rank "
+                             "(default 16) and --tokens (default 1)")
+    preset.add_argument("--workers", type=WORKERS, default=None, metavar="N",
+                        help="worker processes for --preset (default: one per CPU)")
+    preset.add_argument("--progress", action="store_true",
+                        help="show the progress bar even when stderr is not a terminal")
     p.set_defaults(func=cmd_mock)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from zkref.cli import inputs
-from zkref.cli.console import out, phase_printer, print_json, report
+from zkref.cli.console import out, phases, print_json, report
 from zkref.lora.quantisation import DeltaCheck
 from zkref.pipeline import ProvingMode
 
@@ -37,9 +37,10 @@ def _kind(backend: Backend) -> str:
 
 def cmd_prove(args: argparse.Namespace) -> int:
     from backends import get_backend
-    from backends.bundle import write_bundle
+    from backends.bundle import check_target, write_bundle
     from zkref.pipeline import compare
 
+    check_target(args.out)                       # before any work: a bundle is never proven only to be refused
     options = {"srs": args.srs} if args.srs and args.backend == "ezkl" else {}
     if args.srs and args.backend != "ezkl":
         raise ValueError("--srs applies to the ezkl backend only")
@@ -48,14 +49,14 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if args.proving is not None:
         raise ValueError("--proving chooses how several modules are proven: it needs --base and --adapter")
     backend = get_backend(args.backend, **options)
-    prepared, info = inputs.prepared_from_args(args)
+    prepared, info = inputs.prepared_from_args(args, backend)
     support = backend.supports(prepared.statement)
     if not support:
         raise ValueError(f"backend {backend.name} cannot prove this statement: {support.reason}")
-    progress = None if args.quiet else phase_printer(f"{backend.name} {prepared.statement.id[:12]}")
     t0 = time.perf_counter()
-    anchor = backend.anchor(prepared.statement, prepared.witness)
-    result = backend.prove(prepared.statement, prepared.witness, progress=progress)
+    with phases(f"{backend.name}: proving {prepared.statement.shape}", quiet=args.quiet) as progress:
+        result = backend.prove(prepared.statement, prepared.witness, progress=progress)   # settings, keys: timed
+        anchor = backend.anchor(prepared.statement, prepared.witness)                      # from the cache now
     seconds = time.perf_counter() - t0
     check = compare(prepared, result.public.y_q)
     path = write_bundle(args.out, prepared.statement, result, anchor, _meta(info, seconds, check=_check_json(check)))
@@ -79,12 +80,13 @@ def _prove_modules(args: argparse.Namespace, backend: Backend) -> int:
     from backends.bundle import ModuleProof, write_batch_bundle, write_modules_bundle
     from zkref.pipeline import Bindings, compare, prepare, prove_modules
 
-    call = inputs.adapter_call_from_args(args)
+    with phases("loading the base model and adapter, calibrating", quiet=args.quiet):
+        call = inputs.adapter_call_from_args(args)
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
     named = [(c.name, prepare(c.quantised, call.captured[c.name].x, bindings)) for c in call.modules]
-    progress = None if args.quiet else phase_printer(f"{backend.name} {len(named)} modules")
     t0 = time.perf_counter()
-    proven = prove_modules(named, backend, mode=args.proving or ProvingMode.AUTO, progress=progress)
+    with phases(f"{backend.name}: proving {len(named)} modules", quiet=args.quiet) as progress:
+        proven = prove_modules(named, backend, mode=args.proving or ProvingMode.AUTO, progress=progress)
     seconds = time.perf_counter() - t0
     checks = {name: _check_json(compare(p, proven.y_q[name])) for name, p in named}
     info = {"base": args.base, "adapter": args.adapter, "calibration_ids": list(call.calibration_ids),
@@ -123,15 +125,23 @@ def _prove_modules(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("prove", help="prove a LoRA call (or a peft adapter's modules) and write a proof bundle")
+    p = subparsers.add_parser(
+        "prove", help="prove a LoRA call (or a peft adapter's modules) and write a proof bundle",
+        description="Prove one LoRA call — seeded random tensors of the given shapes, or safetensors files — or "
+                    "every module of a peft adapter on one prompt, and write a proof bundle "
+                    "(specs/proof-bundle.md) that `zkref verify` checks. Exit 0 proven, 1 the proofs did not "
+                    "verify, 2 bad input.")
+    p.add_argument("--backend", choices=["zkref", "ezkl"], default="ezkl",
+                   help="ezkl: a zero-knowledge proof (Halo2/KZG); zkref: the fast mock check (not zero-knowledge)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="bundle directory to create: must not exist or be empty, in an existing directory")
+    p.add_argument("--srs", default=None, metavar="FILE",
+                   help="ezkl: a ceremony KZG SRS file (default: a development SRS, generated and cached: insecure)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of lines for people")
     inputs.add_arguments(p)
-    inputs.add_adapter_arguments(p)
-    p.add_argument("--proving", choices=[m.value for m in ProvingMode], default=None,
-                   help="with --adapter: one batch proof, one proof per module, or auto (default: batch where "
-                        "measured to win, benchmarks/results/ezkl_batch.md)")
-    p.add_argument("--backend", choices=["zkref", "ezkl"], default="ezkl")
-    p.add_argument("--srs", default=None, help="a real KZG SRS file (ezkl); without it a dev SRS is generated")
-    p.add_argument("--out", required=True, help="bundle directory to create (must not exist or be empty)")
-    p.add_argument("--quiet", action="store_true", help="no per-phase progress on stderr")
-    p.add_argument("--json", action="store_true")
+    adapter = inputs.add_adapter_arguments(p)
+    adapter.add_argument("--proving", choices=[m.value for m in ProvingMode], default=None,
+                         help="one batch proof, one proof per module, or auto (default: one batch where measured to "
+                              "win, benchmarks/results/ezkl_batch.md)")
     p.set_defaults(func=cmd_prove)

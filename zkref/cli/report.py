@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from zkref.cli.console import out, print_json
+from zkref.cli.inputs import add_binding_arguments
+from zkref.cli.options import integer
 from zkref.lora.presets import PRESETS
-from zkref.lora.statement import ActivationBinding, AdapterBinding, OutputBinding
+from zkref.primitives.ranges import MAX_DIM, MAX_LANES, MAX_RANK, MAX_SHIFT, MAX_TOKENS
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -28,6 +30,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _ezkl_report(args: argparse.Namespace) -> int:
+    from backends.ezkl.backend import EzklBackend
     from backends.ezkl.cost import ezkl_report
     from zkref.lora.presets import ModuleShape
 
@@ -38,8 +41,8 @@ def _ezkl_report(args: argparse.Namespace) -> int:
     else:
         modules, description = [ModuleShape("module", args.d_in, args.d_out)], f"{args.d_in}→{args.d_out}"
     report = ezkl_report(modules=modules, description=f"{description}, r={args.rank}, T={args.tokens}",
-                         rank=args.rank, tokens=args.tokens, shift=args.shift, x_binding=args.x_binding,
-                         adapter_binding=args.adapter_binding, y_binding=args.y_binding,
+                         rank=args.rank, tokens=args.tokens, shift=args.shift, supports=EzklBackend().supports,
+                         x_binding=args.x_binding, adapter_binding=args.adapter_binding, y_binding=args.y_binding,
                          weight_bits=args.weight_bits)
     if args.json:
         print_json(report.to_json())
@@ -54,26 +57,32 @@ def _ezkl_report(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("report", help="costs of the dense baseline vs low-rank LoRA circuits, side by side")
-    p.add_argument("--d-in", type=int, default=None)
-    p.add_argument("--d-out", type=int, default=None)
-    p.add_argument("--rank", type=int, default=16, help="LoRA rank r (8, 16, 32, 64 are the usual ones)")
-    p.add_argument("--tokens", type=int, default=1)
-    p.add_argument("--lanes", type=int, default=8, help="lookup lanes per row, 1..16")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named shape or whole model")
-    p.add_argument("--method", choices=["auto", "analytic", "formula"], default="auto",
-                   help="analytic layout pass, closed-form formula, or auto (formula only for huge layouts)")
-    p.add_argument("--commitments", action="store_true",
-                   help="also cost binding x and the adapter by Poseidon commitments (plain and packed)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p = subparsers.add_parser(
+        "report", help="costs of the dense baseline vs low-rank LoRA circuits, side by side",
+        description="The dense baseline against low-rank strategies, from zkref's accounting of its own circuits; "
+                    "with --backend ezkl, the rows and k EZKL would lay each module out at, predicted without "
+                    "running EZKL (backends/ezkl/cost.py).")
+    shape = p.add_argument_group("the module (or --preset)")
+    shape.add_argument("--d-in", type=integer(1, MAX_DIM), default=None, metavar="N",
+                       help="the module's input width")
+    shape.add_argument("--d-out", type=integer(1, MAX_DIM), default=None, metavar="M",
+                       help="the module's output width")
+    shape.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named shape or whole model")
+    shape.add_argument("--rank", type=integer(1, MAX_RANK), default=16, metavar="R",
+                       help="LoRA rank r (8, 16, 32, 64 are the usual ones)")
+    shape.add_argument("--tokens", type=integer(1, MAX_TOKENS), default=1, metavar="T",
+                       help="tokens per call")
     p.add_argument("--backend", choices=["zkref", "ezkl"], default="zkref",
-                   help="zkref: accounting of zkref's circuits (default); ezkl: EZKL's rows and k, predicted")
+                   help="zkref: accounting of zkref's circuits; ezkl: EZKL's rows and k, predicted")
+    p.add_argument("--lanes", type=integer(1, MAX_LANES), default=8, metavar="L", help="lookup lanes per row (zkref)")
+    p.add_argument("--method", choices=["auto", "analytic", "formula"], default="auto",
+                   help="zkref: analytic layout pass, closed-form formula, or auto (formula only for huge layouts)")
+    p.add_argument("--commitments", action="store_true",
+                   help="zkref: also cost binding x and the adapter by Poseidon commitments (plain and packed)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     ezkl = p.add_argument_group("with --backend ezkl: the statement")
-    ezkl.add_argument("--shift", type=int, default=8,
-                      help="requantisation shift (default 8; calibrated modules here use 8-10): it sets the "
-                           "decomposition width")
-    ezkl.add_argument("--x", dest="x_binding", choices=[b.value for b in ActivationBinding], default="public")
-    ezkl.add_argument("--adapter-binding", choices=[b.value for b in AdapterBinding], default="fixed")
-    ezkl.add_argument("--y", dest="y_binding", choices=[b.value for b in OutputBinding], default="public")
-    ezkl.add_argument("--weight-bits", type=int, choices=[4, 8], default=4)
+    ezkl.add_argument("--shift", type=integer(0, MAX_SHIFT), default=8, metavar="S",
+                      help="requantisation shift (calibrated modules here use 8-10): it sets the decomposition width")
+    add_binding_arguments(ezkl)
+    ezkl.add_argument("--weight-bits", type=int, choices=[4, 8], default=4, help="weight precision")
     p.set_defaults(func=cmd_report)

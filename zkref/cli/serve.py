@@ -11,18 +11,12 @@ import os
 import signal
 from pathlib import Path
 
-from zkref.cli.console import err, out
-from zkref.cli.inputs import token_ids
+from zkref.cli.console import err, out, phases, quiet_model_loading
+from zkref.cli.inputs import add_binding_arguments, token_ids
+from zkref.cli.options import PORT, WORKERS, integer, positive
+from zkref.primitives.ranges import MAX_SHIFT, MAX_TOKENS
 
 TOKEN_ENV = "ZKREF_TOKEN"
-
-
-def quiet_model_loading() -> None:
-    """No transformers progress bars or advisory warnings on stderr: the command's own lines stay readable."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 def backend_options(backend: str, srs: str | None, cache_dir: str | None) -> dict:
@@ -68,17 +62,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prover = None
     serving = False
     try:
-        err.print("[dim]zkref serve: loading the base model and adapter, calibrating…[/]")
-        contributor = load_contributor(base_dir=args.base, adapter_dir=args.adapter, calibration_ids=calibration,
-                                       shift=args.shift, per_channel=args.per_channel,
-                                       weight_bits=args.weight_bits, max_rel_error=args.max_rel_error,
-                                       bindings=bindings)
-        prover = make_prover(workers=workers, ray_address=args.ray)
-        prover.warm_up()
-        commitment = _commit(contributor, config, publish_commitment)
-        if publish is not None:
-            _write_published(publish, commitment)
-        app = create_app(contributor, config, prover, commitment)
+        with phases("zkref serve", quiet=args.quiet) as phase:
+            phase("loading the base model and adapter, digesting the base model, calibrating")
+            contributor = load_contributor(base_dir=args.base, adapter_dir=args.adapter, calibration_ids=calibration,
+                                           shift=args.shift, per_channel=args.per_channel,
+                                           weight_bits=args.weight_bits, max_rel_error=args.max_rel_error,
+                                           bindings=bindings)
+            total = len(contributor.modules) * len(config.buckets())
+            phase(f"committing: {total} anchors (one per module and allowed T)")
+            commitment = publish_commitment(contributor, config, progress=lambda done, _total, label: phase(
+                f"committing: anchor {done} of {total} done ({label})"))
+            if publish is not None:
+                _write_published(publish, commitment)
+            phase(f"starting {workers} proving worker(s)")
+            prover = make_prover(workers=workers, ray_address=args.ray)
+            app = create_app(contributor, config, prover, commitment)
+            prover.warm_up()
         for served in contributor.modules.values():
             q = served.quantised
             out.print(f"{served.name}: {q.d_in}→{q.d_out} r={q.rank} int{q.weight_bits} scaling={q.scaling:g} "
@@ -136,69 +135,73 @@ def _write_published(path: Path, commitment) -> None:
     tmp.replace(path)
 
 
-def _commit(contributor, config, publish_commitment):
-    """The adapter commitment, with a progress bar on stderr (EZKL sets up one circuit per module and T)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    total = len(contributor.modules) * len(config.buckets())
-    with Progress(TextColumn("[dim]zkref serve: committing (anchors per module and T)[/]"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("[dim]{task.description}[/]"),
-                  console=err, transient=True) as bar:
-        task = bar.add_task("", total=total)
-        return publish_commitment(contributor, config,
-                                  progress=lambda done, _total, label: bar.update(task, completed=done,
-                                                                                  description=label))
-
-
 def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(0)
 
 
 def register(subparsers) -> None:
-    from zkref.lora.statement import ActivationBinding, AdapterBinding, OutputBinding
+    from zkref.lora.statement import AdapterBinding
 
-    p = subparsers.add_parser("serve", help="serve a peft LoRA adapter over HTTP, proving every call")
-    p.add_argument("--base", required=True, help="base model directory (transformers, safetensors)")
-    p.add_argument("--adapter", required=True, help="peft adapter directory (save_pretrained)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port, printed)")
-    p.add_argument("--backend", choices=["zkref", "ezkl"], default="ezkl")
+    p = subparsers.add_parser(
+        "serve", help="serve a peft LoRA adapter over HTTP, proving every call",
+        description="Serve a peft LoRA adapter to base-model users over HTTP (specs/protocol.md; OpenAPI at "
+                    "/openapi.json): each module calibrated once, every call answered at once and proven in the "
+                    "background. Runs until interrupted.")
+    p.add_argument("--base", required=True, metavar="DIR", help="base model directory (transformers, safetensors)")
+    p.add_argument("--adapter", required=True, metavar="DIR", help="peft adapter directory (save_pretrained)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=PORT, default=8000, metavar="N", help="TCP port (0: any free port, printed)")
+    p.add_argument("--backend", choices=["zkref", "ezkl"], default="ezkl",
+                   help="ezkl: zero-knowledge proofs; zkref: the fast mock check")
     p.add_argument("--token", default=None, help=f"require this bearer token (default: ${TOKEN_ENV} if set)")
-    p.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="prove on Ray: auto, HOST:6379, ray://HOST:10001, or local (a private instance)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="proofs at once (default: 1 for ezkl, which uses every core; up to 4 for zkref)")
-    p.add_argument("--calibration-ids", default=None, help="the calibration prompt as token ids (default: 16 "
-                                                           "seeded random ids, published in the manifest)")
-    p.add_argument("--shift", type=int, default=None, help="fix every module's requant shift instead of "
-                                                           "calibrating it")
-    p.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
-                   help="weight precision: int4 (cheapest) or int8 (more accurate, two lookups per product)")
-    p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales (free in-circuit)")
-    p.add_argument("--max-rel-error", type=float, default=None,
-                   help="instead: per module, the cheapest precision whose delta error on the calibration prompt is "
-                        "within this (e.g. 0.05)")
-    p.add_argument("--x-binding", choices=[b.value for b in ActivationBinding], default="public")
-    p.add_argument("--adapter-binding", choices=[b.value for b in AdapterBinding if b.bound], default="fixed")
-    p.add_argument("--y-binding", choices=[b.value for b in OutputBinding], default="public")
-    p.add_argument("--srs", default=None, help="ezkl: a ceremony SRS file (default: a development SRS, insecure)")
-    p.add_argument("--cache-dir", default=None, help="ezkl: circuit, key and SRS cache (default $ZKREF_CACHE)")
-    p.add_argument("--max-tokens", type=int, default=64, help="largest T per call")
-    p.add_argument("--token-buckets", default=None, metavar="T1,T2,…",
-                   help="the token counts calls are proven at, each set up at startup and committed (default: powers "
-                        "of 4 below --max-tokens, and --max-tokens); a call is zero-padded to the next one")
-    p.add_argument("--no-batching", action="store_true",
-                   help="prove every call alone (default: a session's queued calls of one module are proven together)")
-    p.add_argument("--batch-window", type=float, default=0.25,
-                   help="seconds a call waits for its session's next calls before it is proven alone")
-    p.add_argument("--publish", default=None, metavar="FILE",
-                   help="write the adapter commitment (what clients pin with --anchors) to FILE; an existing FILE must "
-                        "hold the same commitment")
-    p.add_argument("--max-queue", type=int, default=64, help="proofs queued or running before calls get 429")
-    p.add_argument("--max-concurrent", type=int, default=32, help="requests in progress before 429")
-    p.add_argument("--prove-timeout", type=float, default=600.0, help="seconds before a proof is failed")
-    p.add_argument("--result-ttl", type=float, default=3600.0, help="seconds a finished call's proof is kept")
-    p.add_argument("--max-results", type=int, default=1024, help="calls kept (oldest finished evicted first)")
-    p.add_argument("--max-result-mb", type=int, default=256, help="MiB of proofs kept (oldest evicted first)")
+    p.add_argument("--quiet", action="store_true", help="no progress spinner on stderr while starting")
+    proving = p.add_argument_group("proving")
+    proving.add_argument("--ray", default=None, metavar="ADDRESS",
+                         help="prove on Ray: auto, HOST:6379, ray://HOST:10001, or local (a private instance)")
+    proving.add_argument("--workers", type=WORKERS, default=None, metavar="N",
+                         help="proofs at once (default: 1 for ezkl, which uses every core; up to 4 for zkref)")
+    proving.add_argument("--srs", default=None, metavar="FILE",
+                         help="ezkl: a ceremony SRS file (default: a development SRS, insecure)")
+    proving.add_argument("--cache-dir", default=None, metavar="DIR",
+                         help="ezkl: circuit, key and SRS cache (default: $ZKREF_CACHE or ~/.cache/zkref)")
+    proving.add_argument("--token-buckets", default=None, metavar="T1,T2,…",
+                         help="the token counts calls are proven at, each set up at startup and committed (default: "
+                              "powers of 4 below --max-tokens, and --max-tokens); a call is zero-padded to the next")
+    proving.add_argument("--no-batching", action="store_true",
+                         help="prove every call alone (default: a session's queued calls of one module are proven "
+                              "together, as one statement of stacked rows)")
+    proving.add_argument("--batch-window", type=positive(allow_zero=True), default=0.25, metavar="SECONDS",
+                         help="seconds a call waits for its session's next calls before it may be proven alone")
+    proving.add_argument("--publish", default=None, metavar="FILE",
+                         help="write the adapter commitment (what clients pin with --anchors) to FILE; an existing "
+                              "FILE must hold the same commitment")
+    quant = p.add_argument_group("calibration and quantisation")
+    quant.add_argument("--calibration-ids", default=None, metavar="IDS",
+                       help="the calibration prompt as comma-separated token ids (default: 16 seeded random ids, "
+                            "published in the manifest)")
+    quant.add_argument("--shift", type=integer(0, MAX_SHIFT), default=None, metavar="S",
+                       help="fix every module's requant shift instead of calibrating it")
+    quant.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
+                       help="weight precision: int4 (cheapest) or int8 (more accurate, two lookups per product)")
+    quant.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales (free in-circuit)")
+    quant.add_argument("--max-rel-error", type=positive(), default=None, metavar="E",
+                       help="instead: per module, the cheapest precision whose delta error on the calibration prompt "
+                            "is within E (e.g. 0.05)")
+    add_binding_arguments(p.add_argument_group("bindings: how x, the adapter and y are tied to each proof"),
+                          adapter_choices=[b.value for b in AdapterBinding if b.bound])
+    limits = p.add_argument_group("limits (published in the manifest)")
+    limits.add_argument("--max-tokens", type=integer(1, MAX_TOKENS), default=64, metavar="T",
+                        help="largest T per call")
+    limits.add_argument("--max-queue", type=integer(1, 1 << 20), default=64, metavar="N",
+                        help="calls queued or being proven before calls get 429")
+    limits.add_argument("--max-concurrent", type=integer(1, 1 << 16), default=32, metavar="N",
+                        help="requests in progress before 429")
+    limits.add_argument("--prove-timeout", type=positive(), default=600.0, metavar="SECONDS",
+                        help="seconds before a proof is failed")
+    limits.add_argument("--result-ttl", type=positive(), default=3600.0, metavar="SECONDS",
+                        help="seconds a finished call's proof is kept")
+    limits.add_argument("--max-results", type=integer(1, 1 << 24), default=1024, metavar="N",
+                        help="calls kept (oldest finished evicted first); more than --max-queue")
+    limits.add_argument("--max-result-mb", type=integer(1, 1 << 20), default=256, metavar="MIB",
+                        help="MiB of proofs kept (oldest evicted first)")
     p.set_defaults(func=cmd_serve)
-

@@ -63,6 +63,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.statement_id and args.statement_id != target.id:
         verdict = Verdict(False, f"bundle proves {'statement' if single else 'batch'} {target.id}, not the expected "
                                  f"{args.statement_id}")
+    elif bundle.tampered:
+        verdict = Verdict(False, bundle.tampered)
     elif single:
         verdict = backend.verify(bundle.statement, bundle.public, bundle.proof, anchor=pinned)
     else:
@@ -98,8 +100,8 @@ def _verify_modules(args: argparse.Namespace, backend: Backend, bundle: ModulesB
     if args.statement_id and args.statement_id != bundle.batch.id:
         wrong_id = Verdict(False, f"bundle proves the modules {bundle.batch.id}, not the expected {args.statement_id}")
     for name, sub in zip(names, bundle.modules):
-        verdict = wrong_id if wrong_id is not None else backend.verify(
-            sub.statement, sub.public, sub.proof, anchor=pinned[name])
+        verdict = wrong_id if wrong_id is not None else Verdict(False, sub.tampered) if sub.tampered else \
+            backend.verify(sub.statement, sub.public, sub.proof, anchor=pinned[name])
         results.append({"module": name, "valid": bool(verdict), "reason": verdict.reason,
                         "statement_id": sub.statement.id, "statement": sub.statement.describe()})
     valid = all(r["valid"] for r in results)
@@ -121,8 +123,12 @@ def _verify_modules(args: argparse.Namespace, backend: Backend, bundle: ModulesB
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("verify", help="verify a proof bundle (exit 0 valid, 1 invalid, 2 bad input)")
-    p.add_argument("bundle", help="bundle directory written by `zkref prove`")
+    p = subparsers.add_parser(
+        "verify", help="verify a proof bundle (exit 0 valid, 1 invalid, 2 bad input)",
+        description="Verify a proof bundle written by `zkref prove` — one statement, a batch of modules, or one "
+                    "proof per module — against its statement(s) and public values. Exit 0 valid, 1 invalid (the "
+                    "reason is printed), 2 bad input (a missing or malformed bundle).")
+    p.add_argument("bundle", metavar="DIR", help="bundle directory written by `zkref prove`")
     p.add_argument("--anchor", default=None,
                    help="the contributor's published adapter anchor (JSON file) to pin (required, or --vk-hash); for "
                         "a per-module bundle an object mapping each module name to its anchor")
@@ -130,6 +136,7 @@ def register(subparsers) -> None:
                    help="pin the verifying key's SHA-256 (a fixed adapter); with --anchor it must equal the anchor's")
     p.add_argument("--statement-id", default=None,
                    help="require the bundle to prove this statement (for several modules: the batch id)")
-    p.add_argument("--srs", default=None, help="the KZG SRS file the proof was made with (ezkl)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--srs", default=None, metavar="FILE",
+                   help="ezkl: the KZG SRS file the proof was made with (default: the local cache's)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_verify)

@@ -23,9 +23,19 @@ from zkref.lora.cost import formula_cost
 from zkref.lora.presets import PRESETS, ModuleShape
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement
 from zkref.plonkish.accounting import CircuitCost, account
-from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS, check_int, check_lanes
+from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS, check_int, check_lanes, check_memory
 
 ANALYTIC_MAX_ROWS = 1 << 16
+ANALYTIC_BYTES_PER_ROW = 1 << 10
+"""The analytic layout pass's memory per row, rounded up from the most measured (~600 B: the dense 4096→4096
+layout, 2M rows, 1.2 GiB peak)."""
+POSEIDON_ROWS_PER_FELT = 64
+"""Rows of zkref's Poseidon chip per absorbed element (zkref/chips/poseidon_chip.py: one permutation per element)."""
+
+
+def check_analytic(name: str, rows: int, hint: str = "--method formula costs it without one") -> None:
+    """Refuse, before laying it out, an analytic pass over `rows` rows beyond the memory budget."""
+    check_memory(f"the analytic layout of {name} ({rows:,} rows; {hint})", ANALYTIC_BYTES_PER_ROW * rows)
 """Auto method: lay the circuit out (analytic pass) when its MAC rows are at most this, else use the closed form."""
 RANKS = (8, 16, 32, 64)
 METHODS = ("auto", "analytic", "formula")
@@ -217,10 +227,14 @@ def strategy_cost(spec: StrategySpec, d_in: int, d_out: int, rank: int, tokens: 
         mac_rows = tokens * (rank * rows_per_dot(d_in, L) + d_out * rows_per_dot(rank, L))
     macs = circuit.macs if isinstance(circuit, DenseCircuit) else circuit.shape.macs
     if spec.commit is not None:  # commitment chips have no closed form: always the analytic pass
+        check_analytic(spec.key, mac_rows + POSEIDON_ROWS_PER_FELT * circuit.statement.hashed_felts,
+                       "commitments have no closed form")
         return StrategyCost.from_cost(spec, L, macs, account(circuit, spec.key), "analytic")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     use = method if method != "auto" else ("analytic" if mac_rows <= ANALYTIC_MAX_ROWS else "formula")
+    if use == "analytic":
+        check_analytic(spec.key, mac_rows)
     cost = account(circuit, spec.key) if use == "analytic" else formula_cost(circuit, spec.key)
     return StrategyCost.from_cost(spec, L, macs, cost, use)
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zkref.lora.commitments import activations_digest, adapter_digest
+from zkref.lora.commitments import activations_digest, adapter_digest, requant_constants
 from zkref.primitives.field import P, signed
+from zkref.primitives.packing import elements_needed
 from zkref.primitives.quant import requantize
 from zkref.primitives.ranges import (INT8, MAX_DIM, MAX_RANK, MAX_TOKENS, IntRange, as_int_matrix, check_int,
                                      check_shift)
@@ -37,6 +38,9 @@ SUPPORTED_WEIGHT_BITS = (4, 8)
 ACTIVATION_BITS = 8
 ID_HEX_CHARS = 32
 """Statement ids are the first 128 bits of SHA-256 over the canonical encoding."""
+TENSOR_BYTES_PER_VALUE = 32
+"""What one value of a call's tensors costs a prover's process, at most: 8-byte copies as float input, int64
+quantised, in the evaluated trace and in the float comparison (`LoRAShape.tensor_bytes`)."""
 
 
 class ActivationBinding(str, enum.Enum):
@@ -92,6 +96,17 @@ class LoRAShape:
     def macs(self) -> int:
         """Multiply-accumulates of the two products: T·(r·d_in + d_out·r)."""
         return self.tokens * self.rank * (self.d_in + self.d_out)
+
+    @property
+    def values(self) -> int:
+        """Values of the call's tensors: A (r×d_in), B (d_out×r), x (T×d_in), z (T×r), y (T×d_out)."""
+        return self.rank * (self.d_in + self.d_out) + self.tokens * (self.d_in + self.rank + self.d_out)
+
+    @property
+    def tensor_bytes(self) -> int:
+        """Memory the call's tensors take in a prover's process (`TENSOR_BYTES_PER_VALUE` per value): checked
+        against `MEMORY_BUDGET` before they are allocated; a backend's circuit comes on top."""
+        return TENSOR_BYTES_PER_VALUE * self.values
 
     @property
     def x_shape(self) -> tuple[int, int]:
@@ -157,6 +172,19 @@ class LoRAStatement:
     def y_bounds(self) -> tuple[int, int]:
         """Range of y_q = B_q·z_q over all admissible B_q and int8 z_q: rank · [min product, max product]."""
         return _dot_bounds(self.shape.rank, self.weight_range, INT8)
+
+    @property
+    def hashed_felts(self) -> int:
+        """Field elements a Poseidon commitment of this statement absorbs (zkref.lora.commitments' messages): x and
+        the adapter message when hashed, fewer when packed; 0 for other bindings."""
+        s = self.shape
+        x, adapter = s.tokens * s.d_in, s.rank * (s.d_in + s.d_out)
+        felts = {ActivationBinding.HASHED: x, ActivationBinding.HASHED_PACKED: elements_needed(x, ACTIVATION_BITS)
+                 }.get(self.x_binding, 0)
+        felts += {AdapterBinding.HASHED: adapter + len(requant_constants(self.shift)),
+                  AdapterBinding.HASHED_PACKED: elements_needed(adapter, self.weight_bits)
+                  }.get(self.adapter_binding, 0)
+        return felts
 
     # -- identity ------------------------------------------------------------------------------------------------
     def canonical(self) -> dict:

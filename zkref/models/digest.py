@@ -265,6 +265,8 @@ def _read_header(path: Path) -> tuple[list[TensorEntry], str]:
 
 
 def _safetensors_files(model_dir: Path) -> list[Path]:
+    if model_dir.exists() and not model_dir.is_dir():
+        raise NotADirectoryError(f"{model_dir} is not a directory (give the model's directory)")
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     files = sorted(p for p in model_dir.glob("*.safetensors") if p.is_file())

@@ -66,6 +66,11 @@ MAX_RANK = 4096
 MAX_TOKENS = 1 << 16
 MAX_LANES = 16
 """Lookup lanes per row of the MAC chips."""
+MEMORY_BUDGET = 16 << 30
+"""The most memory (bytes) one statement or batch may ask a process to allocate: its tensors and a backend's
+circuit, estimated before anything is allocated (`LoRAShape.tensor_bytes`, each backend's `supports`). Each limit
+above allows more than this in combination (d_in = d_out = MAX_DIM at MAX_RANK is ~10^11 values); the project's
+machines have 24 GiB."""
 
 
 def check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -73,6 +78,31 @@ def check_int(name: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
         raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
     return int(value)
+
+
+def format_bytes(n: int) -> str:
+    """A byte count for people: 1.5 GiB, 300 MiB, 12 KiB, 7 B."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+    return f"{n} B"
+
+
+def over_budget(what: str, estimate: int) -> str | None:
+    """Why `what`, estimated to allocate `estimate` bytes, exceeds `MEMORY_BUDGET` (None when it does not)."""
+    if estimate <= MEMORY_BUDGET:
+        return None
+    return (f"{what} would need about {format_bytes(estimate)} of memory, more than the "
+            f"{format_bytes(MEMORY_BUDGET)} budget: use smaller shapes or fewer tokens")
+
+
+def check_memory(what: str, estimate: int) -> int:
+    """`estimate` if within `MEMORY_BUDGET`; ValueError saying `over_budget`'s reason otherwise."""
+    reason = over_budget(what, estimate)
+    if reason:
+        raise ValueError(reason)
+    return estimate
 
 
 def check_shift(shift: object) -> int:
