@@ -449,15 +449,19 @@ class ConnectionTracker:
 
 
 class _Transport:
-    """The transport as uvicorn's protocol sees it: `close()` goes through `GuardedH11Protocol`, which may linger."""
+    """The transport as uvicorn's protocol sees it: `close()` goes through `GuardedH11Protocol`, which may linger; a
+    lingering connection is closing as far as uvicorn is concerned."""
 
-    __slots__ = ("_raw", "_close")
+    __slots__ = ("_raw", "_protocol")
 
-    def __init__(self, raw: asyncio.Transport, close):
-        self._raw, self._close = raw, close
+    def __init__(self, raw: asyncio.Transport, protocol: "GuardedH11Protocol"):
+        self._raw, self._protocol = raw, protocol
 
     def close(self) -> None:
-        self._close()
+        self._protocol._close_transport()
+
+    def is_closing(self) -> bool:
+        return self._raw.is_closing() or self._protocol._lingering
 
     def __getattr__(self, name):
         return getattr(self._raw, name)
@@ -503,7 +507,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         t.per_ip[self._ip] = t.per_ip.get(self._ip, 0) + 1
         t.open += 1
-        super().connection_made(_Transport(transport, self._close_transport))
+        super().connection_made(_Transport(transport, self))
         self._arm_head_timer()
 
     def connection_lost(self, exc) -> None:
@@ -520,9 +524,6 @@ class GuardedH11Protocol(H11Protocol):
             if timer is not None:
                 timer.cancel()
         self._head_timer = self._exchange_timer = self._linger_timer = None
-        if self._lingering:
-            self.connections.discard(self)
-            return
         super().connection_lost(exc)
 
     def _close_transport(self) -> None:
@@ -573,7 +574,7 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         self._cancel_exchange_timer()
         super().on_response_complete()
-        if not self._raw.is_closing() and not self._lingering:
+        if not self.transport.is_closing():
             self._arm_head_timer()
             self._note_head()  # a pipelined request may have been taken up already
 
