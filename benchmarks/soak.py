@@ -4,25 +4,28 @@
 
 Localhost only, bounded in count and time. A tiny GPT-2 and a peft LoRA adapter on its c_attn modules are built
 locally (random weights, `save_pretrained`); `zkref serve --backend zkref` serves them in a subprocess on a free
-port of 127.0.0.1 with two bearer tokens (`--token-file`): the honest client's and the attacker's. Then:
+port of 127.0.0.1 with three bearer tokens (`--token-file`): the honest client's, the attacker's and a prober's (the
+malformed requests, so that they reach the handlers instead of the attacker's full request slots). Then:
 
-1. quiet baseline: the honest client (`BaseModelClient`, its own token, its own source address 127.0.0.2) runs
-   a few prompts, every call verified;
+1. quiet baseline: the honest client (`BaseModelClient`, its own token, its own source address 127.0.0.2), warmed up
+   (anchors pinned), runs a few prompts, every call verified;
 2. storm: attacker threads, each kind from its own loopback address, send ≥ 5,000 hostile requests (--quick: a few
    hundred) — slow bodies, half-open and dripping request heads, malformed requests of many kinds (raw bytes and
    malformed call bodies, parameters and ids), an anchor flood (every T of every module), a flood of valid calls
-   from the attacker's token trying to evict the honest client's results, oversize bodies, bad auth — while the
-   honest client keeps running prompts and verifying them;
+   from the attacker's token overrunning its result quota (with one global eviction rule it would push out the
+   honest client's proofs), oversize bodies, bad auth — while the honest client keeps running prompts and verifying
+   them;
 3. after the storm: the attacker tries to fetch every honest call id (must all be 404), the honest client fetches
-   them (must all still be stored), and the server's open files settle.
+   them (all must be stored but what its own quota evicted: its oldest), and the server's open files settle.
 
 Recorded (benchmarks/results/soak.json and soak.md): status counts per attack kind, the number of 5xx (must be 0),
-connection errors seen by attackers (refused, reset, closed without an answer), the server's RSS and open file
-descriptors and its result store before, at peak during and after the storm, the honest client's per-call and
-per-run latency during the storm against the quiet baseline (attacker threads share the 2 cores with the server:
-the slowdown includes that), how often it was told to retry (429), the server's log volume (access log and
-connection events are rate-limited), and whether every honest call verified. Exit code 1 if any 5xx was seen or
-an honest call did not verify.
+connection errors seen by attackers (refused, reset, closed without an answer), whether the honest client's results
+survived the eviction flood and stayed invisible to the attacker, the server's RSS, open file descriptors and result
+store before, at peak during and after the storm, the honest client's per-call and per-run latency during the storm
+against the quiet baseline (attacker threads share the 2 cores with the server: the slowdown includes that), how
+often it was told to retry (429), the server's log volume (access log and connection events are rate-limited), and
+whether every honest call verified. Exit code 1 if any 5xx was seen, an honest call did not verify, another client's
+calls evicted an honest result, or the attacker could read one.
 """
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ FULL_COUNTS = {"slow_body": 240, "half_open": 400, "malformed_raw": 1200, "malfo
 PROBING = ("malformed_raw", "malformed_http")
 """Attack kinds that use a third token (the "prober"), so that the attacker's own per-client request slots, taken
 by its slow bodies and floods, do not stop them reaching the handlers."""
-SERVER_BOUNDS = {False: {"--header-timeout": "10", "--max-results-per-client": "256"},
+SERVER_BOUNDS = {False: {"--header-timeout": "10", "--max-results-per-client": "96"},
                  True: {"--header-timeout": "3", "--max-queue": "8", "--max-queue-per-client": "4",
                         "--max-results": "64", "--max-results-per-client": "16"}}
 """`zkref serve` flags of the full and the --quick soak: per-client result quotas the eviction flood overruns."""
@@ -664,6 +667,7 @@ def soak(*, quick: bool, budget: float, work: Path) -> dict:
                    "storm": {k: v for k, v in storm.items() if k != "call_ids"},
                    "all_verified": baseline["verified"] and storm["verified"], "status_5xx": honest_5xx,
                    "calls_total": len(honest_ids), "still_stored_after_storm": sum(stored),
+                   "evicted_by_its_own_quota": len(honest_ids) - sum(stored),
                    "results_per_client": quota, "kept_as_its_own_quota_says": kept_as_its_quota_says,
                    "visible_to_attacker": attacker_sees},
         "resources": {"before": before, "during": during, "after_storm": after, "after_settling": settled},
@@ -693,10 +697,12 @@ def markdown(d: dict) -> str:
         f"{h['address']}) ran prompts. The attacker threads run on the same 2 cores as the server.", "",
         f"**{a['status_5xx']} answers with a 5xx status** (attackers) and {h['status_5xx']} (honest client); "
         f"**every honest call verified: {'yes' if h['all_verified'] else 'NO'}** ({h['calls_total']} calls); "
-        f"after the storm {h['still_stored_after_storm']} of {h['calls_total']} honest results were still stored — "
-        f"{'exactly' if h['kept_as_its_own_quota_says'] else 'NOT'} its newest {h['results_per_client']}, as its own "
-        f"per-client quota says, while the attacker's calls evicted {r['after_settling']['evicted_calls']:,} of the "
-        f"attacker's own — and {h['visible_to_attacker']} were visible to the attacker's token.", "",
+        f"after the storm {h['still_stored_after_storm']} of {h['calls_total']} honest results were still stored "
+        f"({'exactly' if h['kept_as_its_own_quota_says'] else 'NOT'} what its own quota of {h['results_per_client']} "
+        "keeps: its newest), while the store evicted "
+        f"{r['after_settling']['evicted_calls'] - h['evicted_by_its_own_quota']:,} of the attacker's and prober's "
+        f"results by their own quotas; {h['visible_to_attacker']} honest results were visible to the attacker's "
+        "token.", "",
         "## What the attackers saw", "",
         "| attack | address, token | requests | statuses | connection ended without an answer |",
         "|---|---|---:|---|---|"]
@@ -751,7 +757,9 @@ def main(argv: list[str] | None = None) -> int:
         data = soak(quick=args.quick, budget=budget, work=Path(tmp))
     write_results(args.results, "soak", data, markdown(data))
     print(markdown(data))
-    ok = data["attack"]["status_5xx"] == 0 and data["honest"]["status_5xx"] == 0 and data["honest"]["all_verified"]
+    h = data["honest"]
+    ok = (data["attack"]["status_5xx"] == 0 and h["status_5xx"] == 0 and h["all_verified"]
+          and h["kept_as_its_own_quota_says"] and h["visible_to_attacker"] == 0)
     return 0 if ok else 1
 
 

@@ -605,7 +605,8 @@ def test_config_bounds_are_checked():
 
 def test_soak_quick(tmp_path):
     """benchmarks/soak.py --quick against `zkref serve`: a few hundred hostile requests of every kind while an honest
-    client runs; no 5xx, and every honest call verified."""
+    client runs; no 5xx, every honest call verified, its results evicted only by its own quota and never readable
+    by the attacker."""
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, "benchmarks/soak.py", "--quick", "--results", str(out)],
                           capture_output=True, text=True, timeout=170)
@@ -613,5 +614,6 @@ def test_soak_quick(tmp_path):
     data = json.loads((out / "soak.json").read_text())
     assert data["attack"]["requests"] >= 300
     assert data["attack"]["status_5xx"] == 0 and data["honest"]["all_verified"]
+    assert data["honest"]["kept_as_its_own_quota_says"] and data["honest"]["visible_to_attacker"] == 0
     assert data["honest"]["storm"]["calls"] >= 4
     assert (out / "soak.md").read_text().startswith("# Soak")
