@@ -91,8 +91,10 @@ PROMPTS = ([5, 17, 99, 3], [8, 1, 44, 2, 9], [12, 7, 3], [90, 91, 92, 93])
 class Tally:
     """What attackers saw: HTTP statuses and connection-level outcomes, per attack kind (thread-safe)."""
 
-    statuses: dict[str, collections.Counter] = field(default_factory=lambda: collections.defaultdict(collections.Counter))
-    errors: dict[str, collections.Counter] = field(default_factory=lambda: collections.defaultdict(collections.Counter))
+    statuses: dict[str, collections.Counter] = field(default_factory=lambda: collections.defaultdict(
+        collections.Counter))
+    errors: dict[str, collections.Counter] = field(default_factory=lambda: collections.defaultdict(
+        collections.Counter))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, kind: str, outcome: int | str) -> None:
@@ -692,8 +694,8 @@ def markdown(d: dict) -> str:
         "# Soak: the contributor server under hostile load", "",
         f"`benchmarks/soak.py{' --quick' if d['quick'] else ''}`: {d['server']['command']}, on "
         f"{d['machine']['cores']} cores (load average {d['load_average'][0]} → {d['load_average'][1]}); "
-        f"{a['requests']:,} hostile requests in {d['storm_seconds']} s from {len(a['by_kind'])} attack kinds, each from "
-        "its own loopback address, while the honest client (its own token, from "
+        f"{a['requests']:,} hostile requests in {d['storm_seconds']} s from {len(a['by_kind'])} attack kinds, each "
+        "from its own loopback address, while the honest client (its own token, from "
         f"{h['address']}) ran prompts. The attacker threads run on the same 2 cores as the server.", "",
         f"**{a['status_5xx']} answers with a 5xx status** (attackers) and {h['status_5xx']} (honest client); "
         f"**every honest call verified: {'yes' if h['all_verified'] else 'NO'}** ({h['calls_total']} calls); "
@@ -719,7 +721,8 @@ def markdown(d: dict) -> str:
               "within the attacker's 15 s), `still_open` (open when the attacker gave up). 429: the attacker's own "
               "share of request slots or of the proving queue was full.", "",
               "## The honest client", "",
-              "| phase | runs | calls | call latency ms, median / p90 / max | run seconds, median / max | 429 retries |",
+              "| phase | runs | calls | call latency ms, median / p90 / max | run seconds, median / max "
+              "| 429 retries |",
               "|---|---:|---:|---|---|---:|"]
     for name, p in (("quiet baseline", b), ("during the storm", s)):
         c, rr = p["call_ms"], p["run_s"]

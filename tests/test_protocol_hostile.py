@@ -11,6 +11,7 @@ the zkref mock backend. The soak (benchmarks/soak.py) runs all of it at once, at
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -509,7 +510,8 @@ def test_access_log_one_line_per_request_without_secrets(contributor, caplog):
                 bob.get("/v1/modules/%0aforged%20line/anchors/1")
             httpx.get(f"{s.url}/v1/manifest", headers={"authorization": f"Bearer {TOKEN_A}x"})
             httpx.get(f"{s.url}/healthz")
-            assert wait_until(lambda: any("/healthz" in r.getMessage() for r in caplog.records))  # logged after the answer
+            # the Guard logs after the answer is sent: wait for the last line
+            assert wait_until(lambda: any("/healthz" in r.getMessage() for r in caplog.records))
         lines = [r.getMessage() for r in caplog.records if r.name == access_logger.name]
     finally:
         s.stop()
@@ -578,6 +580,7 @@ def test_token_file(tmp_path, capsys):
     assert read_token_file(str(good)) == (TOKEN_A, TOKEN_B)
     config = ServerConfig(token=TOKEN_C, tokens=read_token_file(str(good)))
     assert config.tokens == (TOKEN_C, TOKEN_A, TOKEN_B)
+    assert dataclasses.replace(config, max_queue=8).tokens == config.tokens
     cases = [("missing", None, "no such file"), ("empty", "# nothing\n\n", "no token"),
              ("short", "abc\n", "at least 8 printable"), ("twice", f"{TOKEN_A}\n{TOKEN_A}\n", "must differ"),
              ("binary", b"\xff\xfe\n", "not UTF-8")]
@@ -599,7 +602,8 @@ def test_config_bounds_are_checked():
     with pytest.raises(ValueError, match="body_min_rate"):
         ServerConfig(body_min_rate=0)
     clamped = ServerConfig(max_queue=4, max_concurrent_requests=2, max_results=8)
-    assert (clamped.max_queue_per_client, clamped.max_concurrent_per_client, clamped.max_results_per_client) == (4, 2, 8)
+    assert (clamped.max_queue_per_client, clamped.max_concurrent_per_client,
+            clamped.max_results_per_client) == (4, 2, 8)
     assert ServerConfig(header_timeout=1.0, keep_alive_timeout=2.0).keep_alive_timeout == 1.0
 
 

@@ -240,7 +240,7 @@ class Guard:
         self.access = (LogThrottle(access_logger, rate=ACCESS_LOG_RATE, burst=ACCESS_LOG_BURST) if access_log
                        else None)
 
-    # -- the decisions, in order -----------------------------------------------------------------------------------
+    # -- the decisions, in order ---------------------------------------------------------------------------------------
     def _client(self, scope, headers) -> str:
         if not self.tokens or not scope["path"].startswith("/v1/"):
             return peer_address(scope)
@@ -320,7 +320,7 @@ class Guard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    # -- ASGI --------------------------------------------------------------------------------------------------------
+    # -- ASGI ----------------------------------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -490,7 +490,7 @@ class GuardedH11Protocol(H11Protocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._seen_cycle = None
 
-    # -- open and close ------------------------------------------------------------------------------------------
+    # -- open and close ------------------------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self._raw = transport
         peer = transport.get_extra_info("peername")
@@ -553,7 +553,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         super().shutdown()
 
-    # -- data ------------------------------------------------------------------------------------------------
+    # -- data ----------------------------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             self._linger_bytes += len(data)
@@ -578,7 +578,7 @@ class GuardedH11Protocol(H11Protocol):
             self._arm_head_timer()
             self._note_head()  # a pipelined request may have been taken up already
 
-    # -- timers ------------------------------------------------------------------------------------------------
+    # -- timers --------------------------------------------------------------------------------------------------------
     def _note_head(self) -> None:
         """A new request cycle means a complete request head: stop its timer, start the exchange's."""
         if self.cycle is not None and self.cycle is not self._seen_cycle:

@@ -138,12 +138,14 @@ class ServerConfig:
         if self.max_results_per_client <= self.max_queue_per_client:
             raise ValueError("max_results_per_client must exceed max_queue_per_client (a client's queued calls are "
                              "stored until they finish)")
-        tokens = ((self.token,) if self.token is not None else ()) + tuple(self.tokens)
+        tokens = tuple(self.tokens)
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("bearer tokens must differ (each is a client of its own)")
+        if self.token is not None and self.token not in tokens:  # (already there after dataclasses.replace)
+            tokens = (self.token,) + tokens
         for token in tokens:
             if not isinstance(token, str) or len(token) < 8 or not token.isprintable() or " " in token:
                 raise ValueError("a bearer token must be at least 8 printable characters without spaces")
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("bearer tokens must differ (each is a client of its own)")
         if len(tokens) > MAX_TOKENS_CONFIGURED:
             raise ValueError(f"at most {MAX_TOKENS_CONFIGURED} bearer tokens")
         object.__setattr__(self, "tokens", tokens)
