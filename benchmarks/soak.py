@@ -677,8 +677,21 @@ def soak(*, quick: bool, budget: float, work: Path) -> dict:
                 "access_lines": sum(" zkref.access " in line for line in log_lines),
                 "connection_event_lines": sum(" zkref.http " in line for line in log_lines),
                 "suppressed_notes": sum("suppressed before this one" in line for line in log_lines),
-                "tracebacks": log_text.count("Traceback")},
+                "tracebacks": log_text.count("Traceback"), "traceback_endings": traceback_endings(log_lines)},
     }
+
+
+def traceback_endings(lines: list[str], limit: int = 10) -> list[str]:
+    """The line each traceback in the server's log ends with (its exception), with the log line before it."""
+    endings = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith((" ", "\t")) or not lines[j].strip()):
+                j += 1
+            context = lines[i - 1] if i else ""
+            endings.append(f"{context[:200]} → {lines[j][:300] if j < len(lines) else '?'}")
+    return endings[:limit]
 
 
 def ratio(storm: dict, baseline: dict, key: str) -> str:
@@ -744,7 +757,8 @@ def markdown(d: dict) -> str:
     lines += [f"| peak during the storm | {r['during']['peak_rss_mib']} | {r['during']['peak_open_fds']} | | | | |", "",
               f"Server log: {lg['lines']:,} lines, {lg['bytes']:,} bytes ({lg['access_lines']:,} access-log lines, "
               f"{lg['connection_event_lines']:,} connection-event lines, {lg['suppressed_notes']:,} of them noting "
-              f"suppressed lines; {lg['tracebacks']} tracebacks).", ""]
+              f"suppressed lines; {lg['tracebacks']} tracebacks{': ' if lg['tracebacks'] else ''}"
+              + "; ".join(f"`{t}`" for t in lg["traceback_endings"]) + ").", ""]
     return "\n".join(lines)
 
 

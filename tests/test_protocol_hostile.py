@@ -217,6 +217,67 @@ def test_a_refused_upload_still_gets_its_answer(contributor):
 # 2. Incomplete heads, idle and capped connections, unanswered exchanges, log volume, open files
 # ----------------------------------------------------------------------------------------------------------------------
 
+def test_a_peer_gone_before_the_lingering_close_is_dropped_quietly():
+    """Closing with a request body still due: the server half-closes to linger, but if the peer already reset the
+    connection (write_eof raises ENOTCONN) it aborts at once instead of raising out of the answer being sent."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from zkref.protocol.http import ConnectionTracker, GuardedH11Protocol
+
+    class GoneTransport(asyncio.Transport):
+        def __init__(self):
+            super().__init__()
+            self.aborted = self.closed = False
+
+        def get_extra_info(self, name, default=None):
+            return ("127.0.0.1", 5555) if name in ("peername", "sockname") else default
+
+        def is_closing(self):
+            return self.aborted or self.closed
+
+        def can_write_eof(self):
+            return True
+
+        def write_eof(self):
+            raise OSError(107, "Transport endpoint is not connected")
+
+        def write(self, data):
+            pass
+
+        def pause_reading(self):
+            pass
+
+        def resume_reading(self):
+            pass
+
+        def abort(self):
+            self.aborted = True
+
+        def close(self):
+            self.closed = True
+
+    async def scenario():
+        async def app(scope, receive, send):
+            await asyncio.sleep(0)
+
+        config = uvicorn.Config(app, lifespan="off", log_level="warning")
+        tracker = ConnectionTracker(ConnectionLimits())
+        protocol = GuardedH11Protocol(config=config, server_state=ServerState(), app_state={},
+                                      _loop=asyncio.get_running_loop(), tracker=tracker)
+        transport = GoneTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        protocol.transport.close()  # what uvicorn does after a refusal with Connection: close
+        assert transport.aborted and not protocol._lingering and tracker.lingered == 0
+        protocol.connection_lost(None)
+        assert tracker.open == 0 and not tracker.per_ip
+
+    asyncio.run(scenario())
+
+
 def test_incomplete_request_heads_time_out(contributor):
     """Half-open requests (part of a head, then nothing; or a head dripping in) are closed at header_timeout — with
     a 408 when some of a head arrived — and a connection that never sends anything is closed too."""

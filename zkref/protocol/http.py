@@ -536,15 +536,19 @@ class GuardedH11Protocol(H11Protocol):
         if self.conn.their_state is not h11.SEND_BODY:
             raw.close()
             return
-        self._lingering = True
-        self.tracker.lingered += 1
         self._cancel_exchange_timer()
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        if raw.can_write_eof():
-            raw.write_eof()
-        raw.resume_reading()
+        try:
+            if raw.can_write_eof():
+                raw.write_eof()
+            raw.resume_reading()
+        except OSError:  # the peer is already gone (e.g. it reset the connection): nothing to linger for
+            raw.abort()
+            return
+        self._lingering = True
+        self.tracker.lingered += 1
         self._linger_timer = self.loop.call_later(LINGER_SECONDS, raw.abort)
 
     def shutdown(self) -> None:
