@@ -10,6 +10,7 @@ Parts, in order (each a script in this folder writing NAME.json and NAME.md into
   dense_ezkl  the dense ΔW·x straw man on EZKL, where it fits in memory
   baseline    the original zkLoRA recipe (logrows 20; about 20 minutes and ~23 GiB for GPT-2 c_attn)
   lora, mock_prover, poseidon, digest, accuracy   the older zkref benchmarks (not in --quick: no tiny mode)
+  soak        the contributor server (zkref serve) under ≥ 5,000 hostile requests while an honest client verifies
   plots       PNGs from the JSON (plots.py)
   performance the README's performance section, results/performance.md (performance.py)
 Every part's wall time goes to results/suite.{json,md}. EZKL parts take the heavy-run lock (/tmp/zkref-heavy.lock,
@@ -61,6 +62,7 @@ PARTS = (
     Part("poseidon", "bench_poseidon.py", results_flag=False, quick=False, locks_itself=False),
     Part("digest", "bench_digest.py", results_flag=False, quick=False, locks_itself=False),
     Part("accuracy", "bench_accuracy.py", results_flag=False, quick=False, locks_itself=False),
+    Part("soak", "soak.py", locks_itself=False),
     Part("plots", "plots.py", locks_itself=False, timed=False),
     Part("performance", "performance.py", locks_itself=False, timed=False),
 )

@@ -7,8 +7,10 @@ as Ray tasks on the cluster at `--ray ADDRESS`.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 from zkref.cli.console import err, out, phases, quiet_model_loading
@@ -17,6 +19,7 @@ from zkref.cli.options import PORT, WORKERS, integer, positive
 from zkref.primitives.ranges import MAX_SHIFT, MAX_TOKENS
 
 TOKEN_ENV = "ZKREF_TOKEN"
+MAX_TOKEN_FILE_BYTES = 1 << 20
 
 
 def backend_options(backend: str, srs: str | None, cache_dir: str | None) -> dict:
@@ -34,28 +37,63 @@ def backend_options(backend: str, srs: str | None, cache_dir: str | None) -> dic
     return options
 
 
+def read_token_file(path: str) -> tuple[str, ...]:
+    """The bearer tokens in FILE: one per line (blank lines and lines starting with # skipped), each a client."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--token-file {path}: no such file")
+    if os.path.getsize(path) > MAX_TOKEN_FILE_BYTES:
+        raise ValueError(f"--token-file {path}: larger than {MAX_TOKEN_FILE_BYTES:,} bytes")
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            lines = [line.strip() for line in f]
+        except UnicodeDecodeError:
+            raise ValueError(f"--token-file {path}: not UTF-8 text") from None
+    tokens = tuple(line for line in lines if line and not line.startswith("#"))
+    if not tokens:
+        raise ValueError(f"--token-file {path}: no token in it")
+    return tokens
+
+
+def log_to_stderr(*, access: bool) -> None:
+    """Connection events (rate-limited) and, with `access`, one line per request (rate-limited) on stderr."""
+    from zkref.protocol.http import access_logger, http_logger
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for logger, level in ((http_logger, logging.WARNING), (access_logger, logging.INFO if access else logging.WARNING)):
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from zkref.pipeline import Bindings
     from zkref.protocol.contributor import load_contributor
     from zkref.protocol.provers import make_prover
+    from zkref.protocol.http import ensure_fd_headroom
     from zkref.protocol.server import ServerConfig, bind_socket, create_app, publish_commitment, uvicorn_server
 
     quiet_model_loading()
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    tokens = read_token_file(args.token_file) if args.token_file else ()
     workers = args.workers if args.workers is not None else (1 if args.backend == "ezkl" else
                                                             max(1, min(4, os.cpu_count() or 1)))
     config = ServerConfig(backend=args.backend, backend_options=backend_options(args.backend, args.srs, args.cache_dir),
-                          token=token, max_tokens=args.max_tokens, max_queue=args.max_queue,
+                          token=token, tokens=tokens, max_tokens=args.max_tokens, max_queue=args.max_queue,
                           max_concurrent_requests=args.max_concurrent, prove_timeout=args.prove_timeout,
                           result_ttl=args.result_ttl, max_results=args.max_results,
-                          max_result_bytes=args.max_result_mb << 20,
+                          max_result_bytes=args.max_result_mb << 20, max_connections=args.max_connections,
+                          max_connections_per_ip=args.max_connections_per_ip, header_timeout=args.header_timeout,
+                          body_min_rate=args.min_body_rate, max_queue_per_client=args.max_queue_per_client,
+                          max_results_per_client=args.max_results_per_client, access_log=not args.quiet,
                           token_buckets=token_ids(args.token_buckets, "--token-buckets", limit=None)
                           if args.token_buckets else None,
                           batching=not args.no_batching, batch_window=args.batch_window)
+    ensure_fd_headroom(config.max_connections)
     publish = _publish_path(args.publish)
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
     calibration = token_ids(args.calibration_ids, "--calibration-ids", limit=None) if args.calibration_ids else None
-    if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.tokens:
         err.print(f"[yellow]zkref serve: listening on {args.host} without a token: anyone who can reach it can use "
                   f"the adapter (pass --token or set {TOKEN_ENV}; put TLS in front of it)[/]")
     sock = bind_socket(args.host, args.port)
@@ -84,8 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       f"shift={q.shift} scale_x={q.scale_x:.4g}")
         host = f"[{args.host}]" if ":" in args.host else args.host
         where = f"Ray at {args.ray}" if args.ray else "local process pool"
+        auth = f"bearer ({len(config.tokens)} token(s), each a client)" if config.tokens else "none"
         out.print(f"zkref serve: {len(contributor.modules)} module(s), backend {args.backend}, {workers} worker(s) "
-                  f"({where}), auth {'bearer' if token else 'none'}")
+                  f"({where}), auth {auth}")
         batching = (f"batching a session's calls within {config.batch_window:g} s up to T={commitment.tokens[-1]}"
                     if config.batching else "no batching")
         out.print(f"zkref serve: adapter commitment {commitment.id} (T {commitment.tokens}; {batching})"
@@ -94,9 +133,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn both into a normal exit so
         # the prover (process pool, or a Ray instance started here) is shut down below.
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        server = uvicorn_server(app)  # checks (and raises if needed) the open-file limit for max_connections
+        log_to_stderr(access=config.access_log)
         serving = True
         try:
-            uvicorn_server(app).run(sockets=[sock])
+            server.run(sockets=[sock])
         except KeyboardInterrupt:
             pass
     finally:
@@ -154,7 +195,11 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=["zkref", "ezkl"], default="ezkl",
                    help="ezkl: zero-knowledge proofs; zkref: the fast mock check")
     p.add_argument("--token", default=None, help=f"require this bearer token (default: ${TOKEN_ENV} if set)")
-    p.add_argument("--quiet", action="store_true", help="no progress spinner on stderr while starting")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="accept every token in FILE, one per line, each a separate client (with --token: both)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress spinner while starting and no access log (one rate-limited line per request) "
+                        "on stderr")
     proving = p.add_argument_group("proving")
     proving.add_argument("--ray", default=None, metavar="ADDRESS",
                          help="prove on Ray: auto, HOST:6379, ray://HOST:10001, or local (a private instance)")
@@ -196,6 +241,19 @@ def register(subparsers) -> None:
                         help="calls queued or being proven before calls get 429")
     limits.add_argument("--max-concurrent", type=integer(1, 1 << 16), default=32, metavar="N",
                         help="requests in progress before 429")
+    limits.add_argument("--max-connections", type=integer(1, 1 << 20), default=1024, metavar="N",
+                        help="open connections; beyond them new ones are closed at once (the open-file limit is "
+                             "raised to twice this if needed)")
+    limits.add_argument("--max-connections-per-ip", type=integer(1, 1 << 20), default=128, metavar="N",
+                        help="open connections per peer address")
+    limits.add_argument("--header-timeout", type=positive(), default=10.0, metavar="SECONDS",
+                        help="seconds for a whole request head")
+    limits.add_argument("--min-body-rate", type=integer(1, 1 << 30), default=16 << 10, metavar="BYTES",
+                        help="bytes/s a call body must arrive at, after a short grace")
+    limits.add_argument("--max-queue-per-client", type=integer(1, 1 << 20), default=16, metavar="N",
+                        help="one client's calls queued or being proven")
+    limits.add_argument("--max-results-per-client", type=integer(1, 1 << 24), default=256, metavar="N",
+                        help="one client's calls kept (its own oldest finished evicted first)")
     limits.add_argument("--prove-timeout", type=positive(), default=600.0, metavar="SECONDS",
                         help="seconds before a proof is failed")
     limits.add_argument("--result-ttl", type=positive(), default=3600.0, metavar="SECONDS",

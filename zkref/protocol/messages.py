@@ -215,18 +215,33 @@ class ModuleInfo(Message):
 
 
 class Limits(Message):
-    """The server's bounds: requests beyond them get a 4xx answer (413, 422, 429) and the server keeps serving."""
+    """The server's bounds: requests beyond them get a 4xx answer (408, 413, 422, 429) and the server keeps serving;
+    connections beyond them are closed (specs/protocol.md, "Bounds and errors"). "Per client": per bearer token, or
+    per peer address without auth."""
 
     max_body_bytes: Annotated[int, Field(ge=1)]
     max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
     max_queue: Annotated[int, Field(ge=1)]
+    max_queue_per_client: Annotated[int, Field(ge=1)]
     max_concurrent_requests: Annotated[int, Field(ge=1)]
+    max_concurrent_per_client: Annotated[int, Field(ge=1)]
     request_timeout_seconds: Seconds
+    body_min_bytes_per_second: Annotated[int, Field(ge=1)]
+    """A body of n bytes must arrive within body_grace_seconds + n / this (and request_timeout_seconds)."""
+    body_grace_seconds: Seconds
+    body_idle_timeout_seconds: Seconds
+    max_connections: Annotated[int, Field(ge=1)]
+    max_connections_per_ip: Annotated[int, Field(ge=1)]
+    header_timeout_seconds: Seconds
+    keep_alive_timeout_seconds: Seconds
+    exchange_timeout_seconds: Seconds
     prove_timeout_seconds: Seconds
     max_wait_seconds: Seconds
     result_ttl_seconds: Seconds
     max_results: Annotated[int, Field(ge=1)]
     max_result_bytes: Annotated[int, Field(ge=1)]
+    max_results_per_client: Annotated[int, Field(ge=1)]
+    max_result_bytes_per_client: Annotated[int, Field(ge=1)]
 
 
 class ProverInfo(Message):

@@ -4,35 +4,31 @@ Endpoints (specs/protocol.md; the schema is served at /openapi.json):
 
     GET  /healthz                               Health           (no auth)
     GET  /v1/manifest                           Manifest
-    GET  /v1/modules/{module}/anchors/{tokens}  AnchorStatus     ?wait=S long-polls until computed
+    GET  /v1/commitment                         AdapterCommitment  computed before the server starts, then fixed
+    GET  /v1/modules/{module}/anchors/{tokens}  AnchorStatus     one anchor of the commitment
     POST /v1/modules/{module}/calls             CallAccepted     body: safetensors {x_q: int8 T × d_in}
     GET  /v1/calls/{call_id}                    CallStatus       ?wait=S long-polls until done or failed
 
 Bounds, each answered with a JSON `ErrorResponse` and a 4xx status while the server keeps serving:
-- `Guard` (ASGI middleware, before any body byte is read): at most `max_concurrent_requests` requests in progress
-  (429), bearer token on /v1/* when configured (401), Content-Length at most `max_body_bytes` (413); then the body
-  is read with the same bound (413) and a deadline (408);
+- the connection layer and `Guard` (zkref.protocol.http: open connections, request-head and keep-alive timeouts,
+  bearer tokens, routing before any body byte is read, request slots overall and per client, the body's size and
+  transfer-rate deadline);
 - the handlers: unknown module or call (404), wrong content type (415), bytes that are not exactly the expected
   safetensors tensor — dtype int8, T × d_in with 1 ≤ T ≤ max_tokens (400), a statement the backend cannot prove
-  (422), a full proving queue (429).
-Stored results are bounded (`CallStore`): a finished call is kept `result_ttl` seconds, and the oldest finished
-calls are evicted first whenever more than `max_results` calls or `max_result_bytes` bytes of answers are held;
-an evicted or unknown call id is a 404.
+  (422), a full proving queue or a client's full share of it (429).
+Stored results are bounded per client and overall (zkref.protocol.store.CallStore); a call is visible only to the
+client that made it; an evicted, unknown or another client's call id is a 404.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import hashlib
-import hmac
 import itertools
 import json
 import math
 import re
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,7 +46,10 @@ from zkref.lora.statement import LoRAPublic, LoRAStatement, encode_instances
 from zkref.primitives.ranges import MAX_TOKENS
 from zkref.protocol import messages as m
 from zkref.protocol.contributor import Contributor, ServedModule
+from zkref.protocol.http import ConnectionLimits, Guard, RequestLimits, client_of, error_bytes, token_index
+from zkref.protocol.http import ServerThread, bind_socket, uvicorn_server  # noqa: F401 - re-exported for callers
 from zkref.protocol.provers import Prover, job_request
+from zkref.protocol.store import CallStore
 from zkref.protocol.tensors import TensorFormatError, decode_tensors, encode_tensors
 
 TENSOR_HEADER_ALLOWANCE = 1024
@@ -81,25 +80,55 @@ def default_buckets(max_tokens: int) -> tuple[int, ...]:
     return tuple(out) + (max_tokens,)
 
 
+MAX_TOKENS_CONFIGURED = 4096
+"""At most this many bearer tokens (each a client; every request compares against all of them)."""
+EXCHANGE_ALLOWANCE = 60.0
+"""Seconds a request may take beyond its body deadline and long-poll wait (handling, writing the answer) before its
+connection is dropped (`ConnectionLimits.exchange_timeout`)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
-    """The server's bounds and where its proofs run. Every field is published in the manifest's `limits`."""
+    """The server's bounds and where its proofs run. Every bound is published in the manifest's `limits`.
+
+    Per-client bounds larger than their global bound are lowered to it, and keep_alive_timeout to header_timeout."""
 
     backend: str = "zkref"
     backend_options: dict = field(default_factory=dict)
     """JSON-able keyword arguments of the backend (EZKL: cache_dir, srs), passed to every proving job as-is."""
     token: str | None = None
+    """One bearer token: becomes the first of `tokens` (`zkref serve --token`, ZKREF_TOKEN)."""
+    tokens: tuple[str, ...] = ()
+    """Accepted bearer tokens, each a separate client ("token 1", "token 2", … in this order, `token` first). None
+    at all: no auth, and a client is its peer address."""
     max_tokens: int = 64
     max_body_bytes: int | None = None
     """Default: exactly what the largest valid call needs (max_tokens · max d_in + header allowance)."""
     max_queue: int = 64
+    max_queue_per_client: int = 16
     max_concurrent_requests: int = 32
+    max_concurrent_per_client: int = 8
     request_timeout: float = 30.0
+    """No request body takes longer than this to arrive, whatever its size."""
+    body_min_rate: int = 16 << 10
+    """A body of n bytes must arrive within body_grace + n / body_min_rate seconds (and request_timeout)."""
+    body_grace: float = 2.0
+    body_idle_timeout: float = 5.0
+    """Longest silence between two parts of a body."""
+    max_connections: int = 1024
+    max_connections_per_ip: int = 128
+    header_timeout: float = 10.0
+    """A request head must be complete within this of the connection opening or of the previous answer."""
+    keep_alive_timeout: float = 5.0
     prove_timeout: float = 600.0
     max_wait: float = 30.0
     result_ttl: float = 3600.0
     max_results: int = 1024
     max_result_bytes: int = 256 << 20
+    max_results_per_client: int = 256
+    max_result_bytes_per_client: int = 64 << 20
+    access_log: bool = False
+    """One log line per request on the `zkref.access` logger (rate-limited); `zkref serve` turns it on."""
     token_buckets: tuple[int, ...] | None = None
     """The token counts calls are proven at (anchors published for each); default `default_buckets(max_tokens)`."""
     batching: bool = True
@@ -108,19 +137,41 @@ class ServerConfig:
     """Seconds a call waits in the queue for its session's next calls before it may be dispatched alone."""
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "max_queue", "max_concurrent_requests", "max_results", "max_result_bytes"):
+        for name in ("max_tokens", "max_queue", "max_queue_per_client", "max_concurrent_requests",
+                     "max_concurrent_per_client", "body_min_rate", "max_connections", "max_connections_per_ip",
+                     "max_results", "max_result_bytes", "max_results_per_client", "max_result_bytes_per_client"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("request_timeout", "prove_timeout", "max_wait", "result_ttl"):
+        for name in ("request_timeout", "body_grace", "body_idle_timeout", "header_timeout", "keep_alive_timeout",
+                     "prove_timeout", "max_wait", "result_ttl"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 1e6:
                 raise ValueError(f"{name} must be a positive number of seconds, got {v!r}")
+        for per_client, overall in (("max_queue_per_client", "max_queue"),
+                                    ("max_concurrent_per_client", "max_concurrent_requests"),
+                                    ("max_connections_per_ip", "max_connections"),
+                                    ("max_results_per_client", "max_results"),
+                                    ("max_result_bytes_per_client", "max_result_bytes")):
+            object.__setattr__(self, per_client, min(getattr(self, per_client), getattr(self, overall)))
+        # an idle connection is waiting for its next request head: the head timeout bounds its idleness too
+        object.__setattr__(self, "keep_alive_timeout", min(self.keep_alive_timeout, self.header_timeout))
         if self.max_results <= self.max_queue:
             raise ValueError("max_results must exceed max_queue (queued calls are stored until they finish)")
-        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8
-                                       or not self.token.isprintable() or " " in self.token):
-            raise ValueError("the bearer token must be at least 8 printable characters without spaces")
+        if self.max_results_per_client <= self.max_queue_per_client:
+            raise ValueError("max_results_per_client must exceed max_queue_per_client (a client's queued calls are "
+                             "stored until they finish)")
+        tokens = tuple(self.tokens)
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("bearer tokens must differ (each is a client of its own)")
+        if self.token is not None and self.token not in tokens:  # (already there after dataclasses.replace)
+            tokens = (self.token,) + tokens
+        for token in tokens:
+            if not isinstance(token, str) or len(token) < 8 or not token.isprintable() or " " in token:
+                raise ValueError("a bearer token must be at least 8 printable characters without spaces")
+        if len(tokens) > MAX_TOKENS_CONFIGURED:
+            raise ValueError(f"at most {MAX_TOKENS_CONFIGURED} bearer tokens")
+        object.__setattr__(self, "tokens", tokens)
         try:
             json.dumps(self.backend_options)
         except (TypeError, ValueError):
@@ -140,6 +191,18 @@ class ServerConfig:
     def buckets(self) -> tuple[int, ...]:
         return self.token_buckets if self.token_buckets is not None else default_buckets(self.max_tokens)
 
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(max_connections=self.max_connections,
+                                max_connections_per_ip=self.max_connections_per_ip,
+                                header_timeout=self.header_timeout, keep_alive_timeout=self.keep_alive_timeout,
+                                exchange_timeout=self.request_timeout + self.max_wait + EXCHANGE_ALLOWANCE)
+
+    def request_limits(self, contributor: Contributor) -> RequestLimits:
+        return RequestLimits(max_body=self.body_limit(contributor), max_concurrent=self.max_concurrent_requests,
+                             max_concurrent_per_client=self.max_concurrent_per_client,
+                             body_timeout=self.request_timeout, body_min_rate=self.body_min_rate,
+                             body_grace=self.body_grace, body_idle_timeout=self.body_idle_timeout)
+
     def body_limit(self, contributor: Contributor) -> int:
         needed = TENSOR_HEADER_ALLOWANCE + self.max_tokens * max(s.d_in for s in contributor.modules.values())
         return needed if self.max_body_bytes is None else min(self.max_body_bytes, needed)
@@ -151,121 +214,6 @@ class ProtocolError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-def error_bytes(status: int, code: str, message: str) -> bytes:
-    body = m.ErrorResponse(error=m.ErrorBody(status=status, code=code, message=message[:m.MAX_REASON]))
-    return body.model_dump_json().encode()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Guard: concurrency, auth and body bounds before the application sees a request
-# ----------------------------------------------------------------------------------------------------------------------
-
-DRAIN_BYTES = 4 << 20
-DRAIN_SECONDS = 1.0
-
-
-async def _drain(receive) -> None:
-    """Read and discard a refused request's body, up to DRAIN_BYTES and DRAIN_SECONDS."""
-    seen = 0
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while seen <= DRAIN_BYTES:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            message = await asyncio.wait_for(receive(), timeout=remaining)
-        except asyncio.TimeoutError:
-            return
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
-        seen += len(message.get("body", b""))
-
-
-class Guard:
-    """ASGI middleware enforcing the request-level bounds (see the module docstring) in that order."""
-
-    def __init__(self, app, *, token: str | None, max_body: int, max_concurrent: int, body_timeout: float):
-        self.app, self.token, self.max_body = app, token, max_body
-        self.max_concurrent, self.body_timeout = max_concurrent, body_timeout
-        self.active = 0
-
-    async def _refuse(self, receive, send, status: int, code: str, message: str,
-                      headers: dict[str, str] | None = None, *, drained: bool = False):
-        """Answer with an ErrorResponse and close. Unless the body was read, first discard up to DRAIN_BYTES of it
-        (for at most DRAIN_SECONDS): closing a socket with unread data resets it, and the client would lose the
-        answer. A larger body is not read: that client sees the connection reset instead."""
-        if not drained:
-            await _drain(receive)
-        body = error_bytes(status, code, message)
-        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
-        raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
-
-    def _authorised(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        values = [v for k, v in headers if k == b"authorization"]
-        if len(values) != 1:
-            return False
-        expected = b"Bearer " + self.token.encode()
-        return hmac.compare_digest(values[0], expected)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = scope.get("headers") or []
-        lengths = [v for k, v in headers if k == b"content-length"]
-        declared = int(lengths[0]) if len(lengths) == 1 and lengths[0].isdigit() else None
-        no_drain = declared is not None and declared > DRAIN_BYTES  # too big to discard: the client sees a reset
-        if self.active >= self.max_concurrent:
-            return await self._refuse(receive, send, 429, "too_many_requests",
-                                      f"{self.active} requests in progress (limit {self.max_concurrent}); retry later",
-                                      {"Retry-After": "1"}, drained=no_drain)
-        self.active += 1
-        try:
-            if self.token and scope["path"].startswith("/v1/") and not self._authorised(headers):
-                return await self._refuse(receive, send, 401, "unauthorized", "a valid bearer token is required",
-                                          {"WWW-Authenticate": 'Bearer realm="zkref"'}, drained=no_drain)
-            if lengths and declared is None:
-                return await self._refuse(receive, send, 400, "bad_content_length",
-                                          "Content-Length must be one integer", drained=True)
-            if declared is not None and declared > self.max_body:
-                return await self._refuse(receive, send, 413, "body_too_large",
-                                          f"body of {declared:,} bytes exceeds {self.max_body:,}", drained=no_drain)
-            chunks, size = [], 0
-            deadline = time.monotonic() + self.body_timeout
-            while True:
-                remaining = deadline - time.monotonic()
-                try:
-                    message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
-                except asyncio.TimeoutError:
-                    return await self._refuse(receive, send, 408, "request_timeout",
-                                              f"body not received within {self.body_timeout:g} s", drained=True)
-                if message["type"] == "http.disconnect":
-                    return None
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    return await self._refuse(receive, send, 413, "body_too_large",
-                                              f"body exceeds {self.max_body:,} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-            delivered = False
-
-            async def replay():
-                nonlocal delivered
-                if not delivered:
-                    delivered = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            return await self.app(scope, replay, send)
-        finally:
-            self.active -= 1
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -424,7 +372,6 @@ class CallRecord:
     reason: str = ""
     answer: bytes | None = None
     """The finished call's CallStatus JSON (what the proof fetch returns); counted in the store's bytes."""
-    finished_at: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def status_message(self) -> m.CallStatus:
@@ -436,46 +383,9 @@ class CallRecord:
         return len(self.answer or b"")
 
 
-class CallStore:
-    """Every call by id, with bounded memory: see the module docstring for the eviction rule."""
-
-    def __init__(self, *, ttl: float, max_results: int, max_bytes: int):
-        self.ttl, self.max_results, self.max_bytes = ttl, max_results, max_bytes
-        self.calls: dict[str, CallRecord] = {}
-        self.finished: collections.OrderedDict[str, CallRecord] = collections.OrderedDict()
-        self.bytes = 0
-        self.evicted = 0
-
-    def add(self, record: CallRecord) -> None:
-        self.evict(extra=1)
-        self.calls[record.call_id] = record
-
-    def get(self, call_id: str) -> CallRecord | None:
-        self.evict()
-        return self.calls.get(call_id)
-
-    def finish(self, record: CallRecord) -> None:
-        record.finished_at = time.monotonic()
-        record.x_q = record.y_q = None
-        if record.call_id in self.calls:
-            self.finished[record.call_id] = record
-            self.bytes += record.size
-        record.done.set()
-        self.evict()
-
-    def evict(self, extra: int = 0) -> None:
-        """Drop expired finished calls, then the oldest finished ones while over the count or byte bound."""
-        now = time.monotonic()
-        while self.finished:
-            call_id, record = next(iter(self.finished.items()))
-            expired = now - (record.finished_at or now) > self.ttl
-            if not (expired or len(self.calls) + extra > self.max_results or self.bytes > self.max_bytes):
-                break
-            self.finished.popitem(last=False)
-            self.calls.pop(call_id, None)
-            self.bytes -= record.size
-            self.evicted += 1
-
+# ----------------------------------------------------------------------------------------------------------------------
+# The application
+# ----------------------------------------------------------------------------------------------------------------------
 
 class ServerState:
     """Everything the handlers share; created inside the server's event loop (lifespan)."""
@@ -489,7 +399,8 @@ class ServerState:
                                   window=config.batch_window if config.batching else 0.0,
                                   max_tokens=commitment.tokens[-1] if config.batching else 1, run=run)
         self.store = CallStore(ttl=config.result_ttl, max_results=config.max_results,
-                               max_bytes=config.max_result_bytes)
+                               max_bytes=config.max_result_bytes, max_results_per_client=config.max_results_per_client,
+                               max_bytes_per_client=config.max_result_bytes_per_client)
         self.tasks: set[asyncio.Task] = set()
         self.manifest = build_manifest(contributor, config, prover, backend, commitment)
 
@@ -501,11 +412,23 @@ class ServerState:
 
 def build_manifest(contributor: Contributor, config: ServerConfig, prover: Prover, backend: Backend,
                    commitment: m.AdapterCommitment) -> m.Manifest:
-    limits = m.Limits(max_body_bytes=config.body_limit(contributor), max_tokens=config.max_tokens,
-                      max_queue=config.max_queue, max_concurrent_requests=config.max_concurrent_requests,
-                      request_timeout_seconds=config.request_timeout, prove_timeout_seconds=config.prove_timeout,
+    request, connection = config.request_limits(contributor), config.connection_limits()
+    limits = m.Limits(max_body_bytes=request.max_body, max_tokens=config.max_tokens,
+                      max_queue=config.max_queue, max_queue_per_client=config.max_queue_per_client,
+                      max_concurrent_requests=config.max_concurrent_requests,
+                      max_concurrent_per_client=config.max_concurrent_per_client,
+                      request_timeout_seconds=config.request_timeout, body_min_bytes_per_second=config.body_min_rate,
+                      body_grace_seconds=config.body_grace, body_idle_timeout_seconds=config.body_idle_timeout,
+                      max_connections=connection.max_connections,
+                      max_connections_per_ip=connection.max_connections_per_ip,
+                      header_timeout_seconds=connection.header_timeout,
+                      keep_alive_timeout_seconds=connection.keep_alive_timeout,
+                      exchange_timeout_seconds=connection.exchange_timeout,
+                      prove_timeout_seconds=config.prove_timeout,
                       max_wait_seconds=config.max_wait, result_ttl_seconds=config.result_ttl,
-                      max_results=config.max_results, max_result_bytes=config.max_result_bytes)
+                      max_results=config.max_results, max_result_bytes=config.max_result_bytes,
+                      max_results_per_client=config.max_results_per_client,
+                      max_result_bytes_per_client=config.max_result_bytes_per_client)
     batching = m.BatchingInfo(enabled=config.batching, window_seconds=config.batch_window if config.batching else 0.0,
                               max_tokens=commitment.tokens[-1] if config.batching else config.max_tokens)
     return m.Manifest(format=m.FORMAT,
@@ -514,7 +437,7 @@ def build_manifest(contributor: Contributor, config: ServerConfig, prover: Prove
                       base_model=contributor.base_model_info(), calibration=contributor.calibration_info(),
                       statement_ids=STATEMENT_IDS, modules=[s.info() for s in contributor.modules.values()],
                       limits=limits, prover=m.ProverInfo(kind=prover.kind, workers=prover.workers),
-                      auth="bearer" if config.token else "none", commitment_id=commitment.id, batching=batching)
+                      auth="bearer" if config.tokens else "none", commitment_id=commitment.id, batching=batching)
 
 
 def publish_commitment(contributor: Contributor, config: ServerConfig, *,
@@ -552,10 +475,13 @@ def publish_commitment(contributor: Contributor, config: ServerConfig, *,
 
 ERROR_RESPONSES = {code: {"model": m.ErrorResponse, "description": text} for code, text in (
     (400, "malformed request (tensor bytes, Content-Length)"), (401, "missing or wrong bearer token"),
-    (404, "unknown module or call id (or an evicted call)"), (408, "body not received in time"),
-    (413, "body too large"), (415, "body is not application/octet-stream"),
+    (404, "unknown module or call id (or an evicted call, or another client's)"),
+    (408, "request head or body not received in time"),
+    (413, "body too large (or a body sent to an endpoint that takes none)"),
+    (415, "body is not application/octet-stream"),
     (422, "parameters out of range, or a statement the backend cannot prove"),
-    (429, "too many requests in progress, or the proving queue is full"))}
+    (429, "too many requests in progress (overall or of this client), or the proving queue (or this client's share) "
+          "is full"))}
 
 
 def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
@@ -636,11 +562,11 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
                         stored_calls=len(s.store.calls), stored_bytes=s.store.bytes, evicted_calls=s.store.evicted)
 
     def require_token(credentials=Security(bearer)) -> None:
-        """The Guard already refused requests without the token; checked again here, and documented in OpenAPI."""
-        if config.token is None:
+        """The Guard already refused requests without a token; checked again here, and documented in OpenAPI."""
+        if not config.tokens:
             return
         given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), config.token.encode()):
+        if token_index([b"Bearer " + given.encode()], config.tokens) is None:
             raise ProtocolError(401, "unauthorized", "a valid bearer token is required",
                                 {"WWW-Authenticate": 'Bearer realm="zkref"'})
 
@@ -678,6 +604,7 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
                 if record.status in ("pending", "running"):
                     record.status, record.reason = "failed", describe_failure(exc)
                     record.answer = record.status_message().model_dump_json().encode()
+                    record.x_q = record.y_q = None
                     s.store.finish(record)
 
         try:
@@ -711,6 +638,7 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
             record.answer = m.CallStatus(call_id=record.call_id, module=record.module, tokens=record.tokens,
                                          status="done", reason="", proof=proof, scope=scope, worker=worker,
                                          timings=dict(list(timings.items())[:32])).model_dump_json().encode()
+            record.x_q = record.y_q = None  # checked: only the answer is kept
             s.store.finish(record)
 
     @app.post("/v1/modules/{module}/calls", response_model=m.CallAccepted, responses=ERROR_RESPONSES,
@@ -721,6 +649,7 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
                                      "1 ≤ T ≤ max_tokens"}}}})
     async def call(module: str, request: Request) -> m.CallAccepted:
         s = state()
+        owner = client_of(request.scope)
         served = served_module(module)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/octet-stream":
@@ -739,26 +668,30 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
         if s.queue.load >= s.queue.max_queue:
             raise ProtocolError(429, "queue_full", f"{s.queue.load} calls queued or being proven (limit "
                                                    f"{s.queue.max_queue}); retry later", {"Retry-After": "1"})
+        if s.store.pending(owner) >= config.max_queue_per_client:
+            raise ProtocolError(429, "queue_full", f"{s.store.pending(owner)} of this client's proofs queued or "
+                                                   f"running (limit {config.max_queue_per_client} per client); "
+                                                   "retry later", {"Retry-After": "1"})
         _, y_q = served.evaluate(x_q)
         record = CallRecord(call_id=secrets.token_hex(16), module=served.name, tokens=x_q.shape[0], x_q=x_q, y_q=y_q)
-        group = (client_of(request), session, served.name) if session and config.batching else (record.call_id,)
+        group = (owner, session, served.name) if session and config.batching else (record.call_id,)
         s.queue.submit(record, group)
-        s.store.add(record)
+        s.store.add(record, owner=owner)
         delta = served.quantised.dequantize(y_q)
         payload = encode_tensors({"y_q": y_q.astype(np.int32), "delta": delta.astype(np.float64)})
         return m.CallAccepted(call_id=record.call_id, module=served.name, tokens=record.tokens, status="pending",
                               tensors=m.b64encode(payload))
 
     @app.get("/v1/calls/{call_id}", response_model=m.CallStatus, responses=ERROR_RESPONSES, dependencies=auth)
-    async def call_status(call_id: str = Path(pattern=m.CALL_ID),
+    async def call_status(request: Request, call_id: str = Path(pattern=m.CALL_ID),
                           wait: float = Query(0.0, ge=0.0, le=config.max_wait)):
         s = state()
-        record = s.store.get(call_id)
+        record = s.store.get(call_id, owner=client_of(request.scope))
         if record is None:
             raise ProtocolError(404, "unknown_call",
-                                f"unknown call id (never issued, or evicted: finished calls are kept "
-                                f"{config.result_ttl:g} s, at most {config.max_results} calls and "
-                                f"{config.max_result_bytes:,} bytes)")
+                                f"unknown call id (never issued to this client, or evicted: finished calls are kept "
+                                f"{config.result_ttl:g} s, at most {config.max_results_per_client} calls and "
+                                f"{config.max_result_bytes_per_client:,} bytes per client)")
         if wait and not record.done.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(record.done.wait(), timeout=wait)
@@ -766,18 +699,10 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
             return Response(record.answer, media_type="application/json")
         return record.status_message()
 
-    app.add_middleware(Guard, token=config.token, max_body=config.body_limit(contributor),
-                       max_concurrent=config.max_concurrent_requests, body_timeout=config.request_timeout)
+    app.add_middleware(Guard, router=app.router, tokens=config.tokens, limits=config.request_limits(contributor),
+                       access_log=config.access_log)
+    app.state.connection_limits = config.connection_limits()
     return app
-
-
-def client_of(request: Request) -> str:
-    """Who made a request, for batching: calls are grouped only within one client (its bearer token, else its
-    address) and one session."""
-    auth = request.headers.get("authorization")
-    if auth:
-        return "token:" + hashlib.sha256(auth.encode()).hexdigest()[:16]
-    return "peer:" + (request.client.host if request.client else "?")
 
 
 def check_commitment(contributor: Contributor, config: ServerConfig, backend: Backend,
@@ -817,77 +742,3 @@ def check_worker_answer(statement: LoRAStatement, x_q: np.ndarray, y_q: np.ndarr
     if anchor.vk_hash != proof.vk_hash:
         raise ValueError("the proof's verifying key differs from the committed anchor's (workers must share the "
                          "SRS and circuit cache)")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Running it
-# ----------------------------------------------------------------------------------------------------------------------
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0: a free port), so the caller knows the address before uvicorn starts."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it Nagle's algorithm and delayed ACKs
-    # add ~40 ms to every answer written in two parts (headers, body)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(128)
-    return sock
-
-
-def uvicorn_server(app, *, keep_alive: float = 5.0):
-    import uvicorn
-
-    # http="h11" so that the head-size bound holds whichever optional parsers are installed
-    config = uvicorn.Config(app, http="h11", log_level="warning", timeout_keep_alive=int(max(1, keep_alive)),
-                            lifespan="on", h11_max_incomplete_event_size=16 << 10, access_log=False)
-    return uvicorn.Server(config)
-
-
-class ServerThread:
-    """Serve an app from a background thread on `host:port` (0: a free port): for tests, the demo and notebooks.
-
-    `start()` returns the base URL once uvicorn accepts connections; `stop()` shuts it down (and the prover, when
-    `owns_prover`)."""
-
-    def __init__(self, app, *, host: str = "127.0.0.1", port: int = 0, prover: Prover | None = None):
-        self.app, self.host, self.port, self.prover = app, host, port, prover
-        self.server = None
-        self.thread: threading.Thread | None = None
-        self.url = ""
-
-    def start(self, timeout: float = 60.0) -> str:
-        sock = bind_socket(self.host, self.port)
-        self.port = sock.getsockname()[1]
-        self.server = uvicorn_server(self.app)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                       name=f"zkref-serve-{self.port}")
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"http://{host}:{self.port}"
-        return self.url
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        if self.thread is not None:
-            self.thread.join(timeout)
-        if self.prover is not None:
-            self.prover.shutdown()
-
-    def __enter__(self) -> "ServerThread":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
