@@ -53,7 +53,7 @@ def one_line_error(capsys, argv: list[str], *needles: str) -> str:
     (["serve", "--base", "b", "--adapter", "a", "--port", "http"], ["--port"]),
     (["serve", "--base", "b", "--adapter", "a", "--prove-timeout", "inf"], ["--prove-timeout", "greater than 0"]),
     (["serve", "--base", "b", "--adapter", "a", "--max-tokens", "0"], ["--max-tokens"]),
-    (["demo", "--tokens", "100000"], ["--tokens", "1..32"]),
+    (["demo", "--tokens", "100000"], ["--tokens", "1..8"]),
     (["demo", "--rank", "0"], ["--rank"]),
     (["mock", *SMALL, "--alpha", "nan"], ["--alpha"]),
     (["mock", *SMALL, "--lanes", "0"], ["--lanes", "1..16"]),
@@ -148,11 +148,12 @@ def test_a_modified_proof_is_invalid_not_bad_input(tmp_path, capsys):
     data[len(data) // 2] ^= 1                                       # one bit
     (bundle / "proof.bin").write_bytes(bytes(data))
     capsys.readouterr()
-    assert main(["verify", str(bundle), "--json"]) == 1
+    pin = ["--anchor", str(bundle / "anchor.json")]
+    assert main(["verify", str(bundle), *pin, "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert not doc["valid"] and "proof.bin was modified" in doc["reason"]
     (bundle / "proof.bin").unlink()                                  # unreadable structure stays bad input
-    one_line_error(capsys, ["verify", str(bundle)], "proof.bin is missing")
+    one_line_error(capsys, ["verify", str(bundle), *pin], "proof.bin is missing")
 
 
 # -- the memory budget --------------------------------------------------------------------------------------------

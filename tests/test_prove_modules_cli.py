@@ -189,12 +189,12 @@ def test_a_modified_proof_bin_is_invalid_not_bad_input(batch_bundle, modules_bun
     """A readable bundle whose proof.bin is not the one bundle.json recorded: invalid (exit 1), saying so."""
     batch = shutil.copytree(batch_bundle, tmp_path / "batch")
     (batch / "proof.bin").write_bytes((batch / "proof.bin").read_bytes()[:-7])
-    code, result = verified(capsys, batch)
+    code, result = verified(capsys, batch, "--anchor", str(batch_bundle / "anchor.json"))
     assert code == 1 and "proof.bin was modified" in result["reason"]
     modules = shutil.copytree(modules_bundle, tmp_path / "modules")
     proof = modules / "modules" / f"1-{ATTN[1]}" / "proof.bin"
     proof.write_bytes(proof.read_bytes()[:-7])
-    code, result = verified(capsys, modules)
+    code, result = verified(capsys, modules, "--anchor", anchors_of(modules_bundle, tmp_path))
     assert code == 1 and [m["valid"] for m in result["modules"]] == [True, False, True]
     assert result["reason"].startswith(f"module {ATTN[1]}: ") and "proof.bin was modified" in result["reason"]
 
