@@ -218,7 +218,7 @@ def check_binding(backend: str, statement: LoRAStatement | LoRABatch, public: Lo
     gap = anchor_gap(statement, anchor, backend=backend)
     if gap:
         return Verdict(False, gap)
-    if anchor.vk_hash != proof.vk_hash:
+    if anchor.vk_hash != sha256_hex(proof.vk):                # the key the proof is checked with, whatever it claims
         return Verdict(False, "verifying key differs from the pinned one (another adapter or circuit)")
     if anchor.commitment is not None and proof.commitments.get("adapter") != anchor.commitment:
         return Verdict(False, "adapter commitment differs from the pinned one (another adapter)")
