@@ -35,6 +35,7 @@ def variants(base: LoRAStatement) -> dict[str, LoRAStatement]:
         "adapter_binding": dataclasses.replace(base, adapter_binding=AdapterBinding.UNBOUND),
         "y_binding": dataclasses.replace(base, y_binding=OutputBinding.POLYCOMMIT),
         "weight_bits": dataclasses.replace(base, weight_bits=8),
+        "z_bits": dataclasses.replace(base, z_bits=12),
     }
 
 
@@ -63,6 +64,12 @@ def test_canonical_encoding_round_trips_and_names_its_format():
     (lambda d: d.update(format="zkref-lora-statement/0"), "format"), (lambda d: d.update(d_in=0), "d_in"),
     (lambda d: d.update(x_binding="sha256"), "x_binding"), (lambda d: d.update(weight_bits=3), "weight_bits"), (lambda d: d.update(weight_bits=16), "weight_bits"),
     (lambda d: d.update(activation_bits=16), "activation bits"), (lambda d: d.update(shift=True), "shift"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int08"), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int7"), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int17"), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int12 "), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int١٢"), "requantisation rule"),
+    (lambda d: d.update(requant=12), "requantisation rule"),
 ])
 def test_decoding_a_statement_is_strict(mutate, match):
     doc = BASE.canonical()
@@ -208,3 +215,31 @@ def test_colliding_digests_do_not_let_a_proof_move_to_another_shape():
     ).x_digest
     verdict = backend.verify(s31, result.public, result.proof)
     assert not verdict and "statement" in verdict.reason
+
+
+# ------------------------------------------------------------------------------------------------------ z_q's width
+def test_the_default_int8_intermediate_encodes_as_before_z_bits_existed():
+    """z_bits lives in the requantisation rule's name: the default statement's encoding, and so its id, is unchanged."""
+    doc = BASE.canonical()
+    assert doc["requant"] == "round-half-away-then-clamp-int8" and "z_bits" not in doc
+    assert BASE.id == "5c6d55647dc5e703d0b8b59ef63052b8"       # the id before z_bits (commit be86960)
+    wide = dataclasses.replace(BASE, z_bits=16)
+    assert wide.canonical()["requant"] == "round-half-away-then-clamp-int16" and wide.id != BASE.id
+    assert LoRAStatement.from_canonical(wide.canonical()) == wide
+
+
+@pytest.mark.parametrize("bits", [7, 17, True, 12.0])
+def test_z_bits_outside_8_to_16_are_refused(bits):
+    with pytest.raises(ValueError, match="z_bits"):
+        dataclasses.replace(BASE, z_bits=bits)
+
+
+def test_a_wider_intermediate_keeps_what_int8_clamps_and_widens_y_bounds():
+    w = LoRAWitness(A_q=[[7, 7]], B_q=[[-8]], x_q=[[127, 127]])               # z = 1778, shift 2: 444.5 → 445
+    shape = LoRAShape(d_in=2, d_out=1, rank=1)
+    narrow, wide = (LoRAStatement(shape=shape, shift=2, z_bits=b) for b in (8, 12))
+    assert evaluate(narrow, w).z_q.tolist() == [[127]] and evaluate(narrow, w).clamped == 1
+    assert evaluate(wide, w).z_q.tolist() == [[445]] and evaluate(wide, w).clamped == 0
+    assert evaluate(wide, w).y_q.tolist() == [[-3560]]
+    assert wide.y_bounds == (-8 * 2047, 8 * 2048) and narrow.y_bounds == (-8 * 127, 8 * 128)
+    assert "z_q int12" in wide.describe() and "z_q" not in narrow.describe()

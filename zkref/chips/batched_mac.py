@@ -13,13 +13,18 @@ put any w·a = p there and add p to the sum). The accumulator of the last row is
 Activations are copied from their source (public inputs or earlier cells); for T tokens the weight cells of tokens
 1..T-1 are copied from token 0's, which are the canonical weight cells (a later commitment binds those).
 
+Activations wider than int8 (the requantised intermediate z_q of a statement with z_bits > 8, up to int16) are
+multiplied as two digits: each lane also holds a = 256·ah + al (gate "<name> lane i: a = 256·ah + al") with al an
+unsigned byte and ah a signed byte, both range-checked by the product lookups, and every weight digit is looked up
+against each activation digit (two lookups per product for int4 weights, four for int8).
+
 `LaneMac` holds the layout shared with MulGate (mul_gate.py), which proves the same products with a degree-3 gate.
 """
 from __future__ import annotations
 
 import functools
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,8 +32,11 @@ from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, Loo
 from zkref.plonkish.expression import Column, ColumnKind, Expression, Selector
 from zkref.primitives.field import signed
 from zkref.plonkish.layout import AssignedCells, Layouter, Region
-from zkref.chips.mul_table import MulTable, MulTableConfig, low_nibble_table_columns, mul_table_columns
-from zkref.primitives.ranges import check_lanes
+from zkref.chips.mul_table import MulTableConfig, digit_table_columns
+from zkref.primitives.ranges import INT8, MAX_Z_BITS, check_int, check_lanes
+
+ACTIVATION_DIGIT = 256
+"""Activations wider than int8 are multiplied as a = 256·ah + al: a signed high byte and an unsigned low byte."""
 
 def rows_per_dot(d: int, lanes: int) -> int:
     """Rows one dot product of length d takes: ceil(d / L)."""
@@ -79,6 +87,14 @@ class LaneMacConfig:
     w_lo: tuple[Column, ...] = ()
     """int8 weights in BatchedMac: the low digit l = w & 15 per lane (`w` then holds the high digit w >> 4)."""
     p_lo: tuple[Column, ...] = ()
+    a_hi: tuple[Column, ...] = ()
+    """Activations wider than int8: the signed high byte ah = a >> 8 per lane (with `a_lo`, a = 256·ah + al)."""
+    a_lo: tuple[Column, ...] = ()
+    """Activations wider than int8: the unsigned low byte al = a & 255 per lane."""
+    p_u: tuple[Column, ...] = ()
+    """BatchedMac, wide activations: the (high) weight digit times al per lane."""
+    p_lo_u: tuple[Column, ...] = ()
+    """BatchedMac, wide activations and int8 weights: the low weight digit times al per lane."""
 
     @property
     def fixed_weights(self) -> bool:
@@ -87,6 +103,10 @@ class LaneMacConfig:
     @property
     def weight_digits(self) -> bool:
         return bool(self.w_lo)
+
+    @property
+    def activation_digits(self) -> bool:
+        return bool(self.a_lo)
 
 
 @dataclass
@@ -106,6 +126,34 @@ class MatmulCells:
 
 def _sum(exprs: list[Expression]) -> Expression:
     return functools.reduce(operator.add, exprs)
+
+
+def shared_table(cs: ConstraintSystem, name: str, column_names: list[str]) -> LookupTable:
+    """The lookup table `name`, declared on first use: chips of one circuit share their fixed tables."""
+    found = next((t for t in cs.tables if t.name == name), None)
+    return found if found is not None else cs.lookup_table(name, column_names)
+
+
+def load_table(layouter: Layouter, table: LookupTable, columns: list[np.ndarray]) -> None:
+    """Fill a (possibly shared) table once: a second chip using the same table leaves it as loaded."""
+    if table.name not in layouter.layout.tables:
+        layouter.assign_table(table, columns)
+
+
+def check_activation_bits(bits: object) -> int:
+    """An activation width a lane MAC multiplies: int8, or up to int16 as two byte digits."""
+    return check_int("activation_bits", bits, INT8.bits, MAX_Z_BITS)
+
+
+def _declare_digits(cs: ConstraintSystem, name: str, a: tuple[Column, ...], q: Expression
+                    ) -> tuple[tuple[Column, ...], tuple[Column, ...]]:
+    """Per lane, the byte digits of a wide activation and the gate a = 256·ah + al (ranges: the lookups')."""
+    a_hi = tuple(cs.advice_column(f"{name}.ah{i}") for i in range(len(a)))
+    a_lo = tuple(cs.advice_column(f"{name}.al{i}") for i in range(len(a)))
+    cs.create_gate(f"{name} activation digits", [
+        (f"lane {i}: a = 256·ah + al", q * (ai.cur() - ACTIVATION_DIGIT * hi.cur() - lo.cur()))
+        for i, (ai, hi, lo) in enumerate(zip(a, a_hi, a_lo))])
+    return a_hi, a_lo
 
 
 def _declare_lanes(cs: ConstraintSystem, name: str, lanes: int, *, products: bool, padding: bool,
@@ -225,6 +273,10 @@ class LaneMac:
                     assign_w(cfg.w_lo[i], 0, None if w_grid is None else w_grid[:, i] & 15, length=rows)
                 a_cells.append(region.assign_advice(cfg.a[i], 0, None if a_grid is None else a_grid[:, i],
                                                     length=rows))
+                if cfg.activation_digits:
+                    region.assign_advice(cfg.a_hi[i], 0, None if a_grid is None else a_grid[:, i] >> 8, length=rows)
+                    region.assign_advice(cfg.a_lo[i], 0, None if a_grid is None else a_grid[:, i] & 255,
+                                         length=rows)
             row_sums = self._assign_products(region, w_grid, a_grid, rows)
             if row_sums is not None:
                 acc_vals = np.cumsum(row_sums.reshape(n_dots, R), axis=1).reshape(-1)
@@ -274,64 +326,120 @@ class BatchedMac(LaneMac):
     @staticmethod
     def configure(cs: ConstraintSystem, lanes: int = 8, *, table: MulTableConfig | None = None,
                   padding: bool = True, tied_weights: bool = True, fixed_weights: bool = False,
-                  weight_bits: int = 4, name: str = "mac") -> LaneMacConfig:
+                  weight_bits: int = 4, activation_bits: int = 8, name: str = "mac") -> LaneMacConfig:
         """Declare the lane columns, the start/accumulate gates and one MulTable lookup per lane.
 
         padding: some dot product length is not a multiple of `lanes` (declares the fixed zero column);
         tied_weights: the weight cells are copied elsewhere (several tokens, or a commitment hashes them);
         fixed_weights: the weights are circuit constants in fixed columns (bound by the verifying key);
         weight_bits 8: each int8 weight is two fixed digits w = 16·h + l, h·a looked up in MulTable and l·a in the
-        low-nibble table (two lookups per product, both tables 4096 rows, so no more rows); fixed weights only.
+        low-nibble table (two lookups per product, both tables 4096 rows, so no more rows); fixed weights only;
+        activation_bits 9..16: each activation is two byte digits a = 256·ah + al, every weight digit looked up
+        against each (tables `mul_u8`, `mul_lo_u8` of 4096 rows for al); the tables are shared between chips.
         """
         if weight_bits not in (4, 8):
             raise CircuitError(f"BatchedMac multiplies int4 or int8 weights, not int{weight_bits}")
         if weight_bits == 8 and not fixed_weights:
             raise CircuitError("BatchedMac lays out int8 weights as two fixed digit columns: the weights must be "
                                "fixed (in the verifying key); MulGate takes private int8 weights")
+        wide = check_activation_bits(activation_bits) > INT8.bits
         lanes, w, a, p, acc, q_start, q_cont, zero = _declare_lanes(cs, name, lanes, products=True, padding=padding,
                                                                    tied_weights=tied_weights,
                                                                    fixed_weights=fixed_weights)
-        table = table or MulTable.configure(cs)
-        tables = [table.table]
-        w_lo = p_lo = ()
+        q = q_start.expr() + q_cont.expr()
+        table = table or MulTableConfig(shared_table(cs, "mul", ["w", "a", "p"]))
+        w_lo = p_lo = a_hi = a_lo = p_u = p_lo_u = ()
         if weight_bits == 8:
             w_lo = tuple(cs.fixed_column(f"{name}.wl{i}") for i in range(lanes))
             p_lo = tuple(cs.advice_column(f"{name}.pl{i}") for i in range(lanes))
-            tables.append(cs.lookup_table("mul_lo", ["l", "a", "p"]))
-            total = _sum([pi.cur() * 16 + pl.cur() for pi, pl in zip(p, p_lo)])
-            what = "Σ (16·p + pl)"
-        else:
-            total = _sum([pi.cur() for pi in p])
-            what = "Σ p"
+        if wide:
+            a_hi, a_lo = _declare_digits(cs, name, a, q)
+            p_u = tuple(cs.advice_column(f"{name}.pu{i}") for i in range(lanes))
+            if weight_bits == 8:
+                p_lo_u = tuple(cs.advice_column(f"{name}.plu{i}") for i in range(lanes))
+        config = LaneMacConfig(name, lanes, w, a, p, acc, q_start, q_cont, zero, (), w_lo, p_lo, a_hi, a_lo, p_u,
+                               p_lo_u)
+        groups = _product_groups(config)
+        tables = {}
+        for g in groups:
+            tables[g.table] = table.table if g.table == "mul" else shared_table(cs, g.table, ["w", "a", "p"])
+        total = _sum([pc.cur() * g.coefficient if g.coefficient != 1 else pc.cur()
+                      for g in groups for pc in g.p])
+        terms = [f"{g.coefficient}·{g.p[0].name.split('.')[-1].rstrip('0123456789')}" if g.coefficient != 1
+                 else g.p[0].name.split('.')[-1].rstrip('0123456789') for g in groups]
+        what = f"Σ ({' + '.join(terms)})" if len(terms) > 1 else f"Σ {terms[0]}"
         cs.create_gate(f"{name} start", [
             (f"first row: acc = {what}", q_start.expr() * (acc.cur() - total)),
         ])
         cs.create_gate(f"{name} accumulate", [
             (f"next rows: acc = acc[prev] + {what}", q_cont.expr() * (acc.cur() - acc.prev() - total)),
         ])
-        q = q_start.expr() + q_cont.expr()
         for i in range(lanes):
-            cs.lookup(f"{name} lane {i}: w·a = p", [q * w[i].cur(), q * a[i].cur(), q * p[i].cur()], table.table)
-            if weight_bits == 8:
-                cs.lookup(f"{name} lane {i}: wl·a = pl", [q * w_lo[i].cur(), q * a[i].cur(), q * p_lo[i].cur()],
-                          tables[1])
-        return LaneMacConfig(name, lanes, w, a, p, acc, q_start, q_cont, zero, tuple(tables), w_lo, p_lo)
+            for g in groups:
+                cs.lookup(f"{name} lane {i}: {g.lookup}", [q * g.w[i].cur(), q * g.a[i].cur(), q * g.p[i].cur()],
+                          tables[g.table])
+        return replace(config, tables=tuple(tables.values()))
 
     def load(self, layouter: Layouter) -> None:
-        layouter.assign_table(self.config.tables[0], list(mul_table_columns()))
-        if self.config.weight_digits:
-            layouter.assign_table(self.config.tables[1], list(low_nibble_table_columns()))
+        for g in _product_groups(self.config):
+            table = next(t for t in self.config.tables if t.name == g.table)
+            load_table(layouter, table, list(digit_table_columns(*g.signed)))
 
     def _assign_products(self, region: Region, w_grid, a_grid, rows: int) -> np.ndarray | None:
-        cfg = self.config
-        digits = cfg.weight_digits
-        hi = None if w_grid is None else (w_grid >> 4 if digits else w_grid)
-        p_grid = None if hi is None else hi * a_grid
-        for i, col in enumerate(cfg.p):
-            region.assign_advice(col, 0, None if p_grid is None else p_grid[:, i], length=rows)
-        if not digits:
-            return None if p_grid is None else p_grid.sum(axis=1)
-        lo_grid = None if w_grid is None else (w_grid & 15) * a_grid
-        for i, col in enumerate(cfg.p_lo):
-            region.assign_advice(col, 0, None if lo_grid is None else lo_grid[:, i], length=rows)
-        return None if p_grid is None else (16 * p_grid + lo_grid).sum(axis=1)
+        total = None
+        for g in _product_groups(self.config):
+            grid = None if w_grid is None else g.products(w_grid, a_grid)
+            for i, col in enumerate(g.p):
+                region.assign_advice(col, 0, None if grid is None else grid[:, i], length=rows)
+            if grid is not None:
+                term = grid.sum(axis=1) * g.coefficient
+                total = term if total is None else total + term
+        return total
+
+
+_DIGITS = {  # part of a value → (signed, coefficient in the value, the digit of an integer array)
+    "whole": (True, 1, lambda v: v),
+    "w_hi": (True, 16, lambda v: v >> 4), "w_lo": (False, 1, lambda v: v & 15),
+    "a_hi": (True, ACTIVATION_DIGIT, lambda v: v >> 8), "a_lo": (False, 1, lambda v: v & 255),
+}
+
+
+@dataclass(frozen=True)
+class _ProductGroup:
+    """One weight digit times one activation digit in every lane: its columns, its table and its name."""
+
+    w: tuple[Column, ...]
+    a: tuple[Column, ...]
+    p: tuple[Column, ...]
+    w_part: str
+    a_part: str
+    table: str
+    lookup: str
+
+    @property
+    def coefficient(self) -> int:
+        return _DIGITS[self.w_part][1] * _DIGITS[self.a_part][1]
+
+    @property
+    def signed(self) -> tuple[bool, bool]:
+        return _DIGITS[self.w_part][0], _DIGITS[self.a_part][0]
+
+    def products(self, w_grid, a_grid):
+        return _DIGITS[self.w_part][2](w_grid) * _DIGITS[self.a_part][2](a_grid)
+
+
+def _product_groups(cfg: LaneMacConfig) -> list[_ProductGroup]:
+    """BatchedMac's products: every weight digit (w, or the high and low nibble of an int8 weight) times every
+    activation digit (a, or the high and low byte of a wide activation), in the order p, pl, pu, plu."""
+    wd, ad = cfg.weight_digits, cfg.activation_digits
+    w_hi, a_hi = ("w_hi" if wd else "whole"), ("a_hi" if ad else "whole")
+    an = "ah" if ad else "a"
+    groups = [_ProductGroup(cfg.w, cfg.a_hi if ad else cfg.a, cfg.p, w_hi, a_hi, "mul", f"w·{an} = p")]
+    if wd:
+        groups.append(_ProductGroup(cfg.w_lo, cfg.a_hi if ad else cfg.a, cfg.p_lo, "w_lo", a_hi, "mul_lo",
+                                    f"wl·{an} = pl"))
+    if ad:
+        groups.append(_ProductGroup(cfg.w, cfg.a_lo, cfg.p_u, w_hi, "a_lo", "mul_u8", "w·al = pu"))
+        if wd:
+            groups.append(_ProductGroup(cfg.w_lo, cfg.a_lo, cfg.p_lo_u, "w_lo", "a_lo", "mul_lo_u8", "wl·al = plu"))
+    return groups
