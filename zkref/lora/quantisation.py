@@ -7,14 +7,16 @@ y_q back to floats and a rigorous bound on the error of doing so. Spec: specs/qu
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
 
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement, LoRAWitness,
                                   OutputBinding, evaluate)
-from zkref.primitives.quant import choose_shift, finite_array, quantize_int8, quantize_weights, symmetric_scale
-from zkref.primitives.ranges import IntRange, check_shift
+from zkref.primitives.quant import (choose_shift, finite_array, quantize_int8, quantize_weights, round_half_away,
+                                   symmetric_scale)
+from zkref.primitives.ranges import A_MAX, A_MIN, Z_BITS_DEFAULT, IntRange, check_shift, check_z_bits
 
 
 def lora_delta_float(x: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: float) -> np.ndarray:
@@ -61,50 +63,114 @@ class DeltaCheck:
         return self.max_abs_error / self.max_abs_delta if self.max_abs_delta else 0.0
 
 
+class ScaleMode(str, enum.Enum):
+    """How activations are scaled into int8: part of what a contributor commits to (its `Dequantisation`), never
+    chosen per call."""
+
+    PER_TENSOR = "per-tensor"   # one scale_x, fixed from the calibration activations, for every call
+    PER_TOKEN = "per-token"     # each token's own max|x_t|/127, picked by whoever quantises x (the client)
+
+
+@dataclass(frozen=True)
+class QuantizedActivations:
+    """x_q (T × d_in, int8) and the scale of each token (T,): x[t] ≈ scales[t] · x_q[t] (all equal per tensor)."""
+
+    x_q: np.ndarray
+    scales: np.ndarray
+
+
 @dataclass(frozen=True)
 class Dequantisation:
-    """The public numbers that turn y_q into a float delta: delta[t, o] = factor · scale_B[o] · y_q[t, o]."""
+    """The public numbers that turn y_q into a float delta: delta[t, o] = factor · scale_x[t] · scale_B[o] · y_q[t, o]
+    with factor = scaling · scale_A · 2^shift and scale_x[t] the calibrated `scale_x` (per tensor) or token t's own
+    scale (per token: `quantize` returns it beside x_q, and `apply` takes it back)."""
 
     scaling: float
     scale_A: float
     scale_B: tuple[float, ...]
     scale_x: float
+    """The calibrated activation scale; per token it is only the calibration's, each call brings its own."""
     shift: int
+    x_mode: ScaleMode = ScaleMode.PER_TENSOR
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "x_mode", ScaleMode(self.x_mode))
+        except ValueError:
+            raise ValueError(f"x_mode must be one of {', '.join(m.value for m in ScaleMode)}, "
+                             f"got {self.x_mode!r}") from None
 
     @property
     def factor(self) -> float:
-        return self.scaling * self.scale_A * self.scale_x * float(2 ** self.shift)
+        """scaling · scale_A · 2^shift (per tensor also times scale_x: `factor` is what multiplies scale_B·y_q)."""
+        base = self.scaling * self.scale_A * float(2 ** self.shift)
+        return base * self.scale_x if self.x_mode is ScaleMode.PER_TENSOR else base
 
-    def apply(self, y_q: np.ndarray) -> np.ndarray:
+    def quantize(self, x: np.ndarray) -> QuantizedActivations:
+        """x (T × d_in floats) → int8 x_q and each token's scale, in this dequantisation's scale mode."""
+        x = finite_array(x, "activations")
+        if x.ndim != 2:
+            raise ValueError(f"activations must be T×d_in, got shape {x.shape}")
+        if self.x_mode is ScaleMode.PER_TENSOR:
+            q = quantize_int8(x, self.scale_x)
+            return QuantizedActivations(q.values, np.full(x.shape[0], float(q.scale)))
+        scales = np.asarray(symmetric_scale(np.abs(x).max(axis=1, initial=0.0), A_MAX), dtype=np.float64)
+        return QuantizedActivations(np.clip(round_half_away(x / scales[:, None]), A_MIN, A_MAX), scales)
+
+    def token_scales(self, tokens: int, x_scales: np.ndarray | None) -> np.ndarray:
+        """The (T,) activation scales to dequantise T tokens with: the calibrated one per tensor, the given ones
+        (from `quantize`) per token."""
+        if self.x_mode is ScaleMode.PER_TENSOR:
+            if x_scales is not None and not np.allclose(x_scales, self.scale_x, rtol=0, atol=0):
+                raise ValueError("per-tensor activations all have the calibrated scale_x; other scales were given")
+            return np.full(tokens, self.scale_x)
+        if x_scales is None:
+            raise ValueError("per-token activations: dequantising needs each token's scale (from quantize)")
+        scales = finite_array(x_scales, "x_scales").reshape(-1)
+        if scales.shape != (tokens,) or (scales <= 0).any():
+            raise ValueError(f"x_scales must be {tokens} positive numbers, got shape {scales.shape}")
+        return scales
+
+    def apply(self, y_q: np.ndarray, x_scales: np.ndarray | None = None) -> np.ndarray:
+        """The float delta (T × d_out) of y_q; per token, `x_scales` are the scales `quantize` returned."""
         y = np.asarray(y_q)
         if y.ndim != 2 or y.shape[1] != len(self.scale_B):
             raise ValueError(f"y_q must be T×{len(self.scale_B)}, got shape {y.shape}")
-        return self.factor * np.asarray(self.scale_B)[None, :] * y.astype(np.float64)
+        per_token = (1.0 if self.x_mode is ScaleMode.PER_TENSOR else self.token_scales(y.shape[0], x_scales))
+        per_token = np.broadcast_to(np.asarray(per_token, dtype=np.float64), (y.shape[0],))
+        return self.factor * per_token[:, None] * np.asarray(self.scale_B)[None, :] * y.astype(np.float64)
 
     def to_json(self) -> dict:
         return {"scaling": self.scaling, "scale_A": self.scale_A, "scale_B": list(self.scale_B),
-                "scale_x": self.scale_x, "shift": self.shift}
+                "scale_x": self.scale_x, "shift": self.shift, "x_mode": self.x_mode.value}
+
+
+FLOAT64_UNIT = 2.0 ** -53
+"""Unit roundoff of float64: the error bound adds a rigorous term for its own float evaluation."""
 
 
 @dataclass(frozen=True, eq=False)
 class QuantizedLoRA:
-    """A quantised adapter: delta[t, o] ≈ scaling · scale_B[o] · scale_A · scale_x · 2^shift · y_q[t, o].
+    """A quantised adapter: delta[t, o] ≈ scaling · scale_B[o] · scale_A · scale_x[t] · 2^shift · y_q[t, o].
 
     Per-channel mode folds lora_A's per-row scales into lora_B's columns before B is quantised per output channel:
     B·A = (B·diag(a))·(diag(1/a)·A), so the contraction over the rank stays scale-free (scale_A = 1).
-    The shift is chosen here, once, from calibration activations (or given), and then fixed in every statement.
+    The shift is chosen here, once, from calibration activations (or given), and then fixed in every statement;
+    so are z_q's width (`z_bits`) and how activations are scaled (`x_mode`: one calibrated scale, or per token).
     """
 
     A_q: np.ndarray       # r × d_in, int4 (or int8)
     B_q: np.ndarray       # d_out × r
     scale_A: float
     scale_B: np.ndarray   # (d_out,): per output channel (constant when per-tensor)
-    scale_x: float
+    scale_x: float        # the calibrated per-tensor activation scale (per token: the calibration's only)
     scaling: float        # peft's s
     shift: int
     A_eff: np.ndarray     # the float matrix A_q approximates: A (per-tensor) or diag(1/a)·A (per-channel)
     B_eff: np.ndarray     # the float matrix scale_B·B_q approximates: B or B·diag(a)
     weight_bits: int = 4
+    z_bits: int = Z_BITS_DEFAULT
+    x_mode: ScaleMode = ScaleMode.PER_TENSOR
 
     @property
     def rank(self) -> int:
@@ -120,12 +186,15 @@ class QuantizedLoRA:
 
     @classmethod
     def from_float(cls, A: np.ndarray, B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
-                   per_channel: bool = False, shift: int | None = None, weight_bits: int = 4) -> "QuantizedLoRA":
+                   per_channel: bool = False, shift: int | None = None, weight_bits: int = 4,
+                   z_bits: int = Z_BITS_DEFAULT, x_mode: ScaleMode | str = ScaleMode.PER_TENSOR) -> "QuantizedLoRA":
         """Quantise lora_A, lora_B (int4, or int8 with weight_bits=8); take the activation scale and (unless given)
-        the shift from calibration data."""
+        the shift — the smallest that clamps no z_q of `z_bits` bits — from calibration data, with the calibration
+        activations quantised as calls will be (`x_mode`)."""
         A, B, x = finite_array(A, "lora_A"), finite_array(B, "lora_B"), finite_array(x_calibration, "x_calibration")
         _check_lora_shapes(A, B, x)
         scaling = _check_scaling(scaling)
+        z_bits = check_z_bits(z_bits)
         qmax = IntRange(weight_bits).hi
         if per_channel:
             a = symmetric_scale(np.abs(A).max(axis=1), qmax)
@@ -139,9 +208,11 @@ class QuantizedLoRA:
             qa, qb = quantize_weights(A, bits=weight_bits), quantize_weights(B, bits=weight_bits)
             scale_B = np.full(B.shape[0], float(qb.scale))
         qx = quantize_int8(x)
-        chosen = choose_shift(qx.values @ qa.values.T) if shift is None else check_shift(shift)
+        calls = Dequantisation(scaling, float(qa.scale), (1.0,), float(qx.scale), 0, ScaleMode(x_mode))
+        x_q = calls.quantize(x).x_q
+        chosen = choose_shift(x_q @ qa.values.T, z_bits) if shift is None else check_shift(shift)
         return cls(qa.values, qb.values, float(qa.scale), np.asarray(scale_B, dtype=np.float64), float(qx.scale),
-                   scaling, chosen, A_eff, B_eff, weight_bits)
+                   scaling, chosen, A_eff, B_eff, weight_bits, z_bits, ScaleMode(x_mode))
 
     # -- into the statement ------------------------------------------------------------------------------------------
     def statement(self, tokens: int, *, x_binding: ActivationBinding | str = ActivationBinding.PUBLIC,
@@ -150,11 +221,15 @@ class QuantizedLoRA:
         """The statement proving this adapter on `tokens` tokens (its shift fixed here, not at proving time)."""
         shape = LoRAShape(d_in=self.d_in, d_out=self.d_out, rank=self.rank, tokens=tokens)
         return LoRAStatement(shape=shape, shift=self.shift, x_binding=x_binding, adapter_binding=adapter_binding,
-                             y_binding=y_binding, weight_bits=self.weight_bits)
+                             y_binding=y_binding, weight_bits=self.weight_bits, z_bits=self.z_bits)
+
+    def quantize_activations(self, x: np.ndarray) -> QuantizedActivations:
+        """x_q (clipped to int8) and each token's scale, in this adapter's scale mode (`Dequantisation.quantize`)."""
+        return self.dequantisation.quantize(x)
 
     def quantize_x(self, x: np.ndarray) -> np.ndarray:
-        """x_q for new activations with the calibrated scale (clipped to int8)."""
-        return quantize_int8(x, self.scale_x).values
+        """x_q for new activations (the calibrated scale, or each token's own in per-token mode)."""
+        return self.quantize_activations(x).x_q
 
     def witness(self, x_q: np.ndarray) -> LoRAWitness:
         return LoRAWitness(A_q=self.A_q, B_q=self.B_q, x_q=x_q)
@@ -168,38 +243,70 @@ class QuantizedLoRA:
     @property
     def dequantisation(self) -> Dequantisation:
         return Dequantisation(self.scaling, self.scale_A, tuple(float(v) for v in self.scale_B), self.scale_x,
-                              self.shift)
+                              self.shift, self.x_mode)
 
-    def dequantize(self, y_q: np.ndarray) -> np.ndarray:
-        """Float delta from the statement's integer output (T × d_out)."""
-        return self.dequantisation.apply(y_q)
+    def dequantize(self, y_q: np.ndarray, x_scales: np.ndarray | None = None) -> np.ndarray:
+        """Float delta from the statement's integer output (T × d_out); per token, with the scales x was quantised
+        with (`quantize_activations`)."""
+        return self.dequantisation.apply(y_q, x_scales)
 
-    def error_bound(self, x: np.ndarray) -> np.ndarray:
-        """A rigorous bound on |dequantize(y_q) − lora_delta_float(x)| per output (T × d_out); see the spec.
+    def _terms(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The call's quantities the error bounds are made of (per token t; spec: quantisation.md, "Error bound")."""
+        x = finite_array(x, "x")
+        qx = self.quantize_activations(x)
+        w = self.witness(qx.x_q)
+        trace = evaluate(self.statement(w.shape.tokens), w)
+        sigma = qx.scales[:, None]                                        # T × 1: each token's scale
+        x_hat = sigma * qx.x_q
+        unit = self.scale_A * sigma                                       # T × 1
+        return dict(x=x, x_hat=x_hat, ex=x - x_hat, unit=unit, z=trace.z, z_q=trace.z_q, scales=qx.scales,
+                    y_q=trace.y_q, u_tilde=unit * float(2 ** self.shift) * trace.z_q,
+                    rho=unit * (trace.z - (trace.z_q << self.shift)))
+
+    def worst_case_error_bound(self, x: np.ndarray) -> np.ndarray:
+        """A rigorous a-priori bound on |dequantize(y_q) − lora_delta_float(x)| per output (T × d_out): every rounding
+        (activations, both weights, the requantisation) taken at its worst, as if only its magnitude were known.
 
         |err| <= s·( |B_eff|·D + (scale_B/2)·Σᵢ|ũᵢ| ), D = |A_eff|·|x − x̂| + (scale_A/2)·‖x̂‖₁ + R,
         with x̂ = scale_x·x_q, ũ = scale_A·scale_x·2^shift·z_q and R = scale_A·scale_x·|z − 2^shift·z_q|.
         """
-        x = finite_array(x, "x")
-        x_q = self.quantize_x(x)
-        w = self.witness(x_q)
-        trace = evaluate(self.statement(w.shape.tokens), w)
-        z, z_q = trace.z, trace.z_q
-        x_hat = self.scale_x * x_q
-        ex = np.abs(x - x_hat)                                            # T × d_in (covers clipping)
-        unit = self.scale_A * self.scale_x
-        R = unit * np.abs(z - (z_q << self.shift))                         # T × r (covers clamping)
-        D = ex @ np.abs(self.A_eff).T + (self.scale_A / 2) * np.abs(x_hat).sum(axis=1, keepdims=True) + R
-        u_tilde = unit * float(2 ** self.shift) * np.abs(z_q)              # T × r
+        t = self._terms(x)
+        D = np.abs(t["ex"]) @ np.abs(self.A_eff).T + (self.scale_A / 2) * np.abs(t["x_hat"]).sum(axis=1, keepdims=True) \
+            + np.abs(t["rho"])
         s = abs(self.scaling)
-        bound = s * (D @ np.abs(self.B_eff).T + (self.scale_B[None, :] / 2) * u_tilde.sum(axis=1, keepdims=True))
+        bound = s * (D @ np.abs(self.B_eff).T
+                     + (self.scale_B[None, :] / 2) * np.abs(t["u_tilde"]).sum(axis=1, keepdims=True))
         return bound * (1 + 1e-9) + 1e-12                                  # float64 evaluation slack
+
+    def error_bound(self, x: np.ndarray) -> np.ndarray:
+        """A rigorous bound on |dequantize(y_q) − lora_delta_float(x)| per output (T × d_out), tight: see the spec.
+
+        The error is s·(B_eff·e + E_B·ũ + B_eff·ρ) with e = A_eff·(x − x̂) + E_A·x̂ (the activations' and lora_A's
+        rounding), E_B = B_eff − diag(scale_B)·B_q and ρ = scale_A·σ_t·(z − 2^shift·z_q) (the requantisation). The
+        first two are fixed by the call's x and the adapter and are evaluated exactly; ρ is taken at its worst over
+        every rounding the statement admits (|z − 2^shift·z_q| ≤ 2^(shift−1), or its clamped value); a last term
+        bounds float64's own evaluation error (γ_n of the term-wise magnitudes).
+        """
+        t = self._terms(x)
+        E_A = self.A_eff - self.scale_A * self.A_q
+        E_B = self.B_eff - self.scale_B[:, None] * self.B_q
+        e = t["ex"] @ self.A_eff.T + t["x_hat"] @ E_A.T                     # T × r
+        exact = e @ self.B_eff.T + t["u_tilde"] @ E_B.T                     # T × d_out
+        half = float(2 ** (self.shift - 1)) if self.shift else 0.0
+        rho = np.maximum(np.abs(t["rho"]), t["unit"] * half)               # worst over the requantisation's rounding
+        s = abs(self.scaling)
+        magnitude = (np.abs(t["x"]) + np.abs(t["x_hat"])) @ np.abs(self.A_eff).T + np.abs(t["x_hat"]) @ np.abs(E_A).T
+        magnitude = (magnitude + np.abs(t["unit"] * t["z"]) + np.abs(t["u_tilde"])) @ np.abs(self.B_eff).T \
+            + np.abs(t["u_tilde"]) @ (np.abs(E_B) + np.abs(self.scale_B[:, None] * self.B_q)).T
+        n = self.d_in + self.rank + 8
+        gamma = 4 * n * FLOAT64_UNIT / (1 - 4 * n * FLOAT64_UNIT)
+        return s * (np.abs(exact) + rho @ np.abs(self.B_eff).T + gamma * magnitude) + 1e-300
 
     def check(self, x: np.ndarray, y_q: np.ndarray) -> DeltaCheck:
         """Dequantised output against the float delta of x: max error, the bound, and whether it holds."""
         x = finite_array(x, "x")
         ref = lora_delta_float(x, self.A_eff, self.B_eff, self.scaling)
-        err = np.abs(self.dequantize(y_q) - ref)
+        err = np.abs(self.dequantize(y_q, self.quantize_activations(x).scales) - ref)
         bound = self.error_bound(x)
         return DeltaCheck(float(err.max(initial=0.0)), float(bound.max(initial=0.0)),
                           float(np.abs(ref).max(initial=0.0)), bool((err <= bound).all()))
