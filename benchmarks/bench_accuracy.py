@@ -1,13 +1,25 @@
-"""Accuracy of proven LoRA deltas per weight precision, on a tiny GPT-2 whose LoRA is trained here for a few steps.
+"""Accuracy of proven LoRA deltas per precision, on two tiny models whose LoRAs are trained here for a few steps, and
+the EZKL prove time of the precisions that matter.
 
-The project generates its own text: token sequences from seeded order-2 Markov chains over the tiny vocabulary
-(no download, no tokenizer). The base model is first trained on one chain (a stand-in for pretraining: a randomly
-initialised GPT-2 predicts nothing, and a LoRA on it cannot move its tied output head far), saved with
-save_pretrained; a LoRA (r=8 on c_attn, c_fc, c_proj) is then trained on another chain with the LM loss, saved with
-peft's save_pretrained and loaded back through zkref.models.peft_loading. For each precision the adapter is
-quantised with a calibration prompt (shift and activation scale fixed there) and the model is run with every
-delta replaced by the statement's dequantised output (zkref.accuracy): per-module delta error, max logit error,
-top-1 agreement and perplexity against the float model, on held-out sequences.
+Models (nothing downloaded, no tokenizer): a tiny GPT-2 with a LoRA (r=8, alpha=16) on c_attn, c_fc, c_proj, and a
+tiny Llama-shaped model (LlamaConfig: grouped-query attention, SwiGLU MLP, RMSNorm) with an rsLoRA (peft
+`use_rslora=True`: scaling alpha/√r) on q, k, v, o, gate, up and down projections. The project generates its own
+text: token sequences from a seeded order-2 Markov chain. Each base model is first trained on the chain (a stand-in
+for pretraining), saved with save_pretrained; its LoRA is then trained with the LM loss on the chain with 30 % of its
+pairs' successors changed (what a fine-tune shifts), saved with peft's save_pretrained and loaded back through zkref.models.peft_loading. For each precision (`zkref.pipeline.
+PRECISIONS`: weight width, per-channel weight scales, z_q's width, per-tensor or per-token activation scales) the
+adapter is quantised with a calibration prompt (shift and activation scale fixed there) and the model is run with
+every delta replaced by the statement's dequantised output (zkref.accuracy): per-module delta error, the proven bound
+÷ the observed error (tight and a-priori), max logit error, top-1 agreement and perplexity against the float model,
+on held-out sequences.
+
+Group-wise int4 weight scales (a scale per row and group of g input columns) are measured here as an experiment of
+the integer semantics they would need (z = Σ_g S[r,g]·(A_q·x_q) over the group, S integer multipliers): they are
+not part of the statement (see the markdown).
+
+EZKL: one representative module (GPT-2-small c_attn 768→2304, r=8, 15 tokens, x and y polycommit, adapter fixed,
+a seeded random adapter quantised at each precision) is set up and proven at today's int4 and int8 precisions and at
+the recommended one, interleaved (A, B, C, A, B, C) in the same run.
 
 Writes benchmarks/results/accuracy.json and accuracy.md.
 """
@@ -16,20 +28,46 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 RESULTS = Path(__file__).parent / "results"
 VOCAB = 128
+CHANGED_PAIRS = 0.3
+"""The LoRA's text: the base's chain with 30 % of its (a, b) pairs given new successors."""
+TARGET_MEDIAN_ERROR = 0.01
+TARGET_TOP1 = 0.99
+TARGET_BOUND_RATIO = 3.0
+GROUP_SIZES = (32, 64)
+GROUP_SCALE_BITS = 8
+"""Group-wise experiment: integer multipliers S[r, g] in [1, 255] of a common per-row scale."""
+EZKL_SHAPE = dict(d_in=768, d_out=2304, rank=8, tokens=15)
+"""GPT-2-small c_attn at 15 tokens: the README's headline EZKL module."""
 
 
-def markov_text(n_sequences: int, length: int, seed: int) -> list[list[int]]:
-    """Sequences from a sparse order-2 Markov chain: each (a, b) pair has 3 likely successors."""
+def chain(seed: int) -> np.ndarray:
+    """A sparse order-2 Markov chain over the vocabulary: each (a, b) pair has 3 likely successors."""
+    return np.random.default_rng(seed).integers(0, VOCAB, (VOCAB, VOCAB, 3))
+
+
+def derived_chain(successors: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The same chain with `fraction` of its (a, b) pairs given new successors: what a fine-tune shifts."""
     rng = np.random.default_rng(seed)
-    successors = rng.integers(0, VOCAB, (VOCAB, VOCAB, 3))
+    out = successors.copy()
+    changed = rng.random((VOCAB, VOCAB)) < fraction
+    out[changed] = rng.integers(0, VOCAB, (int(changed.sum()), 3))
+    return out
+
+
+def markov_text(successors: np.ndarray, n_sequences: int, length: int, seed: int) -> list[list[int]]:
+    """Sequences from the chain: successors drawn with probabilities 0.6, 0.3, 0.1."""
+    rng = np.random.default_rng(seed)
     probs = np.array([0.6, 0.3, 0.1])
     out = []
     for _ in range(n_sequences):
@@ -57,93 +95,294 @@ def _fit(model, params, data: list[list[int]], steps: int, lr: float, batch: int
     return losses
 
 
-def pretrain_base(base_dir: Path, text: list[list[int]], steps: int, seed: int) -> list[float]:
-    """Train every weight of the tiny base model on `text` and save it back in place."""
-    import torch
-    from transformers import GPT2LMHeadModel
+MODELS = {
+    "gpt2": dict(
+        title="tiny GPT-2 (2 layers, 128 hidden, vocab 128), LoRA r=8 alpha=16 on c_attn, c_fc, c_proj",
+        build=lambda d, seed: _build("gpt2", d, seed),
+        lora=dict(r=8, lora_alpha=16, target_modules=["c_attn", "c_fc", "c_proj"], fan_in_fan_out=True,
+                  lora_dropout=0.0)),
+    "llama": dict(
+        title="tiny Llama (2 layers, 128 hidden, 256 MLP, 4 query / 2 key-value heads, vocab 128), rsLoRA r=8 "
+              "alpha=16 (scaling alpha/√r) on q, k, v, o, gate, up, down",
+        build=lambda d, seed: _build("llama", d, seed),
+        lora=dict(r=8, lora_alpha=16, use_rslora=True, lora_dropout=0.0,
+                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])),
+}
 
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel.from_pretrained(base_dir)
-    losses = _fit(model, model.parameters(), text, steps, 3e-3, 16)
-    model.save_pretrained(base_dir)
-    return losses
+
+def _build(kind: str, base_dir: Path, seed: int) -> None:
+    from zkref.models.tiny_model import build_tiny_gpt2, build_tiny_llama
+
+    if kind == "gpt2":
+        build_tiny_gpt2(base_dir, seed=seed, n_layer=2, n_embd=128, vocab_size=VOCAB, n_positions=32)
+    else:
+        build_tiny_llama(base_dir, seed=seed, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64)
 
 
-def train_adapter(base_dir: Path, adapter_dir: Path, train: list[list[int]], steps: int, seed: int) -> list[float]:
+def train(kind: str, base: Path, adapter: Path, base_text, train_text, base_steps: int, steps: int,
+          seed: int) -> dict:
+    """Build and pretrain the base model, then train its LoRA; both saved with save_pretrained."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
+    spec = MODELS[kind]
+    spec["build"](base, seed)
+    t0 = time.perf_counter()
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel.from_pretrained(base_dir)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_fc", "c_proj"], fan_in_fan_out=True,
-                        lora_dropout=0.0)
-    peft_model = get_peft_model(model, config)
-    losses = _fit(peft_model, [p for p in peft_model.parameters() if p.requires_grad], train, steps, 1e-2, 16)
-    peft_model.save_pretrained(adapter_dir)
-    return losses
+    model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+    base_losses = _fit(model, model.parameters(), base_text, base_steps, 3e-3, 16)
+    model.save_pretrained(base)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+    peft_model = get_peft_model(model, LoraConfig(**spec["lora"]))
+    losses = _fit(peft_model, [p for p in peft_model.parameters() if p.requires_grad], train_text, steps, 1e-2, 16)
+    peft_model.save_pretrained(adapter)
+    return {"base_steps": base_steps, "base_loss_last": float(np.mean(base_losses[-10:])), "steps": steps,
+            "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:])),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Group-wise int4 (experiment: the integer semantics it would need, measured on the captured activations)
+# ----------------------------------------------------------------------------------------------------------------------
+
+def group_wise_error(A: np.ndarray, B: np.ndarray, scaling: float, x_cal: np.ndarray, xs: list[np.ndarray],
+                     group: int) -> float:
+    """Max over calls of |proven − float delta| ÷ max |float delta| with lora_A quantised int4 per (row, group):
+    per-channel folding into B as today, then A_eff[r, j] ≈ (S[r, g]/255)·A_q[r, j] with S integer in [1, 255];
+    z = x_q·(S⊙A_q)ᵀ is exact, requantised to int16 with the calibrated shift, y_q = z_q·B_qᵀ."""
+    from zkref.lora.quantisation import lora_delta_float
+    from zkref.primitives.quant import (choose_shift, quantize_int8, quantize_weights, requantize, round_half_away,
+                                        symmetric_scale)
+
+    m = (1 << GROUP_SCALE_BITS) - 1
+    a = symmetric_scale(np.abs(A).max(axis=1), 7)
+    A_eff, B_eff = A / a[:, None], B * a[None, :]
+    r, d = A.shape
+    starts = np.arange(0, d, group)
+    S = np.ones((r, len(starts)), dtype=np.int64)
+    A_q = np.zeros_like(A_eff, dtype=np.int64)
+    for g, j in enumerate(starts):
+        block = A_eff[:, j:j + group]
+        S[:, g] = np.clip(round_half_away(np.abs(block).max(axis=1) / 7 * m), 1, m)
+        A_q[:, j:j + group] = np.clip(round_half_away(block * m / S[:, g:g + 1]), -7, 7)
+    A_int = A_q * np.repeat(S, group, axis=1)[:, :d]                    # the exact integer matrix S⊙A_q
+    qb = quantize_weights(B_eff, bits=4, per_channel=True)
+    scale_x = float(quantize_int8(x_cal).scale)
+    shift = choose_shift(quantize_int8(x_cal, scale_x).values @ A_int.T, 16)
+    worst, biggest = 0.0, 0.0
+    for x in xs:
+        x_q = quantize_int8(x, scale_x).values
+        z_q = requantize(x_q @ A_int.T, shift, 16).z_q
+        proven = scaling * (scale_x / m) * float(2 ** shift) * qb.scale[None, :] * (z_q @ qb.values.T)
+        ref = lora_delta_float(x, A, B, scaling)
+        worst, biggest = max(worst, float(np.abs(proven - ref).max())), max(biggest, float(np.abs(ref).max()))
+    return worst / biggest if biggest else 0.0
+
+
+def group_wise_rows(peft_model, calibration: list[int], held_out: list[list[int]]) -> list[dict]:
+    from zkref.models.peft_loading import capture_module_io, lora_modules
+
+    modules = lora_modules(peft_model)
+    cal = capture_module_io(peft_model, calibration, [m.name for m in modules])
+    calls = [capture_module_io(peft_model, ids, [m.name for m in modules]) for ids in held_out]
+    rows = []
+    for group in GROUP_SIZES:
+        errors = {m.name: group_wise_error(m.lora_A, m.lora_B, m.scaling, cal[m.name].x,
+                                           [c[m.name].x for c in calls], group) for m in modules}
+        rows.append({"precision": f"int4 group-wise g={group} (S 8-bit), z int16 — experiment, not provable",
+                     "group": group, "delta_relative_error_max": max(errors.values()),
+                     "delta_relative_error_median": float(np.median(list(errors.values())))})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# EZKL prove time of the precisions that matter
+# ----------------------------------------------------------------------------------------------------------------------
+
+def ezkl_prove_times(precisions: dict[str, object], repeats: int, cache: Path) -> dict:
+    """Set up and prove the representative module at each precision, interleaved; prove seconds per run."""
+    from backends import get_backend
+    from benchmarks.harness import heavy_lock
+    from backends.ezkl.cost import predict
+    from zkref.pipeline import RANDOM_WEIGHT_STD, Bindings, prepare
+
+    s = EZKL_SHAPE
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((s["rank"], s["d_in"])) * RANDOM_WEIGHT_STD
+    B = rng.standard_normal((s["d_out"], s["rank"])) * RANDOM_WEIGHT_STD
+    x = rng.standard_normal((s["tokens"], s["d_in"]))
+    bindings = Bindings(x="polycommit", adapter="fixed", y="polycommit")
+    backend = get_backend("ezkl", cache_dir=cache)
+    prepared, out = {}, {}
+    for label, precision in precisions.items():
+        p = prepare(precision.quantise(A, B, scaling=2.0, x_calibration=x), x, bindings)
+        t0 = time.perf_counter()
+        with heavy_lock(f"accuracy EZKL setup {label}"):
+            prep = backend.prepare(p.statement, p.witness)
+        prepared[label] = p
+        out[label] = {"precision": str(precision), "statement": p.statement.describe(),
+                      "predicted_rows": predict(p.statement).rows, "logrows": prep.logrows,
+                      "setup_s": round(time.perf_counter() - t0, 2), "prove_s": [], "verified": []}
+    for _ in range(repeats):
+        for label, p in prepared.items():
+            with heavy_lock(f"accuracy EZKL prove {label}"):
+                t0 = time.perf_counter()
+                result = backend.prove(p.statement, p.witness)
+                out[label]["prove_s"].append(round(time.perf_counter() - t0, 2))
+            out[label]["verified"].append(bool(backend.verify(p.statement, result.public, result.proof,
+                                                              anchor=backend.anchor(p.statement, p.witness))))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+def measure_model(kind: str, args, tmp: Path) -> dict:
+    from zkref.accuracy import measure, quantise_adapter
+    from zkref.models.peft_loading import load_peft_model
+    from zkref.pipeline import PRECISIONS
+
+    base_chain = chain(args.seed + 1)
+    base_text = markov_text(base_chain, 400, 24, args.seed + 1)
+    text = markov_text(derived_chain(base_chain, CHANGED_PAIRS, args.seed), 240, 24, args.seed)
+    train_text, calibration, held_out = text[:200], text[200], text[220:]
+    base, adapter = tmp / f"{kind}-base", tmp / f"{kind}-adapter"
+    training = train(kind, base, adapter, base_text, train_text, args.base_steps, args.steps, args.seed)
+    peft_model, _ = load_peft_model(base, adapter)
+    rows = []
+    for precision in PRECISIONS:
+        q = quantise_adapter(peft_model, calibration, precision)
+        acc = measure(peft_model, q, held_out)
+        rows.append({"precision": str(precision), "weight_bits": precision.weight_bits,
+                     "per_channel": precision.per_channel, "z_bits": precision.z_bits,
+                     "x_mode": precision.x_mode.value, "modules": len(q),
+                     "delta_relative_error_max": acc.max_module_relative_error,
+                     "delta_relative_error_median": float(np.median(list(acc.module_relative_error.values()))),
+                     "bound_over_error_median": float(np.median(list(acc.bound_over_error.values()))),
+                     "bound_over_error_max": max(acc.bound_over_error.values()),
+                     "worst_case_bound_over_error_median":
+                         float(np.median(list(acc.worst_case_bound_over_error.values()))),
+                     "bound_violations": acc.bound_violations,
+                     "max_logit_error": acc.max_logit_error, "top1_agreement": acc.top1_agreement,
+                     "perplexity_float": acc.perplexity_float, "perplexity_proven": acc.perplexity_proven})
+        print(f"{kind}: {rows[-1]['precision']}: median {rows[-1]['delta_relative_error_median']:.2%} "
+              f"top-1 {acc.top1_agreement:.1%} bound÷err {rows[-1]['bound_over_error_median']:.2f}", flush=True)
+    return {"model": MODELS[kind]["title"], "training": training,
+            "eval": {"sequences": len(held_out), "tokens_each": len(held_out[0]),
+                     "calibration_tokens": len(calibration)},
+            "precisions": rows, "group_wise": group_wise_rows(peft_model, calibration, held_out)}
+
+
+def recommend(models: dict) -> tuple[object | None, str]:
+    """The cheapest precision (EZKL's predicted rows on the representative module; then narrower weights, narrower
+    z_q, per-tensor activations) meeting the median-error and top-1 targets on every model, and why."""
+    from backends.ezkl.cost import predict
+    from zkref.lora.statement import LoRAShape, LoRAStatement
+    from zkref.pipeline import PRECISIONS
+
+    def meets(p) -> bool:
+        rows = [next(r for r in m["precisions"] if r["precision"] == str(p)) for m in models.values()]
+        return all(r["delta_relative_error_median"] <= TARGET_MEDIAN_ERROR and r["top1_agreement"] >= TARGET_TOP1
+                   for r in rows)
+
+    good = [p for p in PRECISIONS if meets(p)]
+    if not good:
+        return None, "no precision meets both targets on every model"
+
+    def rows_of(p) -> int:
+        shift = 12 if p.weight_bits == 8 else 8           # representative; the rows barely depend on it
+        st = LoRAStatement(shape=LoRAShape(**EZKL_SHAPE), shift=shift, weight_bits=p.weight_bits, z_bits=p.z_bits,
+                           x_binding="polycommit", y_binding="polycommit")
+        return predict(st).rows
+
+    best = min(good, key=lambda p: (rows_of(p), p.weight_bits, p.z_bits, p.x_mode.value != "per-tensor"))
+    return best, (f"{len(good)} of {len(PRECISIONS)} precisions meet ≤ {TARGET_MEDIAN_ERROR:.0%} median delta error "
+                  f"and ≥ {TARGET_TOP1:.0%} top-1 on every model; the cheapest by EZKL's predicted rows")
+
+
+def markdown(result: dict) -> str:
+    md = ["# Accuracy of proven deltas per precision", ""]
+    for kind, m in result["models"].items():
+        t = m["training"]
+        md += [f"## {m['model']}", "",
+               f"Base trained {t['base_steps']} steps on a generated Markov chain (loss {t['base_loss_last']:.2f}), the "
+               f"LoRA {t['steps']} steps on the chain with {CHANGED_PAIRS:.0%} of its pairs changed (loss "
+               f"{t['loss_first']:.2f} → {t['loss_last']:.2f}; uniform: {np.log(VOCAB):.2f}); {m['eval']['sequences']} held-out "
+               f"sequences of {m['eval']['tokens_each']} tokens; activation scale and shift fixed from one calibration "
+               "sequence.", "",
+               "| precision | delta rel. error max / median | bound ÷ observed, median / max (a-priori bound) "
+               "| max logit error | top-1 agreement | perplexity float → proven |",
+               "|---|---:|---:|---:|---:|---:|"]
+        for r in m["precisions"]:
+            md.append(f"| {r['precision']} | {r['delta_relative_error_max']:.2%} / "
+                      f"{r['delta_relative_error_median']:.2%} | {r['bound_over_error_median']:.2f}× / "
+                      f"{r['bound_over_error_max']:.2f}× ({r['worst_case_bound_over_error_median']:.1f}×) "
+                      f"| {r['max_logit_error']:.4f} | {r['top1_agreement']:.1%} | {r['perplexity_float']:.3f} → "
+                      f"{r['perplexity_proven']:.3f} |")
+        md += ["", "Group-wise int4 weight scales (experiment: not part of the statement):", "",
+               "| precision | delta rel. error max / median |", "|---|---:|"]
+        for r in m["group_wise"]:
+            md.append(f"| {r['precision']} | {r['delta_relative_error_max']:.2%} / "
+                      f"{r['delta_relative_error_median']:.2%} |")
+        md.append("")
+    rec = result["recommended"]
+    md += ["## Recommended precision and its EZKL prove time", "", rec["why"], ""]
+    if rec["precision"]:
+        md.append(f"**{rec['precision']}**.")
+    ez = result.get("ezkl")
+    if ez:
+        md += ["", f"EZKL, one module {ez['shape']} (x and y polycommit, adapter fixed; a seeded random adapter at "
+                   f"each precision), proven interleaved {ez['repeats']}× in the same run:", "",
+               "| precision | statement | predicted rows | k | setup s | prove s (each run) | verified |",
+               "|---|---|---:|---:|---:|---|---|"]
+        for label, r in ez["runs"].items():
+            md.append(f"| {label}: {r['precision']} | {r['statement']} | {r['predicted_rows']:,} | {r['logrows']} | "
+                      f"{r['setup_s']} | {', '.join(str(v) for v in r['prove_s'])} | {all(r['verified'])} |")
+    md += ["", "Delta relative error: max over calls of |proven − float delta| ÷ max |float delta|, per module (the "
+               "float delta in float64 from the module's own matrices). Bound ÷ observed: the largest proven bound "
+               "(`QuantizedLoRA.error_bound`) over the largest observed error, per module; in brackets the a-priori "
+               "bound (`worst_case_error_bound`, every rounding at its worst).", ""]
+    return "\n".join(md)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--base-steps", type=int, default=200)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--base-steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ezkl-repeats", type=int, default=2, help="interleaved EZKL proves per precision (0: none)")
+    ap.add_argument("--cache-dir", default=None, help="EZKL cache (default: a temporary directory)")
     args = ap.parse_args()
 
-    from zkref.accuracy import measure, quantise_adapter
-    from zkref.models.peft_loading import load_peft_model
-    from zkref.models.tiny_model import build_tiny_gpt2
-    from zkref.pipeline import PRECISIONS
+    import torch
 
-    base_text = markov_text(400, 24, args.seed + 1)
-    text = markov_text(240, 24, args.seed)
-    train, calibration, held_out = text[:200], text[200], text[220:]
+    torch.set_num_threads(1)   # tiny matrices: one thread is faster, and far faster on a shared, busy machine
+    from zkref.pipeline import Precision
+
     with tempfile.TemporaryDirectory(prefix="zkref-accuracy-") as tmp:
-        base, adapter = Path(tmp) / "base", Path(tmp) / "adapter"
-        build_tiny_gpt2(base, seed=args.seed, n_layer=2, n_embd=64, vocab_size=VOCAB, n_positions=32)
-        t0 = time.perf_counter()
-        base_losses = pretrain_base(base, base_text, args.base_steps, args.seed)
-        losses = train_adapter(base, adapter, train, args.steps, args.seed)
-        t_train = time.perf_counter() - t0
-        peft_model, _ = load_peft_model(base, adapter)
-        rows = []
-        for precision in PRECISIONS:
-            q = quantise_adapter(peft_model, calibration, precision)
-            acc = measure(peft_model, q, held_out)
-            rows.append({"precision": str(precision), "weight_bits": precision.weight_bits,
-                         "per_channel": precision.per_channel, "modules": len(q),
-                         "delta_relative_error_max": acc.max_module_relative_error,
-                         "delta_relative_error_median": float(np.median(list(acc.module_relative_error.values()))),
-                         "bound_over_error_median": float(np.median(list(acc.bound_over_error.values()))),
-                         "bound_over_error_max": max(acc.bound_over_error.values()),
-                         "max_logit_error": acc.max_logit_error, "top1_agreement": acc.top1_agreement,
-                         "perplexity_float": acc.perplexity_float, "perplexity_proven": acc.perplexity_proven})
-    result = {"machine": {"python": platform.python_version(), "processor": platform.machine()},
-              "model": "tiny GPT-2 (2 layers, 64 hidden, vocab 128), LoRA r=8 alpha=16 on c_attn, c_fc, c_proj",
-              "training": {"base_steps": args.base_steps, "base_loss_last": float(np.mean(base_losses[-10:])),
-                           "steps": args.steps, "seconds": round(t_train, 1), "loss_first": losses[0],
-                           "loss_last": float(np.mean(losses[-10:]))},
-              "eval": {"sequences": len(held_out), "tokens_each": len(held_out[0]),
-                       "calibration_tokens": len(calibration)},
-              "precisions": rows}
+        models = {kind: measure_model(kind, args, Path(tmp)) for kind in MODELS}
+        best, why = recommend(models)
+        result = {"machine": {"python": platform.python_version(), "processor": platform.machine()},
+                  "targets": {"median_delta_error": TARGET_MEDIAN_ERROR, "top1": TARGET_TOP1,
+                              "bound_over_error": TARGET_BOUND_RATIO},
+                  "models": models, "recommended": {"precision": str(best) if best else None, "why": why}}
+        if best is not None:
+            for kind, m in models.items():
+                row = next(r for r in m["precisions"] if r["precision"] == str(best))
+                result["recommended"][kind] = {k: row[k] for k in ("delta_relative_error_median", "top1_agreement",
+                                                                   "bound_over_error_median", "bound_over_error_max")}
+        if args.ezkl_repeats and best is not None:
+            precisions = {"today int4": Precision(4, False), "today int8": Precision(8, True), "recommended": best}
+            cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "ezkl"
+            result["ezkl"] = {"shape": "GPT-2-small c_attn 768→2304 r=8 T=15", "repeats": args.ezkl_repeats,
+                              "runs": ezkl_prove_times(precisions, args.ezkl_repeats, cache)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = ["# Accuracy of proven deltas per weight precision", "",
-          f"{result['model']}; base trained {args.base_steps} steps on one generated Markov chain, the LoRA "
-          f"{args.steps} steps on another (loss {losses[0]:.2f} → {result['training']['loss_last']:.2f}); "
-          f"{len(held_out)} held-out sequences of {len(held_out[0])} tokens; "
-          "activation scale and shift fixed from one calibration sequence.", "",
-          "| precision | delta rel. error (max / median over modules) | proven bound ÷ observed error (median / max) "
-          "| max logit error | top-1 agreement | perplexity float → proven |", "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        md.append(f"| {r['precision']} | {r['delta_relative_error_max']:.1%} / {r['delta_relative_error_median']:.1%} "
-                  f"| {r['bound_over_error_median']:.1f}× / {r['bound_over_error_max']:.1f}× "
-                  f"| {r['max_logit_error']:.4f} | {r['top1_agreement']:.1%} | {r['perplexity_float']:.3f} → "
-                  f"{r['perplexity_proven']:.3f} |")
-    md += ["", "Delta relative error: max over calls of |proven − float delta| ÷ max |float delta|, per module.", ""]
-    (RESULTS / "accuracy.md").write_text("\n".join(md))
-    print("\n".join(md))
+    text = markdown(result)
+    (RESULTS / "accuracy.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
