@@ -23,6 +23,7 @@ from zkref.lora.circuit import LoRACircuit
 from zkref.lora.statement import LoRAShape, LoRAStatement, LoRAWitness, evaluate, public_values
 from zkref.plonkish.mock_prover import MockProver
 from zkref.primitives.ranges import IntRange
+from backends.ezkl import graph as ezkl_graph
 
 BACKENDS = [pytest.param("zkref", id="zkref"), pytest.param("ezkl", id="ezkl", marks=pytest.mark.ezkl)]
 EXAMPLES = {"zkref": 40, "ezkl": 8}
@@ -46,22 +47,27 @@ def make_backend(ezkl_cache):
 
 @st.composite
 def cases(draw):
-    """(statement, witness): d_in ≤ 8, d_out ≤ 6, rank ≤ 3, tokens ≤ 2, shift ≤ 6, int4 or int8 weights, z_q of 8,
-    12 or 16 bits; exact ties, negatives, clamping (a wide z_q clamps at shift 0 with int8 weights)."""
+    """(statement, witness): d_in ≤ 8, d_out ≤ 6, rank ≤ 3, tokens ≤ 2, shift ≤ 6 (raised where EZKL's Floor would
+    need more than 15 digits), int4/8/12/16 weights, int8/12/16 activations, z_q of 8, 12 or 16 bits; exact ties,
+    negatives, clamping (a wide z_q clamps at shift 0 with wide weights)."""
     d_in, d_out = draw(st.integers(1, 8)), draw(st.integers(1, 6))
     r, t, shift = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 6))
     z_bits = draw(st.sampled_from([8, 8, 12, 16]))
+    x_bits = draw(st.sampled_from([8, 8, 12, 16]))
     kind = draw(st.sampled_from(["random", "ties", "clamp"]))
-    weight_bits = 8 if kind == "clamp" and z_bits > 8 else draw(st.sampled_from([4, 4, 8]))
+    weight_bits = draw(st.sampled_from([8, 12]) if kind == "clamp" and z_bits > 8 else st.sampled_from([4, 4, 8, 12, 16]))
     if kind == "clamp" and z_bits > 8:
         shift = 0                                    # at shift 0, |z| ≤ d_in·127² clamps int12, and int16 for d_in ≥ 3
-    elif shift == 1 and (weight_bits == 8 or z_bits > 8):
-        shift = 2                                    # EZKL: base-2 Floor of an 18-bit range needs > 15 digits
+    statement = LoRAStatement(shape=LoRAShape(d_in=d_in, d_out=d_out, rank=r, tokens=t), shift=shift,
+                              weight_bits=weight_bits, z_bits=z_bits, activation_bits=x_bits)
+    while ezkl_graph.unsupported_reason(statement):  # EZKL: a base-2^shift Floor of a wide range needs > 15 digits
+        statement = dataclasses.replace(statement, shift=statement.shift + 1)
+    shift = statement.shift
     ints = lambda lo, hi, n: draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n))  # noqa: E731
-    w = IntRange(weight_bits)
+    w, a = IntRange(weight_bits), IntRange(x_bits)
     A = np.array(ints(w.lo, w.hi, r * d_in)).reshape(r, d_in)
     B = np.array(ints(w.lo, w.hi, d_out * r)).reshape(d_out, r)
-    x = np.array(ints(-128, 127, t * d_in)).reshape(t, d_in)
+    x = np.array(ints(a.lo, a.hi, t * d_in)).reshape(t, d_in)
     if kind == "ties" and shift:
         x[:, :] = 0                                  # z[t, o] = A[o, 0]·x[t, 0] = ±odd·2^(shift-1): exact ties
         x[:, 0] = [(1 << (shift - 1)) * (-1) ** i for i in range(t)]
@@ -69,8 +75,6 @@ def cases(draw):
     elif kind == "clamp":
         x[:, :] = draw(st.sampled_from([-128, 127]))
         A[:, :] = draw(st.sampled_from([w.lo, w.hi]))
-    statement = LoRAStatement(shape=LoRAShape(d_in=d_in, d_out=d_out, rank=r, tokens=t), shift=shift,
-                              weight_bits=weight_bits, z_bits=z_bits)
     return statement, LoRAWitness(A_q=A, B_q=B, x_q=x)
 
 
@@ -133,25 +137,28 @@ FIXED_CASES = {
     "clamping": (1, lambda w: LoRAWitness(A_q=np.full_like(w.A_q, 7), B_q=w.B_q, x_q=np.full_like(w.x_q, 127))),
     "shift-0": (0, lambda w: w),
 }
-WIDE_CASES = {  # (z_bits, shift): a wide z_q with ties and negatives, and one that clamps at its width
-    "wide-12": (12, 4),
-    "wide-16-clamping": (16, 0),
+WIDE_CASES = {  # (z_bits, shift, weight_bits, activation_bits): wide z_q with ties and negatives, clamping at its
+    "wide-12": (12, 4, 8, 8),            # width, and wide weights and activations
+    "wide-16-clamping": (16, 0, 8, 8),
+    "int12-x12-z16": (16, 8, 12, 12),
 }
 
 
 def _wide(case: str) -> tuple[LoRAStatement, LoRAWitness]:
-    """int8 weights, a z_q of 12 or 16 bits: exact ties at shift 4, or |z| beyond int16 at shift 0."""
-    z_bits, shift = WIDE_CASES[case]
+    """int8 (or wider) weights, a z_q of 12 or 16 bits: exact ties, or |z| beyond int16 at shift 0."""
+    z_bits, shift, weight_bits, x_bits = WIDE_CASES[case]
     rng = np.random.default_rng(5)
-    A, B, x = rng.integers(-128, 128, (3, 8)), rng.integers(-128, 128, (6, 3)), rng.integers(-128, 128, (2, 8))
+    w, a = IntRange(weight_bits), IntRange(x_bits)
+    A, B = rng.integers(w.lo, w.hi + 1, (3, 8)), rng.integers(w.lo, w.hi + 1, (6, 3))
+    x = rng.integers(a.lo, a.hi + 1, (2, 8))
     if shift == 0:
         x[0, :], A[0, :] = 127, 127                   # z[0, 0] = 8·127² > 32767: clamped
     else:
         x[1, :] = 0                                   # z[1, o] = A[o, 0]·2^(s-1), A[o, 0] odd: exact ties
         x[1, 0] = 1 << (shift - 1)
         A[:, 0] = [37, -55, 101]
-    statement = LoRAStatement(shape=LoRAShape(d_in=8, d_out=6, rank=3, tokens=2), shift=shift, weight_bits=8,
-                              z_bits=z_bits)
+    statement = LoRAStatement(shape=LoRAShape(d_in=8, d_out=6, rank=3, tokens=2), shift=shift,
+                              weight_bits=weight_bits, z_bits=z_bits, activation_bits=x_bits)
     return statement, LoRAWitness(A_q=A, B_q=B, x_q=x)
 
 

@@ -54,8 +54,8 @@ def test_choose_precision_takes_the_cheapest_that_is_accurate_enough():
 
     def picked(q, trials):
         return next(t for t in trials if (t.precision.weight_bits, t.precision.per_channel, t.precision.z_bits,
-                                          t.precision.x_mode) == (q.weight_bits, q.A_eff is not A, q.z_bits,
-                                                                  q.x_mode))
+                                          t.precision.x_mode, t.precision.x_bits)
+                    == (q.weight_bits, q.A_eff is not A, q.z_bits, q.x_mode, q.activation_bits))
 
     loose, trials = choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=0.5)
     assert len(trials) == len(PRECISIONS) and all(t.cost_rows > 0 for t in trials)

@@ -51,22 +51,24 @@ class Bindings:
 
 def quantise(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
              per_channel: bool = False, shift: int | None = None, weight_bits: int = 4, z_bits: int = 8,
-             x_mode: ScaleMode | str = ScaleMode.PER_TENSOR) -> QuantizedLoRA:
-    """Quantise an adapter (int4 or int8) and fix the activation scale and shift from calibration activations."""
+             x_mode: ScaleMode | str = ScaleMode.PER_TENSOR, x_bits: int = 8) -> QuantizedLoRA:
+    """Quantise an adapter (int4 or wider) and fix the activation scale and shift from calibration activations."""
     return QuantizedLoRA.from_float(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration,
                                     per_channel=per_channel, shift=shift, weight_bits=weight_bits, z_bits=z_bits,
-                                    x_mode=x_mode)
+                                    x_mode=x_mode, activation_bits=x_bits)
 
 
 @dataclass(frozen=True)
 class Precision:
     """How an adapter is quantised: weight width (the circuit's cost), per-channel weight scales (free: outside the
-    circuit), z_q's width (`LoRAStatement.z_bits`: in the circuit) and the activations' scale mode (free)."""
+    circuit), z_q's width (`LoRAStatement.z_bits`: in the circuit), the activations' scale mode (free) and width
+    (`LoRAStatement.activation_bits`: in the circuit)."""
 
     weight_bits: int
     per_channel: bool
     z_bits: int = 8
     x_mode: ScaleMode = ScaleMode.PER_TENSOR
+    x_bits: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "x_mode", ScaleMode(self.x_mode))
@@ -74,20 +76,33 @@ class Precision:
     def quantise(self, lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
                  shift: int | None = None) -> QuantizedLoRA:
         return quantise(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration, per_channel=self.per_channel,
-                        shift=shift, weight_bits=self.weight_bits, z_bits=self.z_bits, x_mode=self.x_mode)
+                        shift=shift, weight_bits=self.weight_bits, z_bits=self.z_bits, x_mode=self.x_mode,
+                        x_bits=self.x_bits)
 
     def __str__(self) -> str:
         z = "" if self.z_bits == 8 else f", z int{self.z_bits}"
-        x = "" if self.x_mode is ScaleMode.PER_TENSOR else ", x per token"
+        x = "" if self.x_bits == 8 else f", x int{self.x_bits}"
+        x += "" if self.x_mode is ScaleMode.PER_TENSOR else " per token" if self.x_bits != 8 else ", x per token"
         return f"int{self.weight_bits} {'per-channel' if self.per_channel else 'per-tensor'}{z}{x}"
 
 
-PRECISIONS = tuple(Precision(w, c, z, x) for x in ScaleMode for z in (8, 12, 16) for w in (4, 8)
-                   for c in (False, True))
-"""Every precision `choose_precision` weighs: int4/int8 weights, per tensor/channel, z_q of 8, 12 or 16 bits, x per
-tensor or per token. The first four are the design note's int8 z_q with one calibrated activation scale."""
-PER_TENSOR_PRECISIONS = tuple(p for p in PRECISIONS if p.x_mode is ScaleMode.PER_TENSOR)
-"""The precisions whose activations one calibrated scale quantises (no per-token scales to carry with a call)."""
+_TOKEN = ScaleMode.PER_TOKEN
+PRECISIONS = (
+    # the design note's int8 z_q, one calibrated int8 activation scale (what the protocol carried so far)
+    Precision(4, False), Precision(4, True), Precision(8, False), Precision(8, True),
+    # a wider z_q
+    Precision(4, True, 16), Precision(8, True, 12), Precision(8, True, 16),
+    # each token's own activation scale
+    Precision(4, True, 16, _TOKEN), Precision(8, False, 16, _TOKEN), Precision(8, True, 12, _TOKEN),
+    Precision(8, True, 16, _TOKEN),
+    # wider activations and weights
+    Precision(8, True, 16, _TOKEN, 12), Precision(12, True, 16, _TOKEN), Precision(12, True, 16, _TOKEN, 12),
+    Precision(12, True, 16, ScaleMode.PER_TENSOR, 12), Precision(16, True, 16, _TOKEN, 16),
+)
+"""Every precision `choose_precision` weighs, in steps: the design note's four, a wider z_q, per-token activation
+scales, then wider activations and weights (benchmarks/results/accuracy.md measures each)."""
+PROTOCOL_PRECISIONS = tuple(p for p in PRECISIONS if p.x_mode is ScaleMode.PER_TENSOR and p.x_bits == 8)
+"""What the HTTP protocol carries today: int8 x_q quantised with the one calibrated scale (no per-token scales)."""
 
 
 @dataclass(frozen=True)

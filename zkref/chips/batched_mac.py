@@ -84,25 +84,25 @@ class LaneMacConfig:
     q_cont: Selector
     zero: Column | None
     tables: tuple[LookupTable, ...]
-    w_lo: tuple[Column, ...] = ()
-    """int8 weights in BatchedMac: the low digit l = w & 15 per lane (`w` then holds the high digit w >> 4)."""
-    p_lo: tuple[Column, ...] = ()
+    w_low: tuple[tuple[Column, ...], ...] = ()
+    """Weights wider than int4 in BatchedMac: the unsigned nibbles below the top one, lowest first, per lane
+    (nibble k = (w >> 4k) & 15; `w` then holds the signed top nibble). int8: one, int12: two, int16: three."""
     a_hi: tuple[Column, ...] = ()
     """Activations wider than int8: the signed high byte ah = a >> 8 per lane (with `a_lo`, a = 256·ah + al)."""
     a_lo: tuple[Column, ...] = ()
     """Activations wider than int8: the unsigned low byte al = a & 255 per lane."""
-    p_u: tuple[Column, ...] = ()
-    """BatchedMac, wide activations: the (high) weight digit times al per lane."""
-    p_lo_u: tuple[Column, ...] = ()
-    """BatchedMac, wide activations and int8 weights: the low weight digit times al per lane."""
+    p_more: tuple[tuple[Column, ...], ...] = ()
+    """BatchedMac: the product columns of every weight digit × activation digit after the first (`p`), in
+    `_product_groups` order."""
 
     @property
     def fixed_weights(self) -> bool:
         return self.w[0].kind is ColumnKind.FIXED
 
     @property
-    def weight_digits(self) -> bool:
-        return bool(self.w_lo)
+    def weight_nibbles(self) -> int:
+        """Nibble digits each weight is laid out as (1: the weight itself)."""
+        return 1 + len(self.w_low)
 
     @property
     def activation_digits(self) -> bool:
@@ -266,11 +266,13 @@ class LaneMac:
         def assign(region: Region) -> MatmulCells:
             w_cells, a_cells = [], []
             assign_w = region.assign_fixed if cfg.fixed_weights else region.assign_advice
-            w_hi = w_grid if w_grid is None or not cfg.weight_digits else w_grid >> 4
+            top = 4 * (cfg.weight_nibbles - 1)
+            w_hi = None if w_grid is None else w_grid >> top
             for i in range(L):
                 w_cells.append(assign_w(cfg.w[i], 0, None if w_hi is None else w_hi[:, i], length=rows))
-                if cfg.weight_digits:
-                    assign_w(cfg.w_lo[i], 0, None if w_grid is None else w_grid[:, i] & 15, length=rows)
+                for nibble, cols in enumerate(cfg.w_low):
+                    assign_w(cols[i], 0, None if w_grid is None else (w_grid[:, i] >> (4 * nibble)) & 15,
+                             length=rows)
                 a_cells.append(region.assign_advice(cfg.a[i], 0, None if a_grid is None else a_grid[:, i],
                                                     length=rows))
                 if cfg.activation_digits:
@@ -332,41 +334,39 @@ class BatchedMac(LaneMac):
         padding: some dot product length is not a multiple of `lanes` (declares the fixed zero column);
         tied_weights: the weight cells are copied elsewhere (several tokens, or a commitment hashes them);
         fixed_weights: the weights are circuit constants in fixed columns (bound by the verifying key);
-        weight_bits 8: each int8 weight is two fixed digits w = 16·h + l, h·a looked up in MulTable and l·a in the
-        low-nibble table (two lookups per product, both tables 4096 rows, so no more rows); fixed weights only;
+        weight_bits 8, 12, 16: each weight is fixed nibble digits w = Σ 16^k·n_k (the top one signed), every digit
+        looked up against each activation digit (the low nibbles in the 4096-row low-nibble table, so no more
+        rows); fixed weights only;
         activation_bits 9..16: each activation is two byte digits a = 256·ah + al, every weight digit looked up
         against each (tables `mul_u8`, `mul_lo_u8` of 4096 rows for al); the tables are shared between chips.
         """
-        if weight_bits not in (4, 8):
-            raise CircuitError(f"BatchedMac multiplies int4 or int8 weights, not int{weight_bits}")
-        if weight_bits == 8 and not fixed_weights:
-            raise CircuitError("BatchedMac lays out int8 weights as two fixed digit columns: the weights must be "
-                               "fixed (in the verifying key); MulGate takes private int8 weights")
+        if weight_bits not in WEIGHT_BITS:
+            raise CircuitError(f"BatchedMac multiplies int4, int8, int12 or int16 weights, not int{weight_bits}")
+        if weight_bits > 4 and not fixed_weights:
+            raise CircuitError(f"BatchedMac lays out int{weight_bits} weights as fixed nibble columns: the weights "
+                               "must be fixed (in the verifying key); MulGate takes private wide weights")
         wide = check_activation_bits(activation_bits) > INT8.bits
         lanes, w, a, p, acc, q_start, q_cont, zero = _declare_lanes(cs, name, lanes, products=True, padding=padding,
                                                                    tied_weights=tied_weights,
                                                                    fixed_weights=fixed_weights)
         q = q_start.expr() + q_cont.expr()
         table = table or MulTableConfig(shared_table(cs, "mul", ["w", "a", "p"]))
-        w_lo = p_lo = a_hi = a_lo = p_u = p_lo_u = ()
-        if weight_bits == 8:
-            w_lo = tuple(cs.fixed_column(f"{name}.wl{i}") for i in range(lanes))
-            p_lo = tuple(cs.advice_column(f"{name}.pl{i}") for i in range(lanes))
+        w_low = tuple(tuple(cs.fixed_column(f"{name}.{_nibble_name(k)}{i}") for i in range(lanes))
+                      for k in range(weight_bits // 4 - 1))
+        a_hi = a_lo = ()
         if wide:
             a_hi, a_lo = _declare_digits(cs, name, a, q)
-            p_u = tuple(cs.advice_column(f"{name}.pu{i}") for i in range(lanes))
-            if weight_bits == 8:
-                p_lo_u = tuple(cs.advice_column(f"{name}.plu{i}") for i in range(lanes))
-        config = LaneMacConfig(name, lanes, w, a, p, acc, q_start, q_cont, zero, (), w_lo, p_lo, a_hi, a_lo, p_u,
-                               p_lo_u)
+        draft = LaneMacConfig(name, lanes, w, a, p, acc, q_start, q_cont, zero, (), w_low, a_hi, a_lo)
+        more = tuple(tuple(cs.advice_column(f"{name}.{g.product}{i}") for i in range(lanes))
+                     for g in _product_groups(draft)[1:])
+        config = replace(draft, p_more=more)
         groups = _product_groups(config)
         tables = {}
         for g in groups:
             tables[g.table] = table.table if g.table == "mul" else shared_table(cs, g.table, ["w", "a", "p"])
         total = _sum([pc.cur() * g.coefficient if g.coefficient != 1 else pc.cur()
                       for g in groups for pc in g.p])
-        terms = [f"{g.coefficient}·{g.p[0].name.split('.')[-1].rstrip('0123456789')}" if g.coefficient != 1
-                 else g.p[0].name.split('.')[-1].rstrip('0123456789') for g in groups]
+        terms = [f"{g.coefficient}·{g.product}" if g.coefficient != 1 else g.product for g in groups]
         what = f"Σ ({' + '.join(terms)})" if len(terms) > 1 else f"Σ {terms[0]}"
         cs.create_gate(f"{name} start", [
             (f"first row: acc = {what}", q_start.expr() * (acc.cur() - total)),
@@ -383,7 +383,7 @@ class BatchedMac(LaneMac):
     def load(self, layouter: Layouter) -> None:
         for g in _product_groups(self.config):
             table = next(t for t in self.config.tables if t.name == g.table)
-            load_table(layouter, table, list(digit_table_columns(*g.signed)))
+            load_table(layouter, table, list(digit_table_columns(g.w_signed, g.a_signed)))
 
     def _assign_products(self, region: Region, w_grid, a_grid, rows: int) -> np.ndarray | None:
         total = None
@@ -397,11 +397,18 @@ class BatchedMac(LaneMac):
         return total
 
 
-_DIGITS = {  # part of a value → (signed, coefficient in the value, the digit of an integer array)
-    "whole": (True, 1, lambda v: v),
-    "w_hi": (True, 16, lambda v: v >> 4), "w_lo": (False, 1, lambda v: v & 15),
-    "a_hi": (True, ACTIVATION_DIGIT, lambda v: v >> 8), "a_lo": (False, 1, lambda v: v & 255),
-}
+WEIGHT_BITS = (4, 8, 12, 16)
+"""Weight widths BatchedMac lays out: one signed nibble, or a signed top nibble over 1–3 unsigned ones."""
+
+
+def _nibble_name(k: int) -> str:
+    """Column stem of weight nibble k below the top one: the lowest is "wl" (int8's), the others "wm<k>"."""
+    return "wl" if k == 0 else f"wm{k}"
+
+
+def _digit(values, shift: int, signed: bool, mask: int):
+    """Digit of integer arrays: v >> shift (signed: the top digit) or (v >> shift) & mask."""
+    return values >> shift if signed else (values >> shift) & mask
 
 
 @dataclass(frozen=True)
@@ -411,35 +418,49 @@ class _ProductGroup:
     w: tuple[Column, ...]
     a: tuple[Column, ...]
     p: tuple[Column, ...]
-    w_part: str
-    a_part: str
-    table: str
-    lookup: str
+    w_shift: int
+    w_signed: bool
+    a_shift: int
+    a_signed: bool
+    product: str
+    """Column stem of the products (p, pl, pu, …)."""
+    w_name: str
+    a_name: str
 
     @property
     def coefficient(self) -> int:
-        return _DIGITS[self.w_part][1] * _DIGITS[self.a_part][1]
+        return 1 << (self.w_shift + self.a_shift)
 
     @property
-    def signed(self) -> tuple[bool, bool]:
-        return _DIGITS[self.w_part][0], _DIGITS[self.a_part][0]
+    def table(self) -> str:
+        return {(True, True): "mul", (False, True): "mul_lo", (True, False): "mul_u8",
+                (False, False): "mul_lo_u8"}[(self.w_signed, self.a_signed)]
+
+    @property
+    def lookup(self) -> str:
+        return f"{self.w_name}·{self.a_name} = {self.product}"
 
     def products(self, w_grid, a_grid):
-        return _DIGITS[self.w_part][2](w_grid) * _DIGITS[self.a_part][2](a_grid)
+        return _digit(w_grid, self.w_shift, self.w_signed, 15) * _digit(a_grid, self.a_shift, self.a_signed, 255)
 
 
 def _product_groups(cfg: LaneMacConfig) -> list[_ProductGroup]:
-    """BatchedMac's products: every weight digit (w, or the high and low nibble of an int8 weight) times every
-    activation digit (a, or the high and low byte of a wide activation), in the order p, pl, pu, plu."""
-    wd, ad = cfg.weight_digits, cfg.activation_digits
-    w_hi, a_hi = ("w_hi" if wd else "whole"), ("a_hi" if ad else "whole")
-    an = "ah" if ad else "a"
-    groups = [_ProductGroup(cfg.w, cfg.a_hi if ad else cfg.a, cfg.p, w_hi, a_hi, "mul", f"w·{an} = p")]
-    if wd:
-        groups.append(_ProductGroup(cfg.w_lo, cfg.a_hi if ad else cfg.a, cfg.p_lo, "w_lo", a_hi, "mul_lo",
-                                    f"wl·{an} = pl"))
-    if ad:
-        groups.append(_ProductGroup(cfg.w, cfg.a_lo, cfg.p_u, w_hi, "a_lo", "mul_u8", "w·al = pu"))
-        if wd:
-            groups.append(_ProductGroup(cfg.w_lo, cfg.a_lo, cfg.p_lo_u, "w_lo", "a_lo", "mul_lo_u8", "wl·al = plu"))
+    """BatchedMac's products: every weight digit (the weight, or its signed top nibble and unsigned lower ones) times
+    every activation digit (the activation, or its signed high byte and unsigned low byte). Order: the top nibble,
+    then the lower ones lowest first, all times the (high) activation digit; then the same times the low byte.
+    Names: p (top), pl (lowest nibble), pm<k> (nibble k); a `u` suffix for the low byte (int8: p, pl, pu, plu)."""
+    n = cfg.weight_nibbles
+    top = 4 * (n - 1)
+    weights = [(cfg.w, top, True, "p", "w")] + [(cols, 4 * k, False, "p" + _nibble_name(k)[1:], _nibble_name(k))
+                                                 for k, cols in enumerate(cfg.w_low)]
+    wide = bool(cfg.a_lo)
+    acts = [(cfg.a_hi, 8, True, "", "ah"), (cfg.a_lo, 0, False, "u", "al")] if wide else [(cfg.a, 0, True, "", "a")]
+    more = iter(cfg.p_more)
+    groups = []
+    for a_cols, a_shift, a_signed, suffix, a_name in acts:
+        for w_cols, w_shift, w_signed, stem, w_name in weights:
+            product = stem + suffix
+            p_cols = cfg.p if not groups else next(more, ())
+            groups.append(_ProductGroup(w_cols, a_cols, p_cols, w_shift, w_signed, a_shift, a_signed, product,
+                                        w_name, a_name))
     return groups

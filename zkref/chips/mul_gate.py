@@ -20,11 +20,12 @@ from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem
 from zkref.plonkish.layout import Layouter
 from zkref.chips.batched_mac import (LaneMac, LaneMacConfig, _declare_digits, _declare_lanes, _sum, check_activation_bits,
                                      load_table, shared_table)
-from zkref.primitives.ranges import A_MAX, A_MIN, INT8, W_MAX, W_MIN
+from zkref.primitives.ranges import INT8
 
-RANGE_TABLES = {"int4": np.arange(W_MIN, W_MAX + 1, dtype=np.int64), "int8": np.arange(A_MIN, A_MAX + 1, dtype=np.int64),
+RANGE_TABLES = {**{f"int{b}": np.arange(-(1 << (b - 1)), 1 << (b - 1), dtype=np.int64) for b in (4, 8, 12, 16)},
                 "uint8": np.arange(0, 256, dtype=np.int64)}
-"""The one-column range tables MulGate looks operands up in (shared between the chips of one circuit)."""
+"""The one-column range tables MulGate looks operands up in (shared between the chips of one circuit): int12 weights
+take a 4096-row table, int16 weights a 65,536-row one (k ≥ 17)."""
 
 
 class MulGate(LaneMac):
@@ -39,14 +40,14 @@ class MulGate(LaneMac):
         """Declare lane columns, the degree-3 start/accumulate gates and two range lookups per lane (weights
         int4, or int8 with weight_bits=8: then one int8 table range-checks both operands); activations of 9..16
         bits are range-checked as a signed high byte and an unsigned low byte (three lookups per lane)."""
-        if weight_bits not in (4, 8):
-            raise CircuitError(f"MulGate multiplies int4 or int8 weights, not int{weight_bits}")
+        if weight_bits not in (4, 8, 12, 16):
+            raise CircuitError(f"MulGate multiplies int4, int8, int12 or int16 weights, not int{weight_bits}")
         wide = check_activation_bits(activation_bits) > INT8.bits
         lanes, w, a, p, acc, q_start, q_cont, zero = _declare_lanes(cs, name, lanes, products=False, padding=padding,
                                                                    tied_weights=tied_weights,
                                                                    fixed_weights=fixed_weights)
         int8 = shared_table(cs, "int8", ["v"])
-        int4 = shared_table(cs, "int4", ["v"]) if weight_bits == 4 else int8
+        int4 = shared_table(cs, f"int{weight_bits}", ["v"]) if weight_bits != 8 else int8
         total = _sum([w[i].cur() * a[i].cur() for i in range(lanes)])
         cs.create_gate(f"{name} start", [
             ("first row: acc = Σ w·a", q_start.expr() * (acc.cur() - total)),

@@ -3,8 +3,8 @@
 `LoRACircuit(statement=…, witness=…, layout=…)` lays out y_q = B_q · requant(A_q · x_q) (zkref.lora.statement) with
 the statement's bindings:
 
-The second product runs on its own MAC chip `macz` when z_q is wider than int8 (its activations as two byte digits);
-with the default int8 z_q both products share one chip `mac`.
+The second product runs on its own MAC chip `macz` when z_q and x_q differ in width (an activation wider than int8 is
+multiplied as two byte digits); with equal widths (int8 by default) both products share one chip `mac`.
 
     x        public: read from the instance column  |  hashed / hashed-packed: private advice, Poseidon in-circuit
     adapter  fixed: fixed columns (in the verifying key)  |  hashed / hashed-packed: advice, Poseidon in-circuit
@@ -74,10 +74,10 @@ def unsupported_reason(statement: LoRAStatement, layout: LoRALayout = LoRALayout
     if kzg:
         return (f"{', '.join(kzg)} bound by a KZG polynomial commitment (polycommit): zkref's mock layout has no "
                 "commitment scheme; use a real backend (ezkl)")
-    if statement.weight_bits == 8 and layout.products is Products.TABLE \
+    if statement.weight_bits > 4 and layout.products is Products.TABLE \
             and statement.adapter_binding is not AdapterBinding.FIXED:
-        return ("int8 weights by table lookups are two fixed digit columns: they need the adapter fixed; "
-                "products by gate (--strategy gate) take a private int8 adapter")
+        return (f"int{statement.weight_bits} weights by table lookups are fixed nibble columns: they need the adapter "
+                f"fixed; products by gate (--strategy gate) take a private int{statement.weight_bits} adapter")
     return None
 
 
@@ -136,14 +136,14 @@ class LoRACircuit:
                        tied_weights=self.shape.tokens > 1 or adapter_hashed,  # weights copied across tokens or hashed
                        fixed_weights=st.adapter_binding is AdapterBinding.FIXED, weight_bits=st.weight_bits)
         chip = self.layout.products.chip
-        mac = chip.configure(cs, self.layout.lanes, **options)
-        mac_z = mac if st.z_bits == INT8.bits else \
+        mac = chip.configure(cs, self.layout.lanes, activation_bits=st.activation_bits, **options)
+        mac_z = mac if st.z_bits == st.activation_bits else \
             chip.configure(cs, self.layout.lanes, activation_bits=st.z_bits, name="macz", **options)
         z_min, z_max = st.z_bounds
         requant = Requant.configure(cs, shift=st.shift, z_min=z_min, z_max=z_max, bits=st.z_bits)
         hashing = adapter_hashed or st.x_binding in HASHED_ACTIVATIONS
         poseidon = PoseidonChip.configure(cs) if hashing else None
-        pack_x = PackChip.configure(cs, INT8.bits, prefix="packx") \
+        pack_x = PackChip.configure(cs, st.activation_bits, prefix="packx") \
             if st.x_binding is ActivationBinding.HASHED_PACKED else None
         pack_w = PackChip.configure(cs, st.weight_bits, prefix="packw") \
             if st.adapter_binding is AdapterBinding.HASHED_PACKED else None

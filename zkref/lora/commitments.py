@@ -51,10 +51,10 @@ def _adapter(A_q: object, B_q: object, weight_bits: int) -> tuple[np.ndarray, np
     return A, B
 
 
-def activations_message(x_q: object, *, packed: bool) -> list[int]:
-    """The field elements an activations commitment hashes (x_q is T × d_in int8)."""
-    x = as_int_matrix("x_q", x_q, INT8)
-    return pack(x, 8) if packed else _felts(x)
+def activations_message(x_q: object, *, packed: bool, bits: int = INT8.bits) -> list[int]:
+    """The field elements an activations commitment hashes (x_q is T × d_in, `bits` wide: int8 by default)."""
+    x = as_int_matrix("x_q", x_q, IntRange(bits))
+    return pack(x, bits) if packed else _felts(x)
 
 
 def adapter_message(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4,
@@ -78,9 +78,9 @@ def adapter_message_index(rank: int, d_in: int, d_out: int, *, packed: bool, shi
     return a_index, b_index, (-1 if packed else rank * d_in)
 
 
-def activations_digest(x_q: object, *, packed: bool) -> int:
+def activations_digest(x_q: object, *, packed: bool, bits: int = INT8.bits) -> int:
     """Poseidon over `activations_message`: the public x digest of a hashed statement."""
-    return poseidon_hash_fast(activations_message(x_q, packed=packed))
+    return poseidon_hash_fast(activations_message(x_q, packed=packed, bits=bits))
 
 
 def adapter_digest(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4,

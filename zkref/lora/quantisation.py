@@ -14,9 +14,10 @@ import numpy as np
 
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement, LoRAWitness,
                                   OutputBinding, evaluate)
-from zkref.primitives.quant import (choose_shift, finite_array, quantize_int8, quantize_weights, round_half_away,
+from zkref.primitives.quant import (choose_shift, finite_array, quantize_weights, round_half_away,
                                    symmetric_scale)
-from zkref.primitives.ranges import A_MAX, A_MIN, Z_BITS_DEFAULT, IntRange, check_int, check_shift, check_z_bits
+from zkref.primitives.ranges import (ACTIVATION_BITS_DEFAULT, Z_BITS_DEFAULT, IntRange, check_activation_bits,
+                                     check_int, check_shift, check_z_bits)
 
 
 def lora_delta_float(x: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: float) -> np.ndarray:
@@ -68,12 +69,13 @@ class ScaleMode(str, enum.Enum):
     chosen per call."""
 
     PER_TENSOR = "per-tensor"   # one scale_x, fixed from the calibration activations, for every call
-    PER_TOKEN = "per-token"     # each token's own max|x_t|/127, picked by whoever quantises x (the client)
+    PER_TOKEN = "per-token"     # each token's own max|x_t|/qmax, picked by whoever quantises x (the client)
 
 
 @dataclass(frozen=True)
 class QuantizedActivations:
-    """x_q (T × d_in, int8) and the scale of each token (T,): x[t] ≈ scales[t] · x_q[t] (all equal per tensor)."""
+    """x_q (T × d_in, of the activation width) and each token's scale (T,): x[t] ≈ scales[t] · x_q[t] (all equal per
+    tensor)."""
 
     x_q: np.ndarray
     scales: np.ndarray
@@ -92,6 +94,8 @@ class Dequantisation:
     """The calibrated activation scale; per token it is only the calibration's, each call brings its own."""
     shift: int
     x_mode: ScaleMode = ScaleMode.PER_TENSOR
+    activation_bits: int = ACTIVATION_BITS_DEFAULT
+    """x_q's width (the statement's `activation_bits`): scales are max|x| / (2^(bits−1) − 1)."""
 
     def __post_init__(self) -> None:
         try:
@@ -99,6 +103,7 @@ class Dequantisation:
         except ValueError:
             raise ValueError(f"x_mode must be one of {', '.join(m.value for m in ScaleMode)}, "
                              f"got {self.x_mode!r}") from None
+        object.__setattr__(self, "activation_bits", check_activation_bits(self.activation_bits))
 
     @property
     def factor(self) -> float:
@@ -107,15 +112,17 @@ class Dequantisation:
         return base * self.scale_x if self.x_mode is ScaleMode.PER_TENSOR else base
 
     def quantize(self, x: np.ndarray) -> QuantizedActivations:
-        """x (T × d_in floats) → int8 x_q and each token's scale, in this dequantisation's scale mode."""
+        """x (T × d_in floats) → x_q (clipped to `activation_bits`) and each token's scale, in this dequantisation's
+        scale mode."""
         x = finite_array(x, "activations")
         if x.ndim != 2:
             raise ValueError(f"activations must be T×d_in, got shape {x.shape}")
+        rng = IntRange(self.activation_bits)
         if self.x_mode is ScaleMode.PER_TENSOR:
-            q = quantize_int8(x, self.scale_x)
-            return QuantizedActivations(q.values, np.full(x.shape[0], float(q.scale)))
-        scales = np.asarray(symmetric_scale(np.abs(x).max(axis=1, initial=0.0), A_MAX), dtype=np.float64)
-        return QuantizedActivations(np.clip(round_half_away(x / scales[:, None]), A_MIN, A_MAX), scales)
+            scales = np.full(x.shape[0], float(self.scale_x))
+        else:
+            scales = np.asarray(symmetric_scale(np.abs(x).max(axis=1, initial=0.0), rng.hi), dtype=np.float64)
+        return QuantizedActivations(np.clip(round_half_away(x / scales[:, None]), rng.lo, rng.hi), scales)
 
     def token_scales(self, tokens: int, x_scales: np.ndarray | None) -> np.ndarray:
         """The (T,) activation scales to dequantise T tokens with: the calibrated one per tensor, the given ones
@@ -142,7 +149,8 @@ class Dequantisation:
 
     def to_json(self) -> dict:
         return {"scaling": self.scaling, "scale_A": self.scale_A, "scale_B": list(self.scale_B),
-                "scale_x": self.scale_x, "shift": self.shift, "x_mode": self.x_mode.value}
+                "scale_x": self.scale_x, "shift": self.shift, "x_mode": self.x_mode.value,
+                "activation_bits": self.activation_bits}
 
 
 SHIFT_HEADROOM_BITS = 1
@@ -175,6 +183,7 @@ class QuantizedLoRA:
     weight_bits: int = 4
     z_bits: int = Z_BITS_DEFAULT
     x_mode: ScaleMode = ScaleMode.PER_TENSOR
+    activation_bits: int = ACTIVATION_BITS_DEFAULT
 
     @property
     def rank(self) -> int:
@@ -192,8 +201,10 @@ class QuantizedLoRA:
     def from_float(cls, A: np.ndarray, B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
                    per_channel: bool = False, shift: int | None = None, weight_bits: int = 4,
                    z_bits: int = Z_BITS_DEFAULT, x_mode: ScaleMode | str = ScaleMode.PER_TENSOR,
-                   headroom_bits: int = SHIFT_HEADROOM_BITS) -> "QuantizedLoRA":
-        """Quantise lora_A, lora_B (int4, or int8 with weight_bits=8); take the activation scale and (unless given)
+                   headroom_bits: int = SHIFT_HEADROOM_BITS,
+                   activation_bits: int = ACTIVATION_BITS_DEFAULT) -> "QuantizedLoRA":
+        """Quantise lora_A, lora_B (int4, or int8/12/16 with weight_bits); x to `activation_bits`; take the activation
+        scale and (unless given)
         the shift — the smallest that clamps no z_q of `z_bits` bits with `headroom_bits` to spare — from calibration
         data, with the calibration activations quantised as calls will be (`x_mode`)."""
         A, B, x = finite_array(A, "lora_A"), finite_array(B, "lora_B"), finite_array(x_calibration, "x_calibration")
@@ -212,13 +223,14 @@ class QuantizedLoRA:
             A_eff, B_eff = A, B
             qa, qb = quantize_weights(A, bits=weight_bits), quantize_weights(B, bits=weight_bits)
             scale_B = np.full(B.shape[0], float(qb.scale))
-        qx = quantize_int8(x)
-        calls = Dequantisation(scaling, float(qa.scale), (1.0,), float(qx.scale), 0, ScaleMode(x_mode))
+        activation_bits = check_activation_bits(activation_bits)
+        scale_x = float(symmetric_scale(np.array(np.abs(x).max(initial=0.0)), IntRange(activation_bits).hi))
+        calls = Dequantisation(scaling, float(qa.scale), (1.0,), scale_x, 0, ScaleMode(x_mode), activation_bits)
         x_q = calls.quantize(x).x_q
         headroom = check_int("headroom_bits", headroom_bits, 0, z_bits - 1)
         chosen = choose_shift((x_q @ qa.values.T) << headroom, z_bits) if shift is None else check_shift(shift)
-        return cls(qa.values, qb.values, float(qa.scale), np.asarray(scale_B, dtype=np.float64), float(qx.scale),
-                   scaling, chosen, A_eff, B_eff, weight_bits, z_bits, ScaleMode(x_mode))
+        return cls(qa.values, qb.values, float(qa.scale), np.asarray(scale_B, dtype=np.float64), scale_x,
+                   scaling, chosen, A_eff, B_eff, weight_bits, z_bits, ScaleMode(x_mode), activation_bits)
 
     # -- into the statement ------------------------------------------------------------------------------------------
     def statement(self, tokens: int, *, x_binding: ActivationBinding | str = ActivationBinding.PUBLIC,
@@ -227,10 +239,12 @@ class QuantizedLoRA:
         """The statement proving this adapter on `tokens` tokens (its shift fixed here, not at proving time)."""
         shape = LoRAShape(d_in=self.d_in, d_out=self.d_out, rank=self.rank, tokens=tokens)
         return LoRAStatement(shape=shape, shift=self.shift, x_binding=x_binding, adapter_binding=adapter_binding,
-                             y_binding=y_binding, weight_bits=self.weight_bits, z_bits=self.z_bits)
+                             y_binding=y_binding, weight_bits=self.weight_bits, z_bits=self.z_bits,
+                             activation_bits=self.activation_bits)
 
     def quantize_activations(self, x: np.ndarray) -> QuantizedActivations:
-        """x_q (clipped to int8) and each token's scale, in this adapter's scale mode (`Dequantisation.quantize`)."""
+        """x_q (clipped to its width) and each token's scale, in this adapter's scale mode
+        (`Dequantisation.quantize`)."""
         return self.dequantisation.quantize(x)
 
     def quantize_x(self, x: np.ndarray) -> np.ndarray:
@@ -249,7 +263,7 @@ class QuantizedLoRA:
     @property
     def dequantisation(self) -> Dequantisation:
         return Dequantisation(self.scaling, self.scale_A, tuple(float(v) for v in self.scale_B), self.scale_x,
-                              self.shift, self.x_mode)
+                              self.shift, self.x_mode, self.activation_bits)
 
     def dequantize(self, y_q: np.ndarray, x_scales: np.ndarray | None = None) -> np.ndarray:
         """Float delta from the statement's integer output (T × d_out); per token, with the scales x was quantised

@@ -28,14 +28,16 @@ import numpy as np
 from zkref.lora.commitments import activations_digest, adapter_digest
 from zkref.primitives.field import P, signed
 from zkref.primitives.quant import requantize
-from zkref.primitives.ranges import (INT8, MAX_DIM, MAX_RANK, MAX_TOKENS, Z_BITS_DEFAULT, IntRange, as_int_matrix,
-                                     check_int, check_shift, check_z_bits)
+from zkref.primitives.ranges import (ACTIVATION_BITS_DEFAULT, MAX_ACTIVATION_BITS, MAX_DIM, MAX_RANK, MAX_TOKENS,
+                                     Z_BITS_DEFAULT, IntRange, as_int_matrix, check_activation_bits, check_int,
+                                     check_shift, check_z_bits)
 
 FORMAT = "zkref-lora-statement/1"
 """Version tag of the canonical encoding; part of every statement id."""
-SUPPORTED_WEIGHT_BITS = (4, 8)
-"""Weight precisions a statement may declare: int4 (the design note's) or int8 (~16× less rounding error)."""
-ACTIVATION_BITS = 8
+SUPPORTED_WEIGHT_BITS = (4, 8, 12, 16)
+"""Weight precisions a statement may declare: int4 (the design note's), int8 (~16× less rounding error), int12, int16."""
+ACTIVATION_BITS = ACTIVATION_BITS_DEFAULT
+"""The default activation width (the canonical encoding has always carried it: a wider one changes the id)."""
 ID_HEX_CHARS = 32
 """Statement ids are the first 128 bits of SHA-256 over the canonical encoding."""
 REQUANT_RULE = "round-half-away-then-clamp-int{}"
@@ -150,6 +152,8 @@ class LoRAStatement:
     weight_bits: int = 4
     z_bits: int = Z_BITS_DEFAULT
     """Clamp width of the requantised intermediate z_q (8..16 bits): wider keeps more of z's precision."""
+    activation_bits: int = ACTIVATION_BITS_DEFAULT
+    """Width of the activations x_q (8..16 bits)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.shape, LoRAShape):
@@ -166,6 +170,7 @@ class LoRAStatement:
         if self.weight_bits not in SUPPORTED_WEIGHT_BITS or isinstance(self.weight_bits, bool):
             raise ValueError(f"weight_bits must be one of {SUPPORTED_WEIGHT_BITS}, got {self.weight_bits!r}")
         object.__setattr__(self, "z_bits", check_z_bits(self.z_bits))
+        object.__setattr__(self, "activation_bits", check_activation_bits(self.activation_bits))
 
     # -- ranges --------------------------------------------------------------------------------------------------
     @property
@@ -174,7 +179,7 @@ class LoRAStatement:
 
     @property
     def activation_range(self) -> IntRange:
-        return INT8
+        return IntRange(self.activation_bits)
 
     @property
     def z_range(self) -> IntRange:
@@ -184,7 +189,7 @@ class LoRAStatement:
     @property
     def z_bounds(self) -> tuple[int, int]:
         """Range of z = A_q·x_q over all admissible A_q and x_q: d_in · [min product, max product]."""
-        return _dot_bounds(self.shape.d_in, self.weight_range, INT8)
+        return _dot_bounds(self.shape.d_in, self.weight_range, self.activation_range)
 
     @property
     def y_bounds(self) -> tuple[int, int]:
@@ -197,7 +202,7 @@ class LoRAStatement:
         clamp width is part of the requantisation rule's name (`requant_rule`)."""
         s = self.shape
         return {"format": FORMAT, "d_in": s.d_in, "d_out": s.d_out, "rank": s.rank, "tokens": s.tokens,
-                "shift": self.shift, "weight_bits": self.weight_bits, "activation_bits": ACTIVATION_BITS,
+                "shift": self.shift, "weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
                 "requant": requant_rule(self.z_bits), "x_binding": self.x_binding.value,
                 "adapter_binding": self.adapter_binding.value, "y_binding": self.y_binding.value}
 
@@ -220,20 +225,24 @@ class LoRAStatement:
             raise ValueError(f"statement keys differ from {FORMAT}: missing {missing}, unexpected {extra}")
         if data["format"] != FORMAT:
             raise ValueError(f"statement format {data['format']!r} is not {FORMAT!r}")
-        if data["activation_bits"] != ACTIVATION_BITS:
-            raise ValueError("statement activation bits are not the ones this version proves")
+        bits = data["activation_bits"]
+        if isinstance(bits, bool) or not isinstance(bits, int) \
+                or not ACTIVATION_BITS_DEFAULT <= bits <= MAX_ACTIVATION_BITS:
+            raise ValueError(f"statement activation bits {bits!r} are not ones this version proves "
+                             f"({ACTIVATION_BITS_DEFAULT}..{MAX_ACTIVATION_BITS})")
         z_bits = parse_requant_rule(data["requant"])
         shape = LoRAShape(d_in=data["d_in"], d_out=data["d_out"], rank=data["rank"], tokens=data["tokens"])
         return cls(shape=shape, shift=data["shift"], x_binding=data["x_binding"],
                    adapter_binding=data["adapter_binding"], y_binding=data["y_binding"],
-                   weight_bits=data["weight_bits"], z_bits=z_bits)
+                   weight_bits=data["weight_bits"], z_bits=z_bits, activation_bits=bits)
 
     def describe(self) -> str:
         """One line for people; an unbound adapter is labelled as such wherever a statement is shown."""
         adapter = "adapter UNBOUND (any adapter satisfies it)" if not self.adapter_binding.bound \
             else f"adapter {self.adapter_binding.value}"
         z = "" if self.z_bits == Z_BITS_DEFAULT else f" z_q int{self.z_bits}"
-        return (f"LoRA {self.shape} shift={self.shift} int{self.weight_bits}×int8{z}: x {self.x_binding.value}, "
+        return (f"LoRA {self.shape} shift={self.shift} int{self.weight_bits}×int{self.activation_bits}{z}: "
+                f"x {self.x_binding.value}, "
                 f"{adapter}, y {self.y_binding.value} [id {self.id}]")
 
     # -- witnesses -----------------------------------------------------------------------------------------------
@@ -244,6 +253,8 @@ class LoRAStatement:
         for name, arr in (("A_q", witness.A_q), ("B_q", witness.B_q)):
             if not self.weight_range.contains(arr):
                 raise ValueError(f"{name} must lie in {self.weight_range} for this statement")
+        if not self.activation_range.contains(witness.x_q):
+            raise ValueError(f"x_q must lie in {self.activation_range} for this statement")
 
 
 def _dot_bounds(length: int, w: IntRange, a: IntRange) -> tuple[int, int]:
@@ -255,8 +266,8 @@ def _dot_bounds(length: int, w: IntRange, a: IntRange) -> tuple[int, int]:
 class LoRAWitness:
     """The private values: quantised lora_A (r × d_in), lora_B (d_out × r) and activations x_q (T × d_in).
 
-    Validated once on construction (2-D integer matrices, consistent shapes, int8 activations, weights within the
-    widest supported precision, int8); a statement checks its own weight width (`LoRAStatement.check_witness`).
+    Validated once on construction (2-D integer matrices, consistent shapes, weights and activations within the
+    widest supported precisions, int16); a statement checks its own widths (`LoRAStatement.check_witness`).
     Stored as read-only int64 arrays.
     """
 
@@ -268,7 +279,7 @@ class LoRAWitness:
         widest = IntRange(max(SUPPORTED_WEIGHT_BITS))
         A = as_int_matrix("A_q", self.A_q, widest)
         B = as_int_matrix("B_q", self.B_q, widest)
-        x = as_int_matrix("x_q", self.x_q, INT8)
+        x = as_int_matrix("x_q", self.x_q, IntRange(MAX_ACTIVATION_BITS))
         if B.shape[1] != A.shape[0]:
             raise ValueError(f"lora_A is r×d_in and lora_B d_out×r: ranks differ (A_q {A.shape}, B_q {B.shape})")
         if x.shape[1] != A.shape[1]:
@@ -339,7 +350,7 @@ class LoRAPublic:
         y_lo, y_hi = statement.y_bounds
         public = cls(
             y_q=as_int_matrix("y_q", data["y_q"], IntRange(max(y_lo.bit_length(), y_hi.bit_length()) + 1)),
-            x_q=None if data["x_q"] is None else as_int_matrix("x_q", data["x_q"], INT8),
+            x_q=None if data["x_q"] is None else as_int_matrix("x_q", data["x_q"], statement.activation_range),
             x_digest=_parse_digest("x_digest", data["x_digest"]),
             adapter_digest=_parse_digest("adapter_digest", data["adapter_digest"]))
         check_public(statement, public)
@@ -386,8 +397,8 @@ def check_public(statement: LoRAStatement, public: LoRAPublic) -> None:
     if x_known:
         if public.x_q is None or public.x_q.shape != s.x_shape:
             raise ValueError(f"x is {statement.x_binding.value}: x_q of shape {s.x_shape} is required")
-        if not INT8.contains(public.x_q):
-            raise ValueError(f"x_q must lie in {INT8}")
+        if not statement.activation_range.contains(public.x_q):
+            raise ValueError(f"x_q must lie in {statement.activation_range}")
     elif public.x_q is not None:
         raise ValueError(f"x is {statement.x_binding.value}: x_q must not be part of the public values")
     if (statement.x_binding in HASHED_ACTIVATIONS) != (public.x_digest is not None):
@@ -409,7 +420,8 @@ def public_values(statement: LoRAStatement, witness: LoRAWitness, trace: LoRATra
     return LoRAPublic(
         y_q=trace.y_q,
         x_q=witness.x_q if xb in (ActivationBinding.PUBLIC, ActivationBinding.POLYCOMMIT) else None,
-        x_digest=activations_digest(witness.x_q, packed=xb is ActivationBinding.HASHED_PACKED)
+        x_digest=activations_digest(witness.x_q, packed=xb is ActivationBinding.HASHED_PACKED,
+                                    bits=statement.activation_bits)
         if xb in HASHED_ACTIVATIONS else None,
         adapter_digest=adapter_digest(witness.A_q, witness.B_q, shift=statement.shift,
                                       packed=ab is AdapterBinding.HASHED_PACKED, weight_bits=statement.weight_bits,

@@ -54,6 +54,10 @@ Z_BITS_DEFAULT = 8
 """The requantised intermediate z_q's width unless a statement declares a wider one (int8: the design note's)."""
 MAX_Z_BITS = 16
 """Widest z_q a statement may declare: zkref multiplies it as a signed high byte and an unsigned low byte."""
+ACTIVATION_BITS_DEFAULT = 8
+"""The activations x_q's width unless a statement declares a wider one (int8: the design note's)."""
+MAX_ACTIVATION_BITS = 16
+"""Widest x_q a statement may declare (multiplied as two bytes, like a wide z_q)."""
 
 W_MIN, W_MAX = INT4.lo, INT4.hi
 A_MIN, A_MAX = INT8.lo, INT8.hi
@@ -87,6 +91,11 @@ def check_shift(shift: object) -> int:
 def check_z_bits(bits: object) -> int:
     """A width for the requantised intermediate z_q: an integer in Z_BITS_DEFAULT..MAX_Z_BITS."""
     return check_int("z_bits", bits, Z_BITS_DEFAULT, MAX_Z_BITS)
+
+
+def check_activation_bits(bits: object) -> int:
+    """A width for the activations x_q: an integer in ACTIVATION_BITS_DEFAULT..MAX_ACTIVATION_BITS."""
+    return check_int("activation_bits", bits, ACTIVATION_BITS_DEFAULT, MAX_ACTIVATION_BITS)
 
 
 def check_lanes(lanes: object) -> int:
