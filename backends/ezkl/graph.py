@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zkref.lora.commitments import adapter_message
-from zkref.lora.statement import LoRAStatement, LoRAWitness
+from zkref.lora.statement import SUPPORTED_WEIGHT_BITS, LoRAStatement, LoRAWitness
 from zkref.primitives.ranges import Z_BITS_DEFAULT, IntRange
 
 OPSET = 17
@@ -46,7 +46,7 @@ def params_message(A_q: np.ndarray, B_q: np.ndarray, shift: int, z_bits: int = Z
     """Every constant of the graph in graph order as field elements — A_qᵀ row-major ‖ requant constants ‖ B_qᵀ
     row-major — which is `zkref.lora.commitments.adapter_message`: EZKL's hashed params are Poseidon over it and its
     polycommit params commit to it (one tensor)."""
-    return adapter_message(A_q, B_q, shift=shift, packed=False, weight_bits=8, z_bits=z_bits)
+    return adapter_message(A_q, B_q, shift=shift, packed=False, weight_bits=max(SUPPORTED_WEIGHT_BITS), z_bits=z_bits)
 
 
 def value_bound(statement: LoRAStatement) -> int:
