@@ -4,9 +4,10 @@ the EZKL prove time of the precisions that matter.
 Models (nothing downloaded, no tokenizer): a tiny GPT-2 with a LoRA (r=8, alpha=16) on c_attn, c_fc, c_proj, and a
 tiny Llama-shaped model (LlamaConfig: grouped-query attention, SwiGLU MLP, RMSNorm) with an rsLoRA (peft
 `use_rslora=True`: scaling alpha/√r) on q, k, v, o, gate, up and down projections. The project generates its own
-text: token sequences from a seeded order-2 Markov chain. Each base model is first trained on the chain (a stand-in
-for pretraining), saved with save_pretrained; its LoRA is then trained with the LM loss on the chain with 30 % of its
-pairs' successors changed (what a fine-tune shifts), saved with peft's save_pretrained and loaded back through zkref.models.peft_loading. For each precision (`zkref.pipeline.
+text: token sequences from a seeded Markov chain (each token has 3 successors). Each base model is first trained on
+the chain with successor probabilities 0.6/0.3/0.1 (a stand-in for pretraining), saved with save_pretrained; its LoRA
+is then trained with the LM loss on the same chain preferring the successors the other way round (0.1/0.3/0.6: what a
+fine-tune shifts), saved with peft's save_pretrained and loaded back through zkref.models.peft_loading. For each precision (`zkref.pipeline.
 PRECISIONS`: weight width, per-channel weight scales, z_q's width, per-tensor or per-token activation scales) the
 adapter is quantised with a calibration prompt (shift and activation scale fixed there) and the model is run with
 every delta replaced by the statement's dequantised output (zkref.accuracy): per-module delta error, the proven bound
@@ -39,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESULTS = Path(__file__).parent / "results"
 VOCAB = 128
-CHANGED_PAIRS = 0.3
-"""The LoRA's text: the base's chain with 30 % of its (a, b) pairs given new successors."""
+BASE_PROBS = (0.6, 0.3, 0.1)
+LORA_PROBS = (0.1, 0.3, 0.6)
+"""The LoRA's text: the base's chain with each token's successors preferred the other way round."""
 TARGET_MEDIAN_ERROR = 0.01
 TARGET_TOP1 = 0.99
 TARGET_BOUND_RATIO = 3.0
@@ -52,29 +54,20 @@ EZKL_SHAPE = dict(d_in=768, d_out=2304, rank=8, tokens=15)
 
 
 def chain(seed: int) -> np.ndarray:
-    """A sparse order-2 Markov chain over the vocabulary: each (a, b) pair has 3 likely successors."""
-    return np.random.default_rng(seed).integers(0, VOCAB, (VOCAB, VOCAB, 3))
+    """A sparse Markov chain over the vocabulary: each token has 3 possible successors."""
+    return np.random.default_rng(seed).integers(0, VOCAB, (VOCAB, 3))
 
 
-def derived_chain(successors: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """The same chain with `fraction` of its (a, b) pairs given new successors: what a fine-tune shifts."""
+def markov_text(successors: np.ndarray, probs: tuple[float, ...], n_sequences: int, length: int,
+                seed: int) -> list[list[int]]:
+    """Sequences from the chain, each token's 3 successors drawn with probabilities `probs`."""
     rng = np.random.default_rng(seed)
-    out = successors.copy()
-    changed = rng.random((VOCAB, VOCAB)) < fraction
-    out[changed] = rng.integers(0, VOCAB, (int(changed.sum()), 3))
-    return out
-
-
-def markov_text(successors: np.ndarray, n_sequences: int, length: int, seed: int) -> list[list[int]]:
-    """Sequences from the chain: successors drawn with probabilities 0.6, 0.3, 0.1."""
-    rng = np.random.default_rng(seed)
-    probs = np.array([0.6, 0.3, 0.1])
     out = []
     for _ in range(n_sequences):
-        seq = list(rng.integers(0, VOCAB, 2))
+        seq = [int(rng.integers(0, VOCAB))]
         while len(seq) < length:
-            seq.append(int(successors[seq[-2], seq[-1], rng.choice(3, p=probs)]))
-        out.append([int(t) for t in seq])
+            seq.append(int(successors[seq[-1], rng.choice(3, p=np.asarray(probs))]))
+        out.append(seq)
     return out
 
 
@@ -137,7 +130,7 @@ def train(kind: str, base: Path, adapter: Path, base_text, train_text, base_step
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
     peft_model = get_peft_model(model, LoraConfig(**spec["lora"]))
-    losses = _fit(peft_model, [p for p in peft_model.parameters() if p.requires_grad], train_text, steps, 1e-2, 16)
+    losses = _fit(peft_model, [p for p in peft_model.parameters() if p.requires_grad], train_text, steps, 5e-3, 16)
     peft_model.save_pretrained(adapter)
     return {"base_steps": base_steps, "base_loss_last": float(np.mean(base_losses[-10:])), "steps": steps,
             "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:])),
@@ -244,9 +237,9 @@ def measure_model(kind: str, args, tmp: Path) -> dict:
     from zkref.models.peft_loading import load_peft_model
     from zkref.pipeline import PRECISIONS
 
-    base_chain = chain(args.seed + 1)
-    base_text = markov_text(base_chain, 400, 24, args.seed + 1)
-    text = markov_text(derived_chain(base_chain, CHANGED_PAIRS, args.seed), 240, 24, args.seed)
+    successors = chain(args.seed + 1)
+    base_text = markov_text(successors, BASE_PROBS, 1000, 24, args.seed + 1)
+    text = markov_text(successors, LORA_PROBS, 240, 24, args.seed)
     train_text, calibration, held_out = text[:200], text[200], text[220:]
     base, adapter = tmp / f"{kind}-base", tmp / f"{kind}-adapter"
     training = train(kind, base, adapter, base_text, train_text, args.base_steps, args.steps, args.seed)
@@ -256,7 +249,7 @@ def measure_model(kind: str, args, tmp: Path) -> dict:
         q = quantise_adapter(peft_model, calibration, precision)
         acc = measure(peft_model, q, held_out)
         rows.append({"precision": str(precision), "weight_bits": precision.weight_bits,
-                     "per_channel": precision.per_channel, "z_bits": precision.z_bits,
+                     "per_channel": precision.per_channel, "z_bits": precision.z_bits, "x_bits": precision.x_bits,
                      "x_mode": precision.x_mode.value, "modules": len(q),
                      "delta_relative_error_max": acc.max_module_relative_error,
                      "delta_relative_error_median": float(np.median(list(acc.module_relative_error.values()))),
@@ -294,7 +287,7 @@ def recommend(models: dict) -> tuple[object | None, str]:
     def rows_of(p) -> int:
         shift = 12 if p.weight_bits == 8 else 8           # representative; the rows barely depend on it
         st = LoRAStatement(shape=LoRAShape(**EZKL_SHAPE), shift=shift, weight_bits=p.weight_bits, z_bits=p.z_bits,
-                           x_binding="polycommit", y_binding="polycommit")
+                           activation_bits=p.x_bits, x_binding="polycommit", y_binding="polycommit")
         return predict(st).rows
 
     best = min(good, key=lambda p: (rows_of(p), p.weight_bits, p.z_bits, p.x_mode.value != "per-tensor"))
@@ -307,9 +300,10 @@ def markdown(result: dict) -> str:
     for kind, m in result["models"].items():
         t = m["training"]
         md += [f"## {m['model']}", "",
-               f"Base trained {t['base_steps']} steps on a generated Markov chain (loss {t['base_loss_last']:.2f}), the "
-               f"LoRA {t['steps']} steps on the chain with {CHANGED_PAIRS:.0%} of its pairs changed (loss "
-               f"{t['loss_first']:.2f} → {t['loss_last']:.2f}; uniform: {np.log(VOCAB):.2f}); {m['eval']['sequences']} held-out "
+               f"Base trained {t['base_steps']} steps on a generated Markov chain, successors preferred "
+               f"{'/'.join(map(str, BASE_PROBS))} (loss {t['base_loss_last']:.2f}; the chain's entropy "
+               f"{-sum(p * np.log(p) for p in BASE_PROBS):.2f}), the LoRA {t['steps']} steps on the chain preferring "
+               f"them {'/'.join(map(str, LORA_PROBS))} (loss {t['loss_first']:.2f} → {t['loss_last']:.2f}); {m['eval']['sequences']} held-out "
                f"sequences of {m['eval']['tokens_each']} tokens; activation scale and shift fixed from one calibration "
                "sequence.", "",
                "| precision | delta rel. error max / median | bound ÷ observed, median / max (a-priori bound) "
@@ -349,11 +343,12 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--base-steps", type=int, default=1000)
+    ap.add_argument("--base-steps", type=int, default=600)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ezkl-repeats", type=int, default=2, help="interleaved EZKL proves per precision (0: none)")
-    ap.add_argument("--cache-dir", default=None, help="EZKL cache (default: a temporary directory)")
+    ap.add_argument("--cache", default=None, help="EZKL cache directory for keys and the dev SRS (default: a "
+                                              "temporary one, removed afterwards: the proving keys are large)")
     args = ap.parse_args()
 
     import torch
@@ -375,7 +370,7 @@ def main() -> None:
                                                                    "bound_over_error_median", "bound_over_error_max")}
         if args.ezkl_repeats and best is not None:
             precisions = {"today int4": Precision(4, False), "today int8": Precision(8, True), "recommended": best}
-            cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "ezkl"
+            cache = Path(args.cache) / "accuracy" if args.cache else Path(tmp) / "ezkl"
             result["ezkl"] = {"shape": "GPT-2-small c_attn 768→2304 r=8 T=15", "repeats": args.ezkl_repeats,
                               "runs": ezkl_prove_times(precisions, args.ezkl_repeats, cache)}
     RESULTS.mkdir(exist_ok=True)
