@@ -14,9 +14,10 @@ Activations are copied from their source (public inputs or earlier cells); for T
 1..T-1 are copied from token 0's, which are the canonical weight cells (a later commitment binds those).
 
 Activations wider than int8 (the requantised intermediate z_q of a statement with z_bits > 8, up to int16) are
-multiplied as two digits: each lane also holds a = 256·ah + al (gate "<name> lane i: a = 256·ah + al") with al an
+multiplied as two digits: each lane also holds a = 256·ah + al (gate "<name> activation digits") with al an
 unsigned byte and ah a signed byte, both range-checked by the product lookups, and every weight digit is looked up
-against each activation digit (two lookups per product for int4 weights, four for int8).
+against each activation digit (two lookups per product for int4 weights, four for int8). Weights wider than int4
+(fixed only) are nibble digits the same way.
 
 `LaneMac` holds the layout shared with MulGate (mul_gate.py), which proves the same products with a degree-3 gate.
 """
@@ -33,7 +34,7 @@ from zkref.plonkish.expression import Column, ColumnKind, Expression, Selector
 from zkref.primitives.field import signed
 from zkref.plonkish.layout import AssignedCells, Layouter, Region
 from zkref.chips.mul_table import MulTableConfig, digit_table_columns
-from zkref.primitives.ranges import INT8, MAX_Z_BITS, check_int, check_lanes
+from zkref.primitives.ranges import INT8, check_activation_bits, check_lanes
 
 ACTIVATION_DIGIT = 256
 """Activations wider than int8 are multiplied as a = 256·ah + al: a signed high byte and an unsigned low byte."""
@@ -138,11 +139,6 @@ def load_table(layouter: Layouter, table: LookupTable, columns: list[np.ndarray]
     """Fill a (possibly shared) table once: a second chip using the same table leaves it as loaded."""
     if table.name not in layouter.layout.tables:
         layouter.assign_table(table, columns)
-
-
-def check_activation_bits(bits: object) -> int:
-    """An activation width a lane MAC multiplies: int8, or up to int16 as two byte digits."""
-    return check_int("activation_bits", bits, INT8.bits, MAX_Z_BITS)
 
 
 def _declare_digits(cs: ConstraintSystem, name: str, a: tuple[Column, ...], q: Expression

@@ -18,9 +18,8 @@ import numpy as np
 
 from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem
 from zkref.plonkish.layout import Layouter
-from zkref.chips.batched_mac import (LaneMac, LaneMacConfig, _declare_digits, _declare_lanes, _sum, check_activation_bits,
-                                     load_table, shared_table)
-from zkref.primitives.ranges import INT8
+from zkref.chips.batched_mac import LaneMac, LaneMacConfig, _declare_digits, _declare_lanes, _sum, load_table, shared_table
+from zkref.primitives.ranges import INT8, check_activation_bits
 
 RANGE_TABLES = {**{f"int{b}": np.arange(-(1 << (b - 1)), 1 << (b - 1), dtype=np.int64) for b in (4, 8, 12, 16)},
                 "uint8": np.arange(0, 256, dtype=np.int64)}
