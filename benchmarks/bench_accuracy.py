@@ -14,10 +14,6 @@ every delta replaced by the statement's dequantised output (zkref.accuracy): per
 ÷ the observed error (tight and a-priori), max logit error, top-1 agreement and perplexity against the float model,
 on held-out sequences.
 
-Group-wise int4 weight scales (a scale per row and group of g input columns) are measured here as an experiment of
-the integer semantics they would need (z = Σ_g S[r,g]·(A_q·x_q) over the group, S integer multipliers): they are
-not part of the statement (see the markdown).
-
 EZKL: one representative module (GPT-2-small c_attn 768→2304, r=8, 15 tokens, x and y polycommit, adapter fixed,
 a seeded random adapter quantised at each precision) is set up and proven at today's int4 and int8 precisions and at
 the recommended one, interleaved (A, B, C, A, B, C) in the same run.
@@ -46,9 +42,6 @@ LORA_PROBS = (0.1, 0.3, 0.6)
 TARGET_MEDIAN_ERROR = 0.01
 TARGET_TOP1 = 0.99
 TARGET_BOUND_RATIO = 3.0
-GROUP_SIZES = (32, 64)
-GROUP_SCALE_BITS = 8
-"""Group-wise experiment: integer multipliers S[r, g] in [1, 255] of a common per-row scale."""
 EZKL_SHAPE = dict(d_in=768, d_out=2304, rank=8, tokens=15)
 """GPT-2-small c_attn at 15 tokens: the README's headline EZKL module."""
 
@@ -138,60 +131,6 @@ def train(kind: str, base: Path, adapter: Path, base_text, train_text, base_step
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Group-wise int4 (experiment: the integer semantics it would need, measured on the captured activations)
-# ----------------------------------------------------------------------------------------------------------------------
-
-def group_wise_error(A: np.ndarray, B: np.ndarray, scaling: float, x_cal: np.ndarray, xs: list[np.ndarray],
-                     group: int) -> float:
-    """Max over calls of |proven − float delta| ÷ max |float delta| with lora_A quantised int4 per (row, group):
-    per-channel folding into B as today, then A_eff[r, j] ≈ (S[r, g]/255)·A_q[r, j] with S integer in [1, 255];
-    z = x_q·(S⊙A_q)ᵀ is exact, requantised to int16 with the calibrated shift, y_q = z_q·B_qᵀ."""
-    from zkref.lora.quantisation import lora_delta_float
-    from zkref.primitives.quant import (choose_shift, quantize_int8, quantize_weights, requantize, round_half_away,
-                                        symmetric_scale)
-
-    m = (1 << GROUP_SCALE_BITS) - 1
-    a = symmetric_scale(np.abs(A).max(axis=1), 7)
-    A_eff, B_eff = A / a[:, None], B * a[None, :]
-    r, d = A.shape
-    starts = np.arange(0, d, group)
-    S = np.ones((r, len(starts)), dtype=np.int64)
-    A_q = np.zeros_like(A_eff, dtype=np.int64)
-    for g, j in enumerate(starts):
-        block = A_eff[:, j:j + group]
-        S[:, g] = np.clip(round_half_away(np.abs(block).max(axis=1) / 7 * m), 1, m)
-        A_q[:, j:j + group] = np.clip(round_half_away(block * m / S[:, g:g + 1]), -7, 7)
-    A_int = A_q * np.repeat(S, group, axis=1)[:, :d]                    # the exact integer matrix S⊙A_q
-    qb = quantize_weights(B_eff, bits=4, per_channel=True)
-    scale_x = float(quantize_int8(x_cal).scale)
-    shift = choose_shift(quantize_int8(x_cal, scale_x).values @ A_int.T, 16)
-    worst, biggest = 0.0, 0.0
-    for x in xs:
-        x_q = quantize_int8(x, scale_x).values
-        z_q = requantize(x_q @ A_int.T, shift, 16).z_q
-        proven = scaling * (scale_x / m) * float(2 ** shift) * qb.scale[None, :] * (z_q @ qb.values.T)
-        ref = lora_delta_float(x, A, B, scaling)
-        worst, biggest = max(worst, float(np.abs(proven - ref).max())), max(biggest, float(np.abs(ref).max()))
-    return worst / biggest if biggest else 0.0
-
-
-def group_wise_rows(peft_model, calibration: list[int], held_out: list[list[int]]) -> list[dict]:
-    from zkref.models.peft_loading import capture_module_io, lora_modules
-
-    modules = lora_modules(peft_model)
-    cal = capture_module_io(peft_model, calibration, [m.name for m in modules])
-    calls = [capture_module_io(peft_model, ids, [m.name for m in modules]) for ids in held_out]
-    rows = []
-    for group in GROUP_SIZES:
-        errors = {m.name: group_wise_error(m.lora_A, m.lora_B, m.scaling, cal[m.name].x,
-                                           [c[m.name].x for c in calls], group) for m in modules}
-        rows.append({"precision": f"int4 group-wise g={group} (S 8-bit), z int16 — experiment, not provable",
-                     "group": group, "delta_relative_error_max": max(errors.values()),
-                     "delta_relative_error_median": float(np.median(list(errors.values())))})
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # EZKL prove time of the precisions that matter
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -249,7 +188,8 @@ def measure_model(kind: str, args, tmp: Path) -> dict:
         q = quantise_adapter(peft_model, calibration, precision)
         acc = measure(peft_model, q, held_out)
         rows.append({"precision": str(precision), "weight_bits": precision.weight_bits,
-                     "per_channel": precision.per_channel, "z_bits": precision.z_bits, "x_bits": precision.x_bits,
+                     "per_channel": precision.per_channel, "group_size": precision.group_size,
+                     "z_bits": precision.z_bits, "x_bits": precision.x_bits,
                      "x_mode": precision.x_mode.value, "modules": len(q),
                      "delta_relative_error_max": acc.max_module_relative_error,
                      "delta_relative_error_median": float(np.median(list(acc.module_relative_error.values()))),
@@ -265,7 +205,7 @@ def measure_model(kind: str, args, tmp: Path) -> dict:
     return {"model": MODELS[kind]["title"], "training": training,
             "eval": {"sequences": len(held_out), "tokens_each": len(held_out[0]),
                      "calibration_tokens": len(calibration)},
-            "precisions": rows, "group_wise": group_wise_rows(peft_model, calibration, held_out)}
+            "precisions": rows}
 
 
 def recommend(models: dict) -> tuple[object | None, str]:
@@ -286,11 +226,13 @@ def recommend(models: dict) -> tuple[object | None, str]:
 
     def rows_of(p) -> int:
         shift = 12 if p.weight_bits == 8 else 8           # representative; the rows barely depend on it
-        st = LoRAStatement(shape=LoRAShape(**EZKL_SHAPE), shift=shift, weight_bits=p.weight_bits, z_bits=p.z_bits,
+        bits = 12 if p.group_size else p.weight_bits      # group-wise int4 is proven as int12 weights
+        st = LoRAStatement(shape=LoRAShape(**EZKL_SHAPE), shift=shift, weight_bits=bits, z_bits=p.z_bits,
                            activation_bits=p.x_bits, x_binding="polycommit", y_binding="polycommit")
         return predict(st).rows
 
-    best = min(good, key=lambda p: (rows_of(p), p.weight_bits, p.z_bits, p.x_mode.value != "per-tensor"))
+    best = min(good, key=lambda p: (rows_of(p), 12 if p.group_size else p.weight_bits, p.z_bits, p.x_bits,
+                                    p.x_mode.value != "per-tensor"))
     return best, (f"{len(good)} of {len(PRECISIONS)} precisions meet ≤ {TARGET_MEDIAN_ERROR:.0%} median delta error "
                   f"and ≥ {TARGET_TOP1:.0%} top-1 on every model; the cheapest by EZKL's predicted rows")
 
@@ -315,11 +257,6 @@ def markdown(result: dict) -> str:
                       f"{r['bound_over_error_max']:.2f}× ({r['worst_case_bound_over_error_median']:.1f}×) "
                       f"| {r['max_logit_error']:.4f} | {r['top1_agreement']:.1%} | {r['perplexity_float']:.3f} → "
                       f"{r['perplexity_proven']:.3f} |")
-        md += ["", "Group-wise int4 weight scales (experiment: not part of the statement):", "",
-               "| precision | delta rel. error max / median |", "|---|---:|"]
-        for r in m["group_wise"]:
-            md.append(f"| {r['precision']} | {r['delta_relative_error_max']:.2%} / "
-                      f"{r['delta_relative_error_median']:.2%} |")
         md.append("")
     rec = result["recommended"]
     md += ["## Recommended precision and its EZKL prove time", "", rec["why"], ""]

@@ -205,3 +205,32 @@ def test_float_reference_matches_peft():
     B = layer.lora_B["default"].weight.detach().numpy()
     assert A.shape == (3, 6) and B.shape == (5, 3)
     np.testing.assert_allclose(lora_delta_float(x.numpy(), A, B, 6.0 / 3), delta, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("group", [16, 32, 40])
+def test_group_wise_int4_is_an_exact_int12_statement_within_both_bounds(group):
+    """lora_A scaled per (row, group of input columns): A_q = S⊙A4 with integer S in [1, 255] constant over each
+    group and int4 digits A4, proven as int12 weights; both bounds hold and zkref's circuit is satisfied."""
+    from backends import get_backend
+
+    rng = np.random.default_rng(group)
+    A = rng.normal(0, 0.3, (4, 96)) * rng.uniform(0.05, 3, (1, 96))     # columns of very different sizes
+    B, x = rng.normal(0, 0.3, (24, 4)), rng.normal(0, 1, (3, 96))
+    q = QuantizedLoRA.from_float(A, B, scaling=2.0, x_calibration=x, per_channel=True, z_bits=16, group_size=group)
+    S = np.rint(q.A_step * 255).astype(np.int64)
+    for start in range(0, 96, group):
+        block = S[:, start:start + group]
+        assert (block == block[:, :1]).all() and block.min() >= 1 and block.max() <= 255
+    A4 = q.A_q // S
+    assert np.array_equal(A4 * S, q.A_q) and np.abs(A4).max() <= 7
+    assert np.abs(q.A_eff - q.A_q / 255).max() <= (q.A_step / 2).max() + 1e-12   # no digit clipped
+    st_ = q.statement(3)
+    assert st_.weight_bits == 12 and q.group_size == group and int(np.abs(q.B_q).max()) <= 7   # B stays int4
+    qx = q.quantize_activations(x)
+    err = np.abs(q.dequantize(forward(q, qx.x_q)[2], qx.scales) - lora_delta_float(x, A, B, 2.0))
+    assert (err <= q.error_bound(x)).all() and (err <= q.worst_case_error_bound(x)).all()
+    result = get_backend("zkref").prove(st_, q.witness(qx.x_q))
+    assert np.array_equal(result.public.y_q, forward(q, qx.x_q)[2])
+    with pytest.raises(ValueError, match="group-wise"):
+        QuantizedLoRA.from_float(A, B, scaling=2.0, x_calibration=x, per_channel=False, group_size=group)
+

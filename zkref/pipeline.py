@@ -51,24 +51,26 @@ class Bindings:
 
 def quantise(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
              per_channel: bool = False, shift: int | None = None, weight_bits: int = 4, z_bits: int = 8,
-             x_mode: ScaleMode | str = ScaleMode.PER_TENSOR, x_bits: int = 8) -> QuantizedLoRA:
+             x_mode: ScaleMode | str = ScaleMode.PER_TENSOR, x_bits: int = 8, group_size: int = 0) -> QuantizedLoRA:
     """Quantise an adapter (int4 or wider) and fix the activation scale and shift from calibration activations."""
     return QuantizedLoRA.from_float(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration,
                                     per_channel=per_channel, shift=shift, weight_bits=weight_bits, z_bits=z_bits,
-                                    x_mode=x_mode, activation_bits=x_bits)
+                                    x_mode=x_mode, activation_bits=x_bits, group_size=group_size)
 
 
 @dataclass(frozen=True)
 class Precision:
     """How an adapter is quantised: weight width (the circuit's cost), per-channel weight scales (free: outside the
     circuit), z_q's width (`LoRAStatement.z_bits`: in the circuit), the activations' scale mode (free) and width
-    (`LoRAStatement.activation_bits`: in the circuit)."""
+    (`LoRAStatement.activation_bits`: in the circuit); or int4 with group-wise scales of lora_A (`group_size`),
+    proven as int12 weights (`QuantizedLoRA.from_float`)."""
 
     weight_bits: int
     per_channel: bool
     z_bits: int = 8
     x_mode: ScaleMode = ScaleMode.PER_TENSOR
     x_bits: int = 8
+    group_size: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "x_mode", ScaleMode(self.x_mode))
@@ -77,13 +79,15 @@ class Precision:
                  shift: int | None = None) -> QuantizedLoRA:
         return quantise(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration, per_channel=self.per_channel,
                         shift=shift, weight_bits=self.weight_bits, z_bits=self.z_bits, x_mode=self.x_mode,
-                        x_bits=self.x_bits)
+                        x_bits=self.x_bits, group_size=self.group_size)
 
     def __str__(self) -> str:
         z = "" if self.z_bits == 8 else f", z int{self.z_bits}"
         x = "" if self.x_bits == 8 else f", x int{self.x_bits}"
         x += "" if self.x_mode is ScaleMode.PER_TENSOR else " per token" if self.x_bits != 8 else ", x per token"
-        return f"int{self.weight_bits} {'per-channel' if self.per_channel else 'per-tensor'}{z}{x}"
+        scales = f"group-wise g={self.group_size} (as int12)" if self.group_size else \
+            "per-channel" if self.per_channel else "per-tensor"
+        return f"int{self.weight_bits} {scales}{z}{x}"
 
 
 _TOKEN = ScaleMode.PER_TOKEN
@@ -92,8 +96,9 @@ PRECISIONS = (
     Precision(4, False), Precision(4, True), Precision(8, False), Precision(8, True),
     # a wider z_q
     Precision(4, True, 16), Precision(8, True, 12), Precision(8, True, 16),
-    # each token's own activation scale
-    Precision(4, True, 16, _TOKEN), Precision(8, False, 16, _TOKEN), Precision(8, True, 12, _TOKEN),
+    # each token's own activation scale, and group-wise int4 (groups of 32 or 64 input columns)
+    Precision(4, True, 16, _TOKEN), Precision(4, True, 16, _TOKEN, group_size=32),
+    Precision(4, True, 16, _TOKEN, group_size=64), Precision(8, False, 16, _TOKEN), Precision(8, True, 12, _TOKEN),
     Precision(8, True, 16, _TOKEN),
     # wider activations and weights
     Precision(8, True, 16, _TOKEN, 12), Precision(12, True, 16, _TOKEN), Precision(12, True, 16, _TOKEN, 12),
@@ -138,8 +143,9 @@ def choose_precision(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, 
     `max_rel_error` (max |dequantised − float delta| / max |float delta|).
 
     Cost is the backend's predicted rows for a call of the calibration's length (`proving_rows`); equal rows go to
-    narrower weights (EZKL proves int8 weights 1.3–3.4× slower at equal rows: benchmarks/results/performance.md),
-    then the narrower z_q, then the smaller error. ValueError, naming the best error reached, when none is accurate
+    the narrower statement weights (EZKL proves int8 weights 1.3–3.4× slower at equal rows:
+    benchmarks/results/performance.md; group-wise int4 is proven as int12), then the narrower z_q and x_q, then the
+    smaller error. ValueError, naming the best error reached, when none is accurate
     enough."""
     if not 0 < float(max_rel_error) < 1e6:
         raise ValueError(f"max_rel_error must be a positive number, got {max_rel_error!r}")
@@ -156,8 +162,8 @@ def choose_precision(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, 
         quantised[precision] = q
     within = [t for t in trials if t.within]
     if within:
-        best = min(within, key=lambda t: (t.cost_rows, t.precision.weight_bits, t.precision.z_bits,
-                                          t.relative_error))
+        best = min(within, key=lambda t: (t.cost_rows, quantised[t.precision].weight_bits, t.precision.z_bits,
+                                          t.precision.x_bits, t.relative_error))
         return quantised[best.precision], trials
     best_trial = min(trials, key=lambda t: t.relative_error)
     raise ValueError(f"no precision reaches a relative error of {max_rel_error:g} on the calibration activations; "

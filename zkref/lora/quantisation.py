@@ -14,8 +14,8 @@ import numpy as np
 
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement, LoRAWitness,
                                   OutputBinding, evaluate)
-from zkref.primitives.quant import (choose_shift, finite_array, quantize_weights, round_half_away,
-                                   symmetric_scale)
+from zkref.primitives.quant import (QuantizedTensor, choose_shift, finite_array, quantize_weights,
+                                   round_half_away, symmetric_scale)
 from zkref.primitives.ranges import (ACTIVATION_BITS_DEFAULT, Z_BITS_DEFAULT, IntRange, check_activation_bits,
                                      check_int, check_shift, check_z_bits)
 
@@ -157,8 +157,24 @@ SHIFT_HEADROOM_BITS = 1
 """The calibrated shift leaves z_q this many bits above the calibration's largest |z|: a call whose activations reach
 further than calibration's would otherwise clamp (measured on the trained tiny GPT-2: with no headroom a held-out
 call clamped and one module's delta error reached 17 %; one bit removed it, benchmarks/results/accuracy.md)."""
+GROUP_SCALE_BITS = 8
+"""Group-wise scales: each (row, group) of lora_A gets an integer multiplier S in [1, 2^8 − 1] of its row's scale."""
+GROUP_WEIGHT_BITS = 12
+"""The statement width of a group-wise adapter's lora_A, S⊙A_q: |S·A_q| ≤ 255·7 = 1785 < 2^11."""
 FLOAT64_UNIT = 2.0 ** -53
 """Unit roundoff of float64: the error bound adds a rigorous term for its own float evaluation."""
+
+
+def _group_multipliers(A_eff: np.ndarray, group_size: int, qmax: int) -> np.ndarray:
+    """S (r × d_in, constant over each group of `group_size` columns): 255·(the group's max|A_eff| / qmax), rounded
+    up (so no A_eff/S·255 leaves ±qmax: no digit is clipped), in [1, 255]."""
+    m = (1 << GROUP_SCALE_BITS) - 1
+    r, d = A_eff.shape
+    S = np.empty((r, d))
+    for start in range(0, d, group_size):
+        block = np.abs(A_eff[:, start:start + group_size]).max(axis=1, keepdims=True)
+        S[:, start:start + group_size] = np.clip(np.ceil(block / qmax * m), 1, m)
+    return S
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,6 +200,10 @@ class QuantizedLoRA:
     z_bits: int = Z_BITS_DEFAULT
     x_mode: ScaleMode = ScaleMode.PER_TENSOR
     activation_bits: int = ACTIVATION_BITS_DEFAULT
+    group_size: int = 0
+    """Group-wise lora_A scales over groups of this many input columns (0: none); A_q is then S⊙A_q (see from_float)."""
+    A_step: np.ndarray | None = None
+    """The rounding step of each A_q entry in real units (r × d_in): scale_A, or S[r, g]·scale_A per group."""
 
     @property
     def rank(self) -> int:
@@ -202,17 +222,38 @@ class QuantizedLoRA:
                    per_channel: bool = False, shift: int | None = None, weight_bits: int = 4,
                    z_bits: int = Z_BITS_DEFAULT, x_mode: ScaleMode | str = ScaleMode.PER_TENSOR,
                    headroom_bits: int = SHIFT_HEADROOM_BITS,
-                   activation_bits: int = ACTIVATION_BITS_DEFAULT) -> "QuantizedLoRA":
+                   activation_bits: int = ACTIVATION_BITS_DEFAULT, group_size: int = 0) -> "QuantizedLoRA":
         """Quantise lora_A, lora_B (int4, or int8/12/16 with weight_bits); x to `activation_bits`; take the activation
-        scale and (unless given)
-        the shift — the smallest that clamps no z_q of `z_bits` bits with `headroom_bits` to spare — from calibration
-        data, with the calibration activations quantised as calls will be (`x_mode`)."""
+        scale and (unless given) the shift — the smallest that clamps no z_q of `z_bits` bits with `headroom_bits` to
+        spare — from calibration data, with the calibration activations quantised as calls will be (`x_mode`).
+
+        group_size g > 0 (int4, per channel): lora_A's rows are scaled per group of g input columns, AWQ-style, as an
+        exact integer statement: each row is first folded into B as per channel (A_eff spans ±7), then each (row,
+        group) gets an integer multiplier S = clamp(⌈255·max|A_eff[r, group]|/7⌉, 1, 255) and int4
+        digits A4 = clamp(round_half_away(255·A_eff/S), ±7), so A_eff ≈ (S⊙A4)/255. The statement proves
+        z = x_q·(S⊙A4)ᵀ with S⊙A4 as int12 weights (`GROUP_WEIGHT_BITS`), B int4 values in the same statement; the
+        adapter binding binds S⊙A4, which is all z depends on."""
         A, B, x = finite_array(A, "lora_A"), finite_array(B, "lora_B"), finite_array(x_calibration, "x_calibration")
         _check_lora_shapes(A, B, x)
         scaling = _check_scaling(scaling)
         z_bits = check_z_bits(z_bits)
         qmax = IntRange(weight_bits).hi
-        if per_channel:
+        group_size = check_int("group_size", group_size, 0, A.shape[1])
+        A_step = None
+        if group_size:
+            if weight_bits != 4 or not per_channel:
+                raise ValueError("group-wise scales quantise int4 weights per channel (weight_bits=4, per_channel)")
+            a = symmetric_scale(np.abs(A).max(axis=1), qmax)
+            A_eff, B_eff = A / a[:, None], B * a[None, :]
+            S = _group_multipliers(A_eff, group_size, qmax)
+            m = float((1 << GROUP_SCALE_BITS) - 1)
+            A4 = np.clip(round_half_away(A_eff * m / S), -qmax, qmax)
+            qa = QuantizedTensor(A4 * S.astype(np.int64), np.asarray(1.0 / m))
+            A_step = S / m
+            qb = quantize_weights(B_eff, bits=weight_bits, per_channel=True)
+            scale_B = qb.scale
+            weight_bits = GROUP_WEIGHT_BITS
+        elif per_channel:
             a = symmetric_scale(np.abs(A).max(axis=1), qmax)
             A_eff, B_eff = A / a[:, None], B * a[None, :]
             # rows already span [-qmax, qmax]: per-tensor scale 1 (or less for zero rows)
@@ -229,8 +270,11 @@ class QuantizedLoRA:
         x_q = calls.quantize(x).x_q
         headroom = check_int("headroom_bits", headroom_bits, 0, z_bits - 1)
         chosen = choose_shift((x_q @ qa.values.T) << headroom, z_bits) if shift is None else check_shift(shift)
+        if A_step is None:
+            A_step = np.full(qa.values.shape, float(qa.scale))
         return cls(qa.values, qb.values, float(qa.scale), np.asarray(scale_B, dtype=np.float64), scale_x,
-                   scaling, chosen, A_eff, B_eff, weight_bits, z_bits, ScaleMode(x_mode), activation_bits)
+                   scaling, chosen, A_eff, B_eff, weight_bits, z_bits, ScaleMode(x_mode), activation_bits,
+                   group_size, A_step)
 
     # -- into the statement ------------------------------------------------------------------------------------------
     def statement(self, tokens: int, *, x_binding: ActivationBinding | str = ActivationBinding.PUBLIC,
@@ -293,13 +337,14 @@ class QuantizedLoRA:
         """A rigorous a-priori bound on |dequantize(y_q) − lora_delta_float(x)| per output (T × d_out): every rounding
         (activations, both weights, the requantisation) taken at its worst, as if only its magnitude were known.
 
-        |err| <= s·( |B_eff|·D + (scale_B/2)·Σᵢ|ũᵢ| ), D = |A_eff|·|x − x̂| + (scale_A/2)·‖x̂‖₁ + R,
+        |err| <= s·( |B_eff|·D + (scale_B/2)·Σᵢ|ũᵢ| ), D = |A_eff|·|x − x̂| + (step_A/2)·|x̂| + R (step_A = scale_A,
+        or per group S·scale_A),
         with x̂ = scale_x·x_q, ũ = scale_A·scale_x·2^shift·z_q and R = scale_A·scale_x·max(|z − 2^shift·z_q|,
         2^(shift−1)) (the rounding's worst, or the clamped value).
         """
         t = self._terms(x)
-        D = np.abs(t["ex"]) @ np.abs(self.A_eff).T + (self.scale_A / 2) * np.abs(t["x_hat"]).sum(axis=1, keepdims=True) \
-            + self._requant_worst(t)
+        A_step = np.full(self.A_q.shape, self.scale_A) if self.A_step is None else self.A_step
+        D = np.abs(t["ex"]) @ np.abs(self.A_eff).T + np.abs(t["x_hat"]) @ (A_step / 2).T + self._requant_worst(t)
         s = abs(self.scaling)
         bound = s * (D @ np.abs(self.B_eff).T
                      + (self.scale_B[None, :] / 2) * np.abs(t["u_tilde"]).sum(axis=1, keepdims=True))
