@@ -202,10 +202,35 @@ def measure_model(kind: str, args, tmp: Path) -> dict:
                      "perplexity_float": acc.perplexity_float, "perplexity_proven": acc.perplexity_proven})
         print(f"{kind}: {rows[-1]['precision']}: median {rows[-1]['delta_relative_error_median']:.2%} "
               f"top-1 {acc.top1_agreement:.1%} bound÷err {rows[-1]['bound_over_error_median']:.2f}", flush=True)
-    return {"model": MODELS[kind]["title"], "training": training,
+    return {"model": MODELS[kind]["title"], "training": training, "headroom": headroom_effect(peft_model, calibration,
+                                                                                         held_out),
             "eval": {"sequences": len(held_out), "tokens_each": len(held_out[0]),
                      "calibration_tokens": len(calibration)},
             "precisions": rows}
+
+
+def headroom_effect(peft_model, calibration: list[int], held_out: list[list[int]]) -> dict:
+    """The calibrated shift's one bit of headroom (`SHIFT_HEADROOM_BITS`) against none, at int8 weights per channel,
+    a 16-bit z_q and per-token activations: max and median module delta error, clamped z_q, top-1 agreement."""
+    import dataclasses
+
+    from zkref.accuracy import measure
+    from zkref.lora.quantisation import ScaleMode
+    from zkref.pipeline import Precision, calibrate
+    from zkref.primitives.quant import choose_shift
+
+    precision = Precision(8, True, 16, ScaleMode.PER_TOKEN)
+    out = {"precision": str(precision)}
+    modules = calibrate(peft_model, calibration, precision=precision)
+    for label, shift_of in (("one bit (default)", lambda c: c.quantised.shift),
+                            ("none", lambda c: choose_shift(c.quantised.quantize_x(c.captured.x) @ c.quantised.A_q.T,
+                                                            c.quantised.z_bits))):
+        q = {c.name: dataclasses.replace(c.quantised, shift=shift_of(c)) for c in modules}
+        acc = measure(peft_model, q, held_out)
+        errors = list(acc.module_relative_error.values())
+        out[label] = {"delta_relative_error_max": max(errors), "delta_relative_error_median": float(np.median(errors)),
+                      "top1_agreement": acc.top1_agreement}
+    return out
 
 
 def recommend(models: dict) -> tuple[object | None, str]:
@@ -257,7 +282,11 @@ def markdown(result: dict) -> str:
                       f"{r['bound_over_error_max']:.2f}× ({r['worst_case_bound_over_error_median']:.1f}×) "
                       f"| {r['max_logit_error']:.4f} | {r['top1_agreement']:.1%} | {r['perplexity_float']:.3f} → "
                       f"{r['perplexity_proven']:.3f} |")
-        md.append("")
+        h = m["headroom"]
+        md += ["", f"The calibrated shift's headroom ({h['precision']}): "
+               + "; ".join(f"{k}: delta error max {v['delta_relative_error_max']:.2%}, median "
+                           f"{v['delta_relative_error_median']:.2%}, top-1 {v['top1_agreement']:.1%}"
+                           for k, v in h.items() if k != "precision") + ".", ""]
     rec = result["recommended"]
     md += ["## Recommended precision and its EZKL prove time", "", rec["why"], ""]
     if rec["precision"]:

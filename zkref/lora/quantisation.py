@@ -65,7 +65,7 @@ class DeltaCheck:
 
 
 class ScaleMode(str, enum.Enum):
-    """How activations are scaled into int8: part of what a contributor commits to (its `Dequantisation`), never
+    """How activations are scaled into x_q: part of what a contributor commits to (its `Dequantisation`), never
     chosen per call."""
 
     PER_TENSOR = "per-tensor"   # one scale_x, fixed from the calibration activations, for every call
@@ -128,7 +128,7 @@ class Dequantisation:
         """The (T,) activation scales to dequantise T tokens with: the calibrated one per tensor, the given ones
         (from `quantize`) per token."""
         if self.x_mode is ScaleMode.PER_TENSOR:
-            if x_scales is not None and not np.allclose(x_scales, self.scale_x, rtol=0, atol=0):
+            if x_scales is not None and np.any(np.asarray(x_scales, dtype=np.float64) != self.scale_x):
                 raise ValueError("per-tensor activations all have the calibrated scale_x; other scales were given")
             return np.full(tokens, self.scale_x)
         if x_scales is None:
@@ -155,8 +155,7 @@ class Dequantisation:
 
 SHIFT_HEADROOM_BITS = 1
 """The calibrated shift leaves z_q this many bits above the calibration's largest |z|: a call whose activations reach
-further than calibration's would otherwise clamp (measured on the trained tiny GPT-2: with no headroom a held-out
-call clamped and one module's delta error reached 17 %; one bit removed it, benchmarks/results/accuracy.md)."""
+further than calibration's would otherwise clamp (benchmarks/results/accuracy.md measures one bit against none)."""
 GROUP_SCALE_BITS = 8
 """Group-wise scales: each (row, group) of lora_A gets an integer multiplier S in [1, 2^8 − 1] of its row's scale."""
 GROUP_WEIGHT_BITS = 12
