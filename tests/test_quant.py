@@ -129,7 +129,7 @@ def test_per_token_scales_quantise_each_token_to_its_own_range_and_come_back():
     d = Dequantisation(2.0, 0.5, (1.0, 3.0), 1.0, 3, ScaleMode.PER_TOKEN)
     qx = d.quantize(x)
     assert qx.x_q.tolist() == [[50, -127, 0], [127, 51, -32], [0, 0, 0]]
-    assert np.allclose(qx.scales, [0.01, 100 / 127, 1.0])
+    assert np.allclose(qx.scales, [0.01, 100 / 127, 0.0]) and qx.scales[2] == np.finfo(np.float64).tiny
     y_q = np.array([[1, 2], [3, 4], [5, 6]])
     assert np.allclose(d.apply(y_q, qx.scales), 2.0 * 0.5 * 8 * qx.scales[:, None] * [1.0, 3.0] * y_q)
     with pytest.raises(ValueError, match="each token's scale"):
@@ -234,3 +234,16 @@ def test_group_wise_int4_is_an_exact_int12_statement_within_both_bounds(group):
     with pytest.raises(ValueError, match="group-wise"):
         QuantizedLoRA.from_float(A, B, scaling=2.0, x_calibration=x, per_channel=False, group_size=group)
 
+
+
+def test_an_all_zero_token_does_not_inflate_the_per_token_bound():
+    """A padding token (x = 0) is 0 at any scale; its tiny scale keeps its requantisation term, and the bound, at 0."""
+    rng = np.random.default_rng(11)
+    A, B = rng.normal(0, 0.3, (4, 32)), rng.normal(0, 0.3, (16, 4))
+    x = rng.normal(0, 1, (3, 32))
+    x[1] = 0.0
+    q = QuantizedLoRA.from_float(A, B, scaling=2.0, x_calibration=x, weight_bits=8, z_bits=16, x_mode="per-token")
+    bound = q.error_bound(x)
+    assert bound[1].max() < 1e-250 and (bound[[0, 2]] > 1e-6).all()
+    qx = q.quantize_activations(x)
+    assert not qx.x_q[1].any() and not q.dequantize(forward(q, qx.x_q)[2], qx.scales)[1].any()
