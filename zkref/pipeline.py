@@ -143,9 +143,9 @@ def choose_precision(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, 
     `max_rel_error` (max |dequantised − float delta| / max |float delta|).
 
     Cost is the backend's predicted rows for a call of the calibration's length (`proving_rows`); equal rows go to
-    the narrower statement weights (EZKL proves int8 weights 1.3–3.4× slower at equal rows:
-    benchmarks/results/performance.md; group-wise int4 is proven as int12), then the narrower z_q and x_q, then the
-    smaller error. ValueError, naming the best error reached, when none is accurate
+    the narrower statement weights (more lookups per product in zkref's table layout; EZKL measured int8 weights
+    1.3–3.4× slower in benchmarks/results/performance.md, equal on c_attn in accuracy.md; group-wise int4 is proven
+    as int12), then the narrower z_q and x_q, then the smaller error. ValueError, naming the best error reached, when none is accurate
     enough."""
     if not 0 < float(max_rel_error) < 1e6:
         raise ValueError(f"max_rel_error must be a positive number, got {max_rel_error!r}")
