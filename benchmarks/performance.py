@@ -281,10 +281,13 @@ def accuracy_line(src: dict) -> list[str]:
     acc = src.get("accuracy")
     if not acc:
         return []
-    parts = [f"{p['precision']}: median delta error {p['delta_relative_error_median']:.1%}, top-1 agreement "
-             f"{p['top1_agreement']:.1%}" for p in acc.get("precisions", [])]
-    return [f"What the integer formats cost (bench_accuracy, {acc.get('model', 'tiny model')}): " + "; ".join(parts)
-            + ".", ""]
+    lines = []
+    for m in acc.get("models", {}).values():
+        parts = [f"{p['precision']}: median delta error {p['delta_relative_error_median']:.1%}, top-1 agreement "
+                 f"{p['top1_agreement']:.1%}" for p in m.get("precisions", [])]
+        lines += [f"What the integer formats cost (bench_accuracy, {m.get('model', 'tiny model')}): "
+                  + "; ".join(parts) + ".", ""]
+    return lines
 
 
 def factors(src: dict) -> tuple[list[str], dict]:

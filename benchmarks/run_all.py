@@ -61,7 +61,7 @@ PARTS = (
     Part("mock_prover", "bench_mock_prover.py", results_flag=False, quick=False, locks_itself=False),
     Part("poseidon", "bench_poseidon.py", results_flag=False, quick=False, locks_itself=False),
     Part("digest", "bench_digest.py", results_flag=False, quick=False, locks_itself=False),
-    Part("accuracy", "bench_accuracy.py", results_flag=False, quick=False, locks_itself=False),
+    Part("accuracy", "bench_accuracy.py", results_flag=False, cache_flag=True, quick=False),
     Part("soak", "soak.py", locks_itself=False),
     Part("plots", "plots.py", locks_itself=False, timed=False),
     Part("performance", "performance.py", locks_itself=False, timed=False),

@@ -22,6 +22,8 @@ from zkref.lora.batch import LoRABatch, batch_public_values
 from zkref.lora.circuit import LoRACircuit
 from zkref.lora.statement import LoRAShape, LoRAStatement, LoRAWitness, evaluate, public_values
 from zkref.plonkish.mock_prover import MockProver
+from zkref.primitives.ranges import IntRange
+from backends.ezkl import graph as ezkl_graph
 
 BACKENDS = [pytest.param("zkref", id="zkref"), pytest.param("ezkl", id="ezkl", marks=pytest.mark.ezkl)]
 EXAMPLES = {"zkref": 40, "ezkl": 8}
@@ -45,22 +47,34 @@ def make_backend(ezkl_cache):
 
 @st.composite
 def cases(draw):
-    """(statement, witness): d_in ≤ 8, d_out ≤ 6, rank ≤ 3, tokens ≤ 2, shift ≤ 6; exact ties, negatives, clamping."""
+    """(statement, witness): d_in ≤ 8, d_out ≤ 6, rank ≤ 3, tokens ≤ 2, shift ≤ 6 (raised where EZKL's Floor would
+    need more than 15 digits), int4/8/12/16 weights, int8/12/16 activations, z_q of 8, 12 or 16 bits; exact ties,
+    negatives, clamping (a wide z_q clamps at shift 0 with wide weights)."""
     d_in, d_out = draw(st.integers(1, 8)), draw(st.integers(1, 6))
     r, t, shift = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 6))
-    ints = lambda lo, hi, n: draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n))  # noqa: E731
-    A = np.array(ints(-8, 7, r * d_in)).reshape(r, d_in)
-    B = np.array(ints(-8, 7, d_out * r)).reshape(d_out, r)
-    x = np.array(ints(-128, 127, t * d_in)).reshape(t, d_in)
+    z_bits = draw(st.sampled_from([8, 8, 12, 16]))
+    x_bits = draw(st.sampled_from([8, 8, 12, 16]))
     kind = draw(st.sampled_from(["random", "ties", "clamp"]))
+    weight_bits = draw(st.sampled_from([8, 12]) if kind == "clamp" and z_bits > 8 else st.sampled_from([4, 4, 8, 12, 16]))
+    if kind == "clamp" and z_bits > 8:
+        shift = 0                                    # at shift 0, |z| ≤ d_in·127² clamps int12, and int16 for d_in ≥ 3
+    statement = LoRAStatement(shape=LoRAShape(d_in=d_in, d_out=d_out, rank=r, tokens=t), shift=shift,
+                              weight_bits=weight_bits, z_bits=z_bits, activation_bits=x_bits)
+    while ezkl_graph.unsupported_reason(statement):  # EZKL: a base-2^shift Floor of a wide range needs > 15 digits
+        statement = dataclasses.replace(statement, shift=statement.shift + 1)
+    shift = statement.shift
+    ints = lambda lo, hi, n: draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n))  # noqa: E731
+    w, a = IntRange(weight_bits), IntRange(x_bits)
+    A = np.array(ints(w.lo, w.hi, r * d_in)).reshape(r, d_in)
+    B = np.array(ints(w.lo, w.hi, d_out * r)).reshape(d_out, r)
+    x = np.array(ints(a.lo, a.hi, t * d_in)).reshape(t, d_in)
     if kind == "ties" and shift:
         x[:, :] = 0                                  # z[t, o] = A[o, 0]·x[t, 0] = ±odd·2^(shift-1): exact ties
         x[:, 0] = [(1 << (shift - 1)) * (-1) ** i for i in range(t)]
         A[:, 0] = [draw(st.sampled_from([-7, -5, -3, -1, 1, 3, 5, 7])) for _ in range(r)]
     elif kind == "clamp":
         x[:, :] = draw(st.sampled_from([-128, 127]))
-        A[:, :] = draw(st.sampled_from([-8, 7]))
-    statement = LoRAStatement(shape=LoRAShape(d_in=d_in, d_out=d_out, rank=r, tokens=t), shift=shift)
+        A[:, :] = draw(st.sampled_from([w.lo, w.hi]))
     return statement, LoRAWitness(A_q=A, B_q=B, x_q=x)
 
 
@@ -124,9 +138,34 @@ FIXED_CASES = {
     "clamping": (1, lambda w: LoRAWitness(A_q=np.full_like(w.A_q, 7), B_q=w.B_q, x_q=np.full_like(w.x_q, 127))),
     "shift-0": (0, lambda w: w),
 }
+WIDE_CASES = {  # (z_bits, shift, weight_bits, activation_bits): wide z_q with ties and negatives, clamping at its
+    "wide-12": (12, 4, 8, 8),            # width, and wide weights and activations
+    "wide-16-clamping": (16, 0, 8, 8),
+    "int12-x12-z16": (16, 8, 12, 12),
+}
+
+
+def _wide(case: str) -> tuple[LoRAStatement, LoRAWitness]:
+    """int8 (or wider) weights, a z_q of 12 or 16 bits: exact ties, or |z| beyond int16 at shift 0."""
+    z_bits, shift, weight_bits, x_bits = WIDE_CASES[case]
+    rng = np.random.default_rng(5)
+    w, a = IntRange(weight_bits), IntRange(x_bits)
+    A, B = rng.integers(w.lo, w.hi + 1, (3, 8)), rng.integers(w.lo, w.hi + 1, (6, 3))
+    x = rng.integers(a.lo, a.hi + 1, (2, 8))
+    if shift == 0:
+        x[0, :], A[0, :] = 127, 127                   # z[0, 0] = 8·127² > 32767: clamped
+    else:
+        x[1, :] = 0                                   # z[1, o] = A[o, 0]·2^(s-1), A[o, 0] odd: exact ties
+        x[1, 0] = 1 << (shift - 1)
+        A[:, 0] = [37, -55, 101]
+    statement = LoRAStatement(shape=LoRAShape(d_in=8, d_out=6, rank=3, tokens=2), shift=shift,
+                              weight_bits=weight_bits, z_bits=z_bits, activation_bits=x_bits)
+    return statement, LoRAWitness(A_q=A, B_q=B, x_q=x)
 
 
 def _fixed(case: str) -> tuple[LoRAStatement, LoRAWitness]:
+    if case in WIDE_CASES:
+        return _wide(case)
     shift, transform = FIXED_CASES[case]
     rng = np.random.default_rng(3)
     A, B, x = rng.integers(-8, 8, (3, 8)), rng.integers(-8, 8, (6, 3)), rng.integers(-128, 128, (2, 8))
@@ -139,11 +178,13 @@ def _fixed(case: str) -> tuple[LoRAStatement, LoRAWitness]:
 
 
 @pytest.mark.ezkl
-@pytest.mark.parametrize("case", list(FIXED_CASES))
+@pytest.mark.parametrize("case", list(FIXED_CASES) + list(WIDE_CASES))
 def test_backends_agree_with_each_other(make_backend, case):
     statement, witness = _fixed(case)
     trace = evaluate(statement, witness)
     assert case != "clamping" or trace.clamped == trace.z.size
+    assert "clamping" not in case or trace.clamped > 0
+    assert statement.z_bits == 8 or int(np.abs(trace.z_q).max()) > 127     # a wide z_q beyond int8
     results = {name: make_backend(name).prove(statement, witness) for name in ("zkref", "ezkl")}
     assert results["zkref"].public.equals(results["ezkl"].public)
     assert results["ezkl"].public.equals(public_values(statement, witness, trace))
@@ -153,10 +194,10 @@ def test_backends_agree_with_each_other(make_backend, case):
 # Tampered witnesses: every backend rejects
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _ezkl_evil_proof_verifies(backend, statement, witness, *, offset=0, a_override=None) -> bool:
+def _ezkl_evil_proof_verifies(backend, statement, witness, *, offset=0, a_override=None, z_bits=None) -> bool:
     """A dishonest EZKL prover: the statement's graph with the rounding offset moved (z_q off by one at ties) or one
     weight changed, compiled with the honest settings and proven with the HONEST proving key; verified with the
-    honest verifying key."""
+    honest verifying key. `z_bits` (default the statement's) is the width the evil graph clamps z_q to."""
     import ezkl
     import torch
 
@@ -165,6 +206,7 @@ def _ezkl_evil_proof_verifies(backend, statement, witness, *, offset=0, a_overri
     prep = backend.prepare(statement, witness)
     s = statement.shift
     A = np.asarray(witness.A_q if a_override is None else a_override)
+    q = IntRange(statement.z_bits if z_bits is None else z_bits)
 
     class Evil(torch.nn.Module):
         def __init__(self):
@@ -175,9 +217,11 @@ def _ezkl_evil_proof_verifies(backend, statement, witness, *, offset=0, a_overri
         def forward(self, x):
             z = x @ self.A.t()
             lt = (z < 0).to(torch.float32)
-            return torch.clamp(torch.floor(z + (2.0 ** (s - 1) + offset - lt) * 2.0 ** -s), -128, 127) @ self.B.t()
+            if s:
+                z = torch.floor(z + (2.0 ** (s - 1) + offset - lt) * 2.0 ** -s)
+            return torch.clamp(z, q.lo, q.hi) @ self.B.t()
 
-    work = prep.circuit_dir.parent / f"evil-{offset}-{a_override is not None}"
+    work = prep.circuit_dir.parent / f"evil-{offset}-{a_override is not None}-{z_bits}"
     work.mkdir(exist_ok=True)
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -250,3 +294,44 @@ def test_tampered_witnesses_are_rejected(make_backend, name, tamper):
             assert not verdict
         else:                                    # a circuit holding the weight: not the honest verifying key
             assert not _ezkl_evil_proof_verifies(backend, statement, witness, a_override=A)
+
+
+WIDE_TAMPERS = ["wrong wide z_q", "z_q clamped to int8"]
+
+
+@pytest.mark.parametrize("tamper", WIDE_TAMPERS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_tampered_wide_intermediates_are_rejected(make_backend, name, tamper):
+    """A z_q of 12 bits moved by one at a tie, or clamped to int8 instead of int12: every backend rejects."""
+    backend = make_backend(name)
+    statement, witness = _wide("wide-12")
+    trace = evaluate(statement, witness)
+    if name == "zkref":
+        t, o = np.argwhere(np.abs(trace.z_q) > 127)[0]
+        row = (int(t) * statement.shape.rank + int(o)) * _limbs(LoRACircuit(statement=statement, witness=witness))
+        value = trace.z_q[t, o] + 1 if tamper == "wrong wide z_q" else (127 if trace.z_q[t, o] > 0 else -128)
+        failures = _zkref_failures(statement, witness, lambda p: p.set_cell("requant.zq", row, int(value)))
+        assert any("requant" in str(f) for f in failures)
+    elif tamper == "wrong wide z_q":
+        assert not _ezkl_evil_proof_verifies(backend, statement, witness, offset=-1)   # the ties round the other way
+    else:
+        assert not _ezkl_evil_proof_verifies(backend, statement, witness, z_bits=8)
+
+
+def test_zkref_rejects_a_wide_activation_split_into_other_bytes():
+    """zkref multiplies a wide z_q as a = 256·ah + al: al + 256 with ah − 1 keeps the gate but fails the byte lookup."""
+    statement, witness = _wide("wide-12")
+
+    def split(p):
+        p.set_cell("macz.al0", 0, p.cell("macz.al0", 0) + 256)
+        p.set_cell("macz.ah0", 0, p.cell("macz.ah0", 0) - 1)
+    failures = _zkref_failures(statement, witness, split)
+    assert failures and all("macz lane 0" in str(f) for f in failures)
+
+
+def _limbs(circuit: LoRACircuit) -> int:
+    """Rows of one Requant block in `circuit`."""
+    from zkref.plonkish.layout import configure
+
+    _, config = configure(circuit)
+    return config.requant.limbs

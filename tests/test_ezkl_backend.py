@@ -600,6 +600,17 @@ def test_unsupported_statements(backend):
             backend.prove(st_, random_witness(1, st_.shape.d_in, st_.shape.d_out, st_.shape.rank, st_.shape.tokens))
 
 
+def test_decompositions_beyond_fifteen_digits_are_refused_before_ezkl_overflows(backend):
+    """A base-2 Floor of a 16-digit range: EZKL refuses decomp_base^legs beyond an i128 (measured); so do we, early."""
+    shape = dict(d_in=1, d_out=1, rank=1, tokens=1)
+    fits = dataclasses.replace(statement(shift=1, **shape), z_bits=14)        # 15-bit values: 15 legs
+    too_wide = dataclasses.replace(statement(shift=1, **shape), z_bits=15)    # 16-bit values: 16 legs
+    assert backend.supports(fits)
+    support = backend.supports(too_wide)
+    assert not support and "16 digits > 15" in support.reason
+    assert backend.supports(dataclasses.replace(too_wide, shift=2))           # a larger shift fits
+
+
 @pytest.mark.parametrize("adapter,y", [("fixed", "public"), ("hashed", "polycommit")])
 def test_int8_weights_prove_and_equal_the_semantics(backend, adapter, y):
     rng = np.random.default_rng(88)

@@ -70,3 +70,39 @@ def test_int8_weights_cut_the_quantisation_error():
         errors[bits] = np.abs(q.dequantize(evaluate(q.statement(3), w).y_q) - ref).max() / np.abs(ref).max()
         assert q.check(x, evaluate(q.statement(3), w).y_q).within_bound
     assert errors[8] < errors[4] / 4, errors
+
+
+@pytest.mark.parametrize("bits", [12, 16])
+def test_wider_weights_are_nibble_digits_and_a_tampered_middle_product_is_named(bits):
+    """int12/int16 weights: a signed top nibble over unsigned ones, each looked up; a wrong middle product fails."""
+    w = np.arange(-(1 << (bits - 1)), 1 << (bits - 1), 97)
+    n = bits // 4
+    digits = [(w >> (4 * k)) & 15 for k in range(n - 1)] + [w >> (4 * (n - 1))]
+    assert digits[-1].min() == -8 and digits[-1].max() == 7
+    assert np.array_equal(sum(d * 16 ** k for k, d in enumerate(digits)), w)
+    rng = np.random.default_rng(bits)
+    wit = LoRAWitness(A_q=rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (2, 10)),
+                      B_q=rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (6, 2)), x_q=rng.integers(-128, 128, (1, 10)))
+    statement = LoRAStatement(shape=wit.shape, shift=14, weight_bits=bits, z_bits=16)
+    c = LoRACircuit(statement=statement, witness=wit, layout=LoRALayout(lanes=4))
+    prover = MockProver(c, c.public_inputs())
+    assert prover.verify() == []
+    prover.set_cell("mac.pm11", 0, prover.cell("mac.pm11", 0) + 1)
+    names = {f.lookup for f in prover.verify() if isinstance(f, LookupFailure)}
+    assert "mac lane 1: wm1·a = pm1" in names
+
+
+def test_a_wide_activation_times_a_wide_weight_sums_every_digit_pair():
+    """int12 weights × a 16-bit z_q: 3 nibbles × 2 bytes = 6 lookups per product, all in 4096-row tables."""
+    rng = np.random.default_rng(9)
+    wit = LoRAWitness(A_q=rng.integers(-2048, 2048, (2, 8)), B_q=rng.integers(-2048, 2048, (4, 2)),
+                      x_q=rng.integers(-128, 128, (1, 8)))
+    statement = LoRAStatement(shape=wit.shape, shift=8, weight_bits=12, z_bits=16)
+    c = LoRACircuit(statement=statement, witness=wit, layout=LoRALayout(lanes=4))
+    prover = MockProver(c, c.public_inputs())
+    assert prover.verify() == []
+    lookups = {name for name in (lk.name for lk in prover.cs.lookups) if name.startswith("macz lane 0:")}
+    assert lookups == {"macz lane 0: w·ah = p", "macz lane 0: wl·ah = pl", "macz lane 0: wm1·ah = pm1",
+                       "macz lane 0: w·al = pu", "macz lane 0: wl·al = plu", "macz lane 0: wm1·al = pm1u"}
+    assert all(len(t.columns) == 3 for t in prover.cs.tables if t.name.startswith("mul"))
+    assert max(prover.layout.tables[t][1][0].size for t in prover.layout.tables if t.startswith("mul")) == 4096

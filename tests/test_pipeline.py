@@ -48,16 +48,27 @@ def test_errors_are_value_errors(build, match):
 
 
 def test_choose_precision_takes_the_cheapest_that_is_accurate_enough():
-    from zkref.pipeline import choose_precision
+    from zkref.pipeline import PRECISIONS, choose_precision
 
     A, B, x = adapter(3, d_in=64, d_out=48, rank=8)
+
+    def picked(q, trials):
+        return next(t for t in trials if (t.precision.weight_bits, t.precision.per_channel, t.precision.z_bits,
+                                          t.precision.x_mode, t.precision.x_bits)
+                    == (q.weight_bits, q.A_eff is not A, q.z_bits, q.x_mode, q.activation_bits))
+
     loose, trials = choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=0.5)
-    assert loose.weight_bits == 4 and {t.precision.weight_bits for t in trials} == {4}
+    assert len(trials) == len(PRECISIONS) and all(t.cost_rows > 0 for t in trials)
+    assert loose.weight_bits == 4
+    assert picked(loose, trials).cost_rows == min(t.cost_rows for t in trials if t.within)
     tight, trials = choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=0.05)
     int4 = [t for t in trials if t.precision.weight_bits == 4]
     assert tight.weight_bits == 8 and all(not t.within for t in int4)  # int4 could not, int8 does
-    int8_best = min(t.relative_error for t in trials if t.precision.weight_bits == 8)
-    assert int8_best <= 0.05
-    assert compare(prepare(tight, x), tight.y_q(tight.quantize_x(x))).relative_error == int8_best
+    chosen = picked(tight, trials)
+    assert chosen.within and chosen.cost_rows == min(t.cost_rows for t in trials if t.within)
+    assert compare(prepare(tight, x), tight.y_q(tight.quantize_x(x))).relative_error == chosen.relative_error
+    zkref_q, zkref_trials = choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=0.05, backend="zkref")
+    assert [t.relative_error for t in zkref_trials] == [t.relative_error for t in trials]   # same errors, other costs
+    assert picked(zkref_q, zkref_trials).cost_rows == min(t.cost_rows for t in zkref_trials if t.within)
     with pytest.raises(ValueError, match="no precision reaches"):
         choose_precision(A, B, scaling=1.0, x_calibration=x, max_rel_error=1e-9)

@@ -36,6 +36,9 @@ def variants(base: LoRAStatement) -> dict[str, LoRAStatement]:
         "adapter_binding": dataclasses.replace(base, adapter_binding=AdapterBinding.UNBOUND),
         "y_binding": dataclasses.replace(base, y_binding=OutputBinding.POLYCOMMIT),
         "weight_bits": dataclasses.replace(base, weight_bits=8),
+        "z_bits": dataclasses.replace(base, z_bits=12),
+        "activation_bits": dataclasses.replace(base, activation_bits=12),
+        "weight_bits_12": dataclasses.replace(base, weight_bits=12),
     }
 
 
@@ -54,7 +57,8 @@ def test_the_id_changes_with_every_field_and_only_with_them():
 def test_canonical_encoding_round_trips_and_names_its_format():
     for st_ in [BASE, *variants(BASE).values()]:
         doc = json.loads(st_.canonical_bytes())
-        assert doc["format"] == FORMAT and doc["weight_bits"] == st_.weight_bits and doc["activation_bits"] == 8
+        assert doc["format"] == FORMAT and doc["weight_bits"] == st_.weight_bits
+        assert doc["activation_bits"] == st_.activation_bits
         assert LoRAStatement.from_canonical(doc) == st_
         assert LoRAStatement.from_canonical(doc).id == st_.id
 
@@ -62,8 +66,15 @@ def test_canonical_encoding_round_trips_and_names_its_format():
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: d.pop("shift"), "missing"), (lambda d: d.update(extra=1), "unexpected"),
     (lambda d: d.update(format="zkref-lora-statement/0"), "format"), (lambda d: d.update(d_in=0), "d_in"),
-    (lambda d: d.update(x_binding="sha256"), "x_binding"), (lambda d: d.update(weight_bits=3), "weight_bits"), (lambda d: d.update(weight_bits=16), "weight_bits"),
-    (lambda d: d.update(activation_bits=16), "activation bits"), (lambda d: d.update(shift=True), "shift"),
+    (lambda d: d.update(x_binding="sha256"), "x_binding"), (lambda d: d.update(weight_bits=3), "weight_bits"), (lambda d: d.update(weight_bits=6), "weight_bits"),
+    (lambda d: d.update(activation_bits=17), "activation bits"), (lambda d: d.update(activation_bits=7), "activation"),
+    (lambda d: d.update(activation_bits=True), "activation bits"), (lambda d: d.update(shift=True), "shift"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int08"), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int7"), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int17"), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int12 "), "requantisation rule"),
+    (lambda d: d.update(requant="round-half-away-then-clamp-int١٢"), "requantisation rule"),
+    (lambda d: d.update(requant=12), "requantisation rule"),
 ])
 def test_decoding_a_statement_is_strict(mutate, match):
     doc = BASE.canonical()
@@ -113,8 +124,8 @@ def test_evaluate_ties_negatives_and_clamping():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 3)), x_q=np.zeros((1, 3))), "ranks differ"),
     (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 4))), "x_q must be"),
-    (dict(A_q=np.full((2, 3), -129), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 3))), "A_q values"),
-    (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.full((1, 3), 200)), "x_q values"),
+    (dict(A_q=np.full((2, 3), -32769), B_q=np.zeros((4, 2)), x_q=np.zeros((1, 3))), "A_q values"),
+    (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.full((1, 3), 32768)), "x_q values"),
     (dict(A_q=np.zeros((2, 3)), B_q=np.zeros((4, 2)), x_q=np.zeros(3)), "2-D"),
 ])
 def test_witness_is_validated_once_with_clear_errors(kwargs, match):
@@ -210,3 +221,50 @@ def test_colliding_digests_do_not_let_a_proof_move_to_another_shape():
     ).x_digest
     verdict = backend.verify(s31, result.public, result.proof, anchor=backend.anchor(s30, w30))
     assert not verdict and "statement" in verdict.reason
+
+
+# ------------------------------------------------------------------------------------------------------ z_q's width
+def test_the_default_int8_intermediate_encodes_as_before_z_bits_existed():
+    """z_bits lives in the requantisation rule's name: the default statement's encoding, and so its id, is unchanged."""
+    doc = BASE.canonical()
+    assert doc["requant"] == "round-half-away-then-clamp-int8" and "z_bits" not in doc
+    assert BASE.id == "5c6d55647dc5e703d0b8b59ef63052b8"       # the id before z_bits (commit be86960)
+    wide = dataclasses.replace(BASE, z_bits=16)
+    assert wide.canonical()["requant"] == "round-half-away-then-clamp-int16" and wide.id != BASE.id
+    assert LoRAStatement.from_canonical(wide.canonical()) == wide
+
+
+@pytest.mark.parametrize("bits", [7, 17, True, 12.0])
+def test_z_bits_outside_8_to_16_are_refused(bits):
+    with pytest.raises(ValueError, match="z_bits"):
+        dataclasses.replace(BASE, z_bits=bits)
+
+
+def test_a_wider_intermediate_keeps_what_int8_clamps_and_widens_y_bounds():
+    w = LoRAWitness(A_q=[[7, 7]], B_q=[[-8]], x_q=[[127, 127]])               # z = 1778, shift 2: 444.5 → 445
+    shape = LoRAShape(d_in=2, d_out=1, rank=1)
+    narrow, wide = (LoRAStatement(shape=shape, shift=2, z_bits=b) for b in (8, 12))
+    assert evaluate(narrow, w).z_q.tolist() == [[127]] and evaluate(narrow, w).clamped == 1
+    assert evaluate(wide, w).z_q.tolist() == [[445]] and evaluate(wide, w).clamped == 0
+    assert evaluate(wide, w).y_q.tolist() == [[-3560]]
+    assert wide.y_bounds == (-8 * 2047, 8 * 2048) and narrow.y_bounds == (-8 * 127, 8 * 128)
+    assert "z_q int12" in wide.describe() and "z_q" not in narrow.describe()
+
+
+def test_wider_activations_and_weights_are_checked_against_the_statement():
+    shape = LoRAShape(d_in=2, d_out=1, rank=1)
+    w = LoRAWitness(A_q=[[2047, -2048]], B_q=[[3]], x_q=[[2047, 1000]])          # int12 weights and activations
+    narrow = LoRAStatement(shape=shape, shift=4)
+    wide = LoRAStatement(shape=shape, shift=4, weight_bits=12, activation_bits=12, z_bits=16)
+    with pytest.raises(ValueError, match="A_q must lie in int4"):
+        narrow.check_witness(w)
+    with pytest.raises(ValueError, match="x_q must lie in int8"):
+        dataclasses.replace(wide, activation_bits=8).check_witness(w)
+    assert evaluate(wide, w).z.tolist() == [[2047 * 2047 - 2048 * 1000]]
+    assert wide.z_bounds == (2 * -2048 * 2047, 2 * 2048 * 2048)
+    assert "int12×int12 z_q int16" in wide.describe()
+    public = public_values(wide, w)
+    check_public(wide, public)
+    with pytest.raises(ValueError, match="x_q must lie in int8"):
+        check_public(dataclasses.replace(wide, activation_bits=8, weight_bits=16), public)
+    assert LoRAPublic.from_json(wide, public.to_json()).equals(public)

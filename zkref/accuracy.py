@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zkref.lora.quantisation import QuantizedLoRA
+from zkref.lora.quantisation import QuantizedLoRA, lora_delta_float
 from zkref.lora.statement import evaluate
 from zkref.models.peft_loading import lora_layers
 from zkref.pipeline import Precision, calibrate
@@ -35,12 +35,22 @@ class DeltaErrors:
     max_error: dict[str, float] = field(default_factory=dict)
     max_delta: dict[str, float] = field(default_factory=dict)
     max_bound: dict[str, float] = field(default_factory=dict)
+    max_worst_case_bound: dict[str, float] = field(default_factory=dict)
+    """The a-priori bound (`QuantizedLoRA.worst_case_error_bound`: every rounding at its worst), for comparison."""
+    violations: dict[str, int] = field(default_factory=dict)
+    """Outputs whose error exceeded the proven bound (0 whenever the bound holds, as it must)."""
 
-    def add(self, name: str, proven: np.ndarray, exact: np.ndarray, bound: np.ndarray | None = None) -> None:
-        self.max_error[name] = max(self.max_error.get(name, 0.0), float(np.abs(proven - exact).max(initial=0.0)))
+    def add(self, name: str, proven: np.ndarray, exact: np.ndarray, bound: np.ndarray | None = None,
+            worst_case_bound: np.ndarray | None = None) -> None:
+        err = np.abs(proven - exact)
+        self.max_error[name] = max(self.max_error.get(name, 0.0), float(err.max(initial=0.0)))
         self.max_delta[name] = max(self.max_delta.get(name, 0.0), float(np.abs(exact).max(initial=0.0)))
         if bound is not None:
             self.max_bound[name] = max(self.max_bound.get(name, 0.0), float(bound.max(initial=0.0)))
+            self.violations[name] = self.violations.get(name, 0) + int((err > bound).sum())
+        if worst_case_bound is not None:
+            self.max_worst_case_bound[name] = max(self.max_worst_case_bound.get(name, 0.0),
+                                                  float(worst_case_bound.max(initial=0.0)))
 
     def relative(self, name: str) -> float:
         return self.max_error[name] / self.max_delta[name] if self.max_delta.get(name) else 0.0
@@ -64,10 +74,12 @@ def proven_deltas(peft_model, quantised: dict[str, QuantizedLoRA], *, adapter: s
             x = args[0]
             base = module.get_base_layer()(x)
             x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float64).numpy()
-            w = q.witness(q.quantize_x(x2))
-            proven = q.dequantize(evaluate(q.statement(w.shape.tokens), w).y_q)
-            errors.add(name, proven, (output - base).detach().reshape(-1, output.shape[-1]).to(torch.float64).numpy(),
-                       q.error_bound(x2))
+            qx = q.quantize_activations(x2)
+            w = q.witness(qx.x_q)
+            proven = q.dequantize(evaluate(q.statement(w.shape.tokens), w).y_q, qx.scales)
+            # the float delta in float64 (peft's B(A x)·s with the same matrices): what the bounds are proven against
+            errors.add(name, proven, lora_delta_float(x2, q.A_eff, q.B_eff, q.scaling), q.error_bound(x2),
+                       q.worst_case_error_bound(x2))
             return base + torch.as_tensor(proven, dtype=output.dtype).reshape(output.shape)
         return hook
 
@@ -86,6 +98,10 @@ class ModelAccuracy:
     module_relative_error: dict[str, float]
     bound_over_error: dict[str, float]
     """Per module: the largest proven error bound ÷ the largest observed error (how tight the bound is)."""
+    worst_case_bound_over_error: dict[str, float]
+    """The same for the a-priori bound (every rounding at its worst)."""
+    bound_violations: int
+    """Outputs, over all modules and calls, whose error exceeded the proven bound: 0 unless the bound were wrong."""
     max_logit_error: float
     top1_agreement: float
     perplexity_float: float
@@ -128,5 +144,8 @@ def measure(peft_model, quantised: dict[str, QuantizedLoRA], sequences: Sequence
         nll_p.append(_perplexity(proven, ids))
     return ModelAccuracy({n: errors.relative(n) for n in errors.max_error},
                          {n: errors.max_bound[n] / errors.max_error[n] for n in errors.max_error if errors.max_error[n]},
+                         {n: errors.max_worst_case_bound[n] / errors.max_error[n] for n in errors.max_error
+                          if errors.max_error[n]},
+                         sum(errors.violations.values()),
                          max_err, agree / total,
                          math.exp(float(np.mean(nll_f))), math.exp(float(np.mean(nll_p))))

@@ -23,7 +23,7 @@ import numpy as np
 from backends.base import AdapterAnchor, Backend, BatchProofResult, Progress, ProofResult, Verdict
 from zkref.lora.batch import LoRABatch
 from zkref.lora.circuit import LoRACircuit, LoRALayout, unsupported_reason
-from zkref.lora.quantisation import DeltaCheck, QuantizedLoRA
+from zkref.lora.quantisation import DeltaCheck, QuantizedLoRA, ScaleMode
 from zkref.lora.presets import ModuleShape
 from zkref.models.peft_loading import CapturedIO, LoRAModule
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAStatement, LoRAWitness, OutputBinding
@@ -50,56 +50,121 @@ class Bindings:
 
 
 def quantise(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
-             per_channel: bool = False, shift: int | None = None, weight_bits: int = 4) -> QuantizedLoRA:
-    """Quantise an adapter (int4 or int8) and fix the activation scale and shift from calibration activations."""
+             per_channel: bool = False, shift: int | None = None, weight_bits: int = 4, z_bits: int = 8,
+             x_mode: ScaleMode | str = ScaleMode.PER_TENSOR, x_bits: int = 8, group_size: int = 0) -> QuantizedLoRA:
+    """Quantise an adapter (int4 or wider) and fix the activation scale and shift from calibration activations."""
     return QuantizedLoRA.from_float(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration,
-                                    per_channel=per_channel, shift=shift, weight_bits=weight_bits)
+                                    per_channel=per_channel, shift=shift, weight_bits=weight_bits, z_bits=z_bits,
+                                    x_mode=x_mode, activation_bits=x_bits, group_size=group_size)
 
 
 @dataclass(frozen=True)
 class Precision:
-    """A weight precision: bit width (the circuit's cost) and per-channel scales (free: outside the circuit)."""
+    """How an adapter is quantised: weight width (the circuit's cost), per-channel weight scales (free: outside the
+    circuit), z_q's width (`LoRAStatement.z_bits`: in the circuit), the activations' scale mode (free) and width
+    (`LoRAStatement.activation_bits`: in the circuit); or int4 with group-wise scales of lora_A (`group_size`),
+    proven as int12 weights (`QuantizedLoRA.from_float`)."""
 
     weight_bits: int
     per_channel: bool
+    z_bits: int = 8
+    x_mode: ScaleMode = ScaleMode.PER_TENSOR
+    x_bits: int = 8
+    group_size: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "x_mode", ScaleMode(self.x_mode))
+
+    def quantise(self, lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
+                 shift: int | None = None) -> QuantizedLoRA:
+        return quantise(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration, per_channel=self.per_channel,
+                        shift=shift, weight_bits=self.weight_bits, z_bits=self.z_bits, x_mode=self.x_mode,
+                        x_bits=self.x_bits, group_size=self.group_size)
 
     def __str__(self) -> str:
-        return f"int{self.weight_bits} {'per-channel' if self.per_channel else 'per-tensor'}"
+        z = "" if self.z_bits == 8 else f", z int{self.z_bits}"
+        x = "" if self.x_bits == 8 else f", x int{self.x_bits}"
+        x += "" if self.x_mode is ScaleMode.PER_TENSOR else " per token" if self.x_bits != 8 else ", x per token"
+        scales = f"group-wise g={self.group_size} (as int12)" if self.group_size else \
+            "per-channel" if self.per_channel else "per-tensor"
+        return f"int{self.weight_bits} {scales}{z}{x}"
 
 
-PRECISIONS = (Precision(4, False), Precision(4, True), Precision(8, False), Precision(8, True))
-"""Cheapest first: int4 costs one lookup per product in zkref's table layout, int8 two."""
+_TOKEN = ScaleMode.PER_TOKEN
+PRECISIONS = (
+    # the design note's int8 z_q, one calibrated int8 activation scale (what the protocol carried so far)
+    Precision(4, False), Precision(4, True), Precision(8, False), Precision(8, True),
+    # a wider z_q
+    Precision(4, True, 16), Precision(8, True, 12), Precision(8, True, 16),
+    # each token's own activation scale, and group-wise int4 (groups of 32 or 64 input columns)
+    Precision(4, True, 16, _TOKEN), Precision(4, True, 16, _TOKEN, group_size=32),
+    Precision(4, True, 16, _TOKEN, group_size=64), Precision(8, False, 16, _TOKEN), Precision(8, True, 12, _TOKEN),
+    Precision(8, True, 16, _TOKEN),
+    # wider activations and weights
+    Precision(8, True, 16, _TOKEN, 12), Precision(12, True, 16, _TOKEN), Precision(12, True, 16, _TOKEN, 12),
+    Precision(12, True, 16, ScaleMode.PER_TENSOR, 12), Precision(16, True, 16, _TOKEN, 16),
+)
+"""Every precision `choose_precision` weighs, in steps: the design note's four, a wider z_q, per-token activation
+scales, then wider activations and weights (benchmarks/results/accuracy.md measures each)."""
+PROTOCOL_PRECISIONS = tuple(p for p in PRECISIONS if p.x_mode is ScaleMode.PER_TENSOR and p.x_bits == 8)
+"""What the HTTP protocol carries today: int8 x_q quantised with the one calibrated scale (no per-token scales)."""
 
 
 @dataclass(frozen=True)
 class PrecisionTrial:
-    """One precision tried on calibration activations: its measured relative error of the delta."""
+    """One precision tried on calibration activations: its measured relative error of the delta and its predicted
+    proving cost (rows of the backend's layout)."""
 
     precision: Precision
     relative_error: float
     within: bool
+    cost_rows: int = 0
+
+
+def proving_rows(statement: LoRAStatement, backend: str = "ezkl") -> int:
+    """The rows a backend's layout of `statement` takes: EZKL's cost model (backends/ezkl/cost.py, checked against
+    gen_settings) or zkref's accounting of its own circuit."""
+    if backend == "ezkl":
+        from backends.ezkl.cost import predict
+
+        return predict(statement).rows
+    if backend == "zkref":
+        accounted = cost(statement)
+        if accounted is None:
+            raise ValueError(f"zkref has no layout of {statement.describe()}")
+        return accounted.rows_used
+    raise ValueError(f"backend must be ezkl or zkref, got {backend!r}")
 
 
 def choose_precision(lora_A: np.ndarray, lora_B: np.ndarray, *, scaling: float, x_calibration: np.ndarray,
-                     max_rel_error: float, shift: int | None = None) -> tuple[QuantizedLoRA, list[PrecisionTrial]]:
-    """The cheapest precision whose measured delta error on the calibration activations is within `max_rel_error`
-    (max |dequantised − float delta| / max |float delta|); among equally cheap ones the more accurate.
+                     max_rel_error: float, shift: int | None = None, precisions: Sequence[Precision] = PRECISIONS,
+                     backend: str = "ezkl") -> tuple[QuantizedLoRA, list[PrecisionTrial]]:
+    """Among `precisions`, the cheapest to prove whose measured delta error on the calibration activations is within
+    `max_rel_error` (max |dequantised − float delta| / max |float delta|).
 
-    ValueError, naming the best error reached, when no precision is accurate enough."""
+    Cost is the backend's predicted rows for a call of the calibration's length (`proving_rows`); equal rows go to
+    the narrower statement weights (more lookups per product in zkref's table layout; EZKL measured int8 weights
+    1.3–3.4× slower in benchmarks/results/performance.md, equal on c_attn in accuracy.md; group-wise int4 is proven
+    as int12), then the narrower z_q and x_q, then the smaller error. ValueError, naming the best error reached, when none is accurate
+    enough."""
     if not 0 < float(max_rel_error) < 1e6:
         raise ValueError(f"max_rel_error must be a positive number, got {max_rel_error!r}")
+    if not precisions:
+        raise ValueError("no precisions to choose from")
+    x_calibration = finite_array(x_calibration, "x_calibration")
     trials: list[PrecisionTrial] = []
-    for bits in sorted({p.weight_bits for p in PRECISIONS}):
-        candidates = []
-        for precision in (p for p in PRECISIONS if p.weight_bits == bits):
-            q = quantise(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration,
-                         per_channel=precision.per_channel, shift=shift, weight_bits=bits)
-            error = compare(prepare(q, x_calibration), q.y_q(q.quantize_x(x_calibration))).relative_error
-            trials.append(PrecisionTrial(precision, error, error <= max_rel_error))
-            candidates.append((error, q))
-        error, best = min(candidates, key=lambda c: c[0])
-        if error <= max_rel_error:
-            return best, trials
+    quantised: dict[Precision, QuantizedLoRA] = {}
+    for precision in precisions:
+        q = precision.quantise(lora_A, lora_B, scaling=scaling, x_calibration=x_calibration, shift=shift)
+        error = compare(prepare(q, x_calibration), q.y_q(q.quantize_x(x_calibration))).relative_error
+        rows = proving_rows(q.statement(max(1, x_calibration.reshape(-1, q.d_in).shape[0])), backend)
+        trials.append(PrecisionTrial(precision, error, error <= max_rel_error, rows))
+        quantised[precision] = q
+    within = [t for t in trials if t.within]
+    if within:
+        best = min(within, key=lambda t: (t.cost_rows, quantised[t.precision].weight_bits, t.precision.z_bits,
+                                          t.precision.x_bits, t.relative_error))
+        return quantised[best.precision], trials
     best_trial = min(trials, key=lambda t: t.relative_error)
     raise ValueError(f"no precision reaches a relative error of {max_rel_error:g} on the calibration activations; "
                      f"the best is {best_trial.precision} at {best_trial.relative_error:.3g}")
@@ -121,11 +186,11 @@ class CalibratedModule:
 
 def calibrate(peft_model, calibration_ids: Sequence[int], *, modules: Sequence[str] | None = None,
               precision: Precision = PRECISIONS[0], max_rel_error: float | None = None, shift: int | None = None,
-              adapter: str | None = None) -> list[CalibratedModule]:
+              adapter: str | None = None, precisions: Sequence[Precision] = PRECISIONS) -> list[CalibratedModule]:
     """Quantise every LoRA layer of a peft model (or those named) once, from one calibration prompt.
 
     The activation scale and the shift come from the calibration activations (never from a later call's); the
-    precision is given, or with `max_rel_error` chosen per module (`choose_precision`).
+    precision is given, or with `max_rel_error` chosen per module among `precisions` (`choose_precision`).
     """
     from zkref.models.peft_loading import capture_module_io, lora_modules
 
@@ -142,10 +207,9 @@ def calibrate(peft_model, calibration_ids: Sequence[int], *, modules: Sequence[s
         x = captured[m.name].x
         if max_rel_error is not None:
             q, trials = choose_precision(m.lora_A, m.lora_B, scaling=m.scaling, x_calibration=x,
-                                         max_rel_error=max_rel_error, shift=shift)
+                                         max_rel_error=max_rel_error, shift=shift, precisions=precisions)
         else:
-            q, trials = quantise(m.lora_A, m.lora_B, scaling=m.scaling, x_calibration=x, shift=shift,
-                                 per_channel=precision.per_channel, weight_bits=precision.weight_bits), []
+            q, trials = precision.quantise(m.lora_A, m.lora_B, scaling=m.scaling, x_calibration=x, shift=shift), []
         out.append(CalibratedModule(m, captured[m.name], q, tuple(trials)))
     return out
 

@@ -66,7 +66,7 @@ def hashed_values(statement: LoRAStatement) -> int:
     s = statement.shape
     n = s.tokens * s.d_in if statement.x_binding is ActivationBinding.HASHED else 0
     if statement.adapter_binding is AdapterBinding.HASHED:
-        n += s.rank * (s.d_in + s.d_out) + len(requant_constants(statement.shift))
+        n += s.rank * (s.d_in + s.d_out) + len(requant_constants(statement.shift, statement.z_bits))
     return n
 BINDINGS_UNSUPPORTED = {
     ActivationBinding.HASHED_PACKED: "packed Poseidon commitments exist only in zkref (EZKL hashes one felt per value)",
@@ -321,9 +321,9 @@ class EzklBackend:
         for binding in (statement.x_binding, statement.adapter_binding):
             if binding in BINDINGS_UNSUPPORTED:
                 return Support(False, BINDINGS_UNSUPPORTED[binding])
-        if statement.shift > graph.MAX_GRAPH_SHIFT:
-            return Support(False, f"shift {statement.shift} > {graph.MAX_GRAPH_SHIFT}: the exact rounding step "
-                                  f"range-checks against a 2^shift-row table")
+        reason = graph.unsupported_reason(statement)
+        if reason:
+            return Support(False, reason)
         hashed = hashed_values(statement)
         if hashed > MAX_HASHED_VALUES:
             what = " and ".join(n for n, b in (("x", statement.x_binding is ActivationBinding.HASHED),
@@ -510,7 +510,8 @@ class EzklBackend:
         return out
 
     def _adapter_commitment(self, prep: Prepared, witness: LoRAWitness) -> list:
-        return self._commit(graph.params_message(witness.A_q, witness.B_q, prep.statement.shift), prep.logrows,
+        return self._commit(graph.params_message(witness.A_q, witness.B_q, prep.statement.shift,
+                                                 prep.statement.z_bits), prep.logrows,
                             prep.keys_dir / "vk.key", prep.circuit_dir / "settings.json", prep.srs_path)
 
     # -- anchor, prove ---------------------------------------------------------------------------------------------
@@ -522,7 +523,8 @@ class EzklBackend:
         if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
             commitment = _points_hex(self._adapter_commitment(prep, witness))
         if statement.adapter_binding is AdapterBinding.HASHED:
-            d = poseidon_hash_fast(graph.params_message(witness.A_q, witness.B_q, statement.shift))
+            d = poseidon_hash_fast(graph.params_message(witness.A_q, witness.B_q, statement.shift,
+                                                                  statement.z_bits))
             digest = f"0x{d:064x}"
         return AdapterAnchor(backend=NAME, statement_id=statement.id, vk_hash=sha256_hex(prep.vk_bytes),
                              commitment=commitment, digest=digest)

@@ -73,8 +73,9 @@ def unsupported_batch_reason(batch: LoRABatch) -> str | None:
                 (first.x_binding, first.adapter_binding, first.y_binding):
             return (f"{name}: members must bind x, the adapter and y the same way (EZKL sets one visibility for all "
                     "inputs, one for all params, one for all outputs)")
-        if member.shift > graph.MAX_GRAPH_SHIFT:
-            return f"{name}: shift {member.shift} > {graph.MAX_GRAPH_SHIFT}"
+        reason = graph.unsupported_reason(member, scale=batch_input_scale(batch))
+        if reason:
+            return f"{name}: {reason}"
     return None
 
 
@@ -111,7 +112,8 @@ def _graph_constants(member: LoRAStatement, scale: int) -> list[tuple[str, float
         out.append(("relabel", float(1 << relabel), 1 << relabel))
     if member.shift:
         out += [("zero", 0.0, 0), ("round", float(1 << (member.shift - 1)), 1 << (member.shift - 1))]
-    out += [("lo", -128.0, -(128 << scale)), ("hi", 127.0, 127 << scale)]
+    q = member.z_range
+    out += [("lo", float(q.lo), q.lo << scale), ("hi", float(q.hi), q.hi << scale)]
     return out
 
 
@@ -163,7 +165,7 @@ def member_onnx(member: LoRAStatement, witness: LoRAWitness, *, index: int, inpu
             self.B = graph.frozen_parameter(witness.B_q)
 
         def forward(self, x):
-            return graph.lora_forward(x, self.A, self.B, member.shift, relabel=relabel)
+            return graph.lora_forward(x, self.A, self.B, member.shift, relabel=relabel, z_bits=member.z_bits)
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():

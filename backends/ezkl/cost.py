@@ -253,8 +253,8 @@ def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix:
             region.cells(f"{prefix}rescale to the batch scale", n)
         region.cells(f"{prefix}z + …", n)
         region.op(f"{prefix}floor (base 2^{statement.shift})", region.floor, n, legs)
-    region.op(f"{prefix}clamp ≥ −128", region.clamp_bound, n, legs)
-    region.op(f"{prefix}clamp ≤ 127", region.clamp_bound, n, legs)
+    region.op(f"{prefix}clamp ≥ {statement.z_range.lo}", region.clamp_bound, n, legs)
+    region.op(f"{prefix}clamp ≤ {statement.z_range.hi}", region.clamp_bound, n, legs)
     region.op(f"{prefix}z_q·B_qᵀ", region.matmul, s.tokens, s.rank, s.d_out)
     if statement.y_binding is OutputBinding.PUBLIC:
         region.cells(f"{prefix}public y = instance", s.tokens * s.d_out)
@@ -266,7 +266,7 @@ def _poseidon_rows(statements: Sequence[LoRAStatement]) -> int:
         s = st.shape
         if st.x_binding is ActivationBinding.HASHED:
             rows += POSEIDON_ROWS_PER_VALUE * s.tokens * s.d_in + POSEIDON_FIXED_ROWS
-    params = sum(st.shape.rank * (st.shape.d_in + st.shape.d_out) + len(requant_constants(st.shift))
+    params = sum(st.shape.rank * (st.shape.d_in + st.shape.d_out) + len(requant_constants(st.shift, st.z_bits))
                  for st in statements if st.adapter_binding is AdapterBinding.HASHED)
     if params:
         rows += POSEIDON_ROWS_PER_VALUE * params + POSEIDON_FIXED_ROWS    # all params: ONE flattened tensor

@@ -4,7 +4,8 @@
     z'   = x' · A_qᵀ                (scale s: the cells hold z = x_q·A_qᵀ, the statement's exact integers)
     lt   = [z' < 0]                 (comparison with the constant 0: one sign decomposition)
     u    = z' + (2^(s-1) − lt)·2^-s (cells: z + 2^(s-1) − lt; the ·2^-s only relabels the scale)
-    z_q  = clamp(floor(u), −128, 127)   (Floor decomposes u in base 2^s: exact; the clamp bounds sit at scale s)
+    z_q  = clamp(floor(u), lo, hi)      (Floor decomposes u in base 2^s: exact; the clamp bounds of int{z_bits},
+                                         −128 and 127 by default, sit at scale s)
     y'   = z_q · B_qᵀ               (scale s: the cells hold y_q·2^s, the statement's y shifted left by s)
 
 floor((z + 2^(s-1) − [z<0]) / 2^s) is round-half-away-from-zero of z/2^s for integers z (ties of a negative z round
@@ -25,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from zkref.lora.commitments import adapter_message
-from zkref.lora.statement import LoRAStatement, LoRAWitness
+from zkref.lora.statement import SUPPORTED_WEIGHT_BITS, LoRAStatement, LoRAWitness
+from zkref.primitives.ranges import Z_BITS_DEFAULT, IntRange
 
 OPSET = 17
 INPUT_NAME = "x"
@@ -34,19 +36,23 @@ DECOMP_BASE = 256
 """Base of EZKL's sign/comparison decompositions: a 256-row range table (digits 0..255)."""
 MAX_GRAPH_SHIFT = 16
 """Largest shift the graph supports: Floor range-checks its last digit against a 2^shift-row table."""
+MAX_DECOMP_LEGS = 15
+"""Most digits a decomposition may have: EZKL holds decomp_base^legs in an i128 (measured: 256^16 is refused with
+"decomp_base^decomp_legs overflows IntegerRep"). Floor decomposes in base 2^shift with the same number of legs, so a
+small shift under a wide value range (int8 weights, or a wide z_q, at shift 1) is out of EZKL's reach."""
 
 
-def params_message(A_q: np.ndarray, B_q: np.ndarray, shift: int) -> list[int]:
+def params_message(A_q: np.ndarray, B_q: np.ndarray, shift: int, z_bits: int = Z_BITS_DEFAULT) -> list[int]:
     """Every constant of the graph in graph order as field elements — A_qᵀ row-major ‖ requant constants ‖ B_qᵀ
     row-major — which is `zkref.lora.commitments.adapter_message`: EZKL's hashed params are Poseidon over it and its
     polycommit params commit to it (one tensor)."""
-    return adapter_message(A_q, B_q, shift=shift, packed=False, weight_bits=8)
+    return adapter_message(A_q, B_q, shift=shift, packed=False, weight_bits=max(SUPPORTED_WEIGHT_BITS), z_bits=z_bits)
 
 
 def value_bound(statement: LoRAStatement) -> int:
     """A bound on |every value the requantisation decomposes|: z, z + 2^(s-1), and z_q·2^s minus a clamp bound."""
     lo, hi = statement.z_bounds
-    return max(-lo, hi) + 129 * (1 << statement.shift)
+    return max(-lo, hi) + (-statement.z_range.lo + 1) * (1 << statement.shift)
 
 
 def decomp_legs(statement: LoRAStatement, *, scale: int | None = None) -> int:
@@ -63,6 +69,19 @@ def decomp_legs(statement: LoRAStatement, *, scale: int | None = None) -> int:
     return max(2, legs)
 
 
+def unsupported_reason(statement: LoRAStatement, *, scale: int | None = None) -> str | None:
+    """Why this graph cannot hold the statement (at a batch's `scale`), or None."""
+    if statement.shift > MAX_GRAPH_SHIFT:
+        return (f"shift {statement.shift} > {MAX_GRAPH_SHIFT}: the exact rounding step range-checks against a "
+                f"2^shift-row table")
+    legs = decomp_legs(statement, scale=scale)
+    if legs > MAX_DECOMP_LEGS:
+        return (f"the requantisation's decompositions need {legs} digits > {MAX_DECOMP_LEGS} (EZKL's limit): values "
+                f"up to {value_bound(statement):,} in base 2^{statement.shift if scale is None else scale}; a larger "
+                "shift or a narrower z_q fits")
+    return None
+
+
 def input_data(x_q: np.ndarray, shift: int) -> dict:
     """EZKL's data JSON for x_q: x_q / 2^s as floats (exact dyadic values; EZKL's quantisation at scale s returns x_q)."""
     scale = float(1 << shift)
@@ -74,8 +93,8 @@ def output_scale(statement: LoRAStatement) -> int:
     return statement.shift
 
 
-def lora_forward(x, A, B, shift: int, *, relabel: int = 0):
-    """The statement's ops on torch tensors: z = x·Aᵀ, the exact requantisation, z_q·Bᵀ.
+def lora_forward(x, A, B, shift: int, *, relabel: int = 0, z_bits: int = Z_BITS_DEFAULT):
+    """The statement's ops on torch tensors: z = x·Aᵀ, the exact requantisation (clamped to int{z_bits}), z_q·Bᵀ.
 
     `relabel` = m > 0 (batches only) multiplies z by 2^m first: fed at a batch's input scale S = shift + m, z's cells
     hold z at scale S (the value z/2^S); EZKL lays the product out as a multiplication by the scale-0 constant 2^m, so
@@ -91,7 +110,8 @@ def lora_forward(x, A, B, shift: int, *, relabel: int = 0):
         lt = (z < 0).to(torch.float32)
         u = z + (2.0 ** (shift - 1) - lt) * (2.0 ** -shift)
         z = torch.floor(u)
-    z_q = torch.clamp(z, -128, 127)
+    q = IntRange(z_bits)
+    z_q = torch.clamp(z, q.lo, q.hi)
     return z_q @ B.t()
 
 
@@ -102,11 +122,11 @@ def frozen_parameter(values: np.ndarray):
     return torch.nn.Parameter(torch.tensor(np.asarray(values), dtype=torch.float32), requires_grad=False)
 
 
-def _module(A_q: np.ndarray, B_q: np.ndarray, shift: int):
+def _module(A_q: np.ndarray, B_q: np.ndarray, shift: int, z_bits: int):
     import torch
 
     class LoRARequant(torch.nn.Module):
-        """y = clamp(round_half_away(x·Aᵀ / 2^s), int8) · Bᵀ, written so EZKL constrains every step exactly."""
+        """y = clamp(round_half_away(x·Aᵀ / 2^s), int{z_bits}) · Bᵀ, written so EZKL constrains every step exactly."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -114,7 +134,7 @@ def _module(A_q: np.ndarray, B_q: np.ndarray, shift: int):
             self.B = frozen_parameter(B_q)
 
         def forward(self, x):
-            return lora_forward(x, self.A, self.B, shift)
+            return lora_forward(x, self.A, self.B, shift, z_bits=z_bits)
 
     return LoRARequant()
 
@@ -124,7 +144,7 @@ def export_onnx(statement: LoRAStatement, witness: LoRAWitness, path: Path) -> N
     import torch
 
     statement.check_witness(witness)
-    module = _module(witness.A_q, witness.B_q, statement.shift)
+    module = _module(witness.A_q, witness.B_q, statement.shift, statement.z_bits)
     dummy = torch.zeros(statement.shape.x_shape, dtype=torch.float32)
     buffer = io.BytesIO()
     with warnings.catch_warnings():

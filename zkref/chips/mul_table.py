@@ -53,6 +53,23 @@ def low_nibble_table_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return l, a, p
 
 
+@functools.cache
+def digit_table_columns(w_signed: bool, a_signed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 4096-row product table of one weight digit by one activation digit, w-major: rows (w, a, w·a) for w a signed
+    int4 [-8, 7] or unsigned nibble [0, 15] digit and a a signed int8 [-128, 127] or unsigned byte [0, 255] digit.
+
+    (signed, signed) is `mul_table_columns`, (unsigned, signed) `low_nibble_table_columns`; the unsigned-byte tables
+    multiply the low byte of an activation wider than int8 (a = 256·ah + al with al in [0, 255], ah signed).
+    """
+    w = np.arange(W_MIN, W_MAX + 1, dtype=np.int64) if w_signed else np.arange(0, 16, dtype=np.int64)
+    a = np.arange(A_MIN, A_MAX + 1, dtype=np.int64) if a_signed else np.arange(0, 256, dtype=np.int64)
+    w, a = (v.reshape(-1) for v in np.meshgrid(w, a, indexing="ij"))
+    p = w * a
+    for arr in (w, a, p):
+        arr.setflags(write=False)
+    return w, a, p
+
+
 class MulTable:
     """Declares and loads the multiplication table; one per circuit, shared by every BatchedMac using it."""
 

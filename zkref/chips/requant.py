@@ -1,7 +1,7 @@
-"""Requant: proves z_q = clamp(round_half_away(z / 2^shift), -128, 127) for a public shift, by bucket membership.
+"""Requant: proves z_q = clamp(round_half_away(z / 2^shift), int{bits}) for a public shift, by bucket membership.
 
-For a fixed shift, the integers z with requant(z) = v form one interval [lo(v), hi(v)] (a "bucket"); the 256 buckets
-partition [z_min, z_max], the range z can take. So z_q = requant(z)  ⇔  lo(z_q) ≤ z ≤ hi(z_q). The chip proves that:
+For a fixed shift, the integers z with requant(z) = v form one interval [lo(v), hi(v)] (a "bucket"); the 2^bits
+buckets (256 for the default int8 z_q) partition [z_min, z_max], the range z can take. So z_q = requant(z)  ⇔  lo(z_q) ≤ z ≤ hi(z_q). The chip proves that:
 
     rem   = z − lo(z_q) ≥ 0        (the remainder above the bucket's floor; = z − 2^shift·z_q + 2^(shift−1) inside)
     slack = hi(z_q) − z ≥ 0
@@ -16,7 +16,8 @@ all-zero row (needed where the selector is off) from being a second, non-canonic
 
 Layout: one block of n rows per value, z and z_q on the block's first row, limb k of rem and of slack on row k.
 n·b ≥ bits of the widest bucket; b = max(8, ceil(bits / 3)) keeps n ≤ 3, so the limb columns are opened at no more
-than 3 rotations (halo2's blinding-row count stays at its minimum).
+than 3 rotations (halo2's blinding-row count stays at its minimum). The bucket table has 2^bits + 1 rows: 257 for int8,
+4097 for int12 (no more than the MulTable), 65,537 for int16 (k ≥ 17: the price of this readable design).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from zkref.plonkish.constraint_system import CircuitError, ConstraintSystem, Loo
 from zkref.plonkish.expression import Column, Selector
 from zkref.primitives.field import signed
 from zkref.primitives.quant import div_pow2_round_half_away, requantize
-from zkref.primitives.ranges import A_MAX as Q_MAX, A_MIN as Q_MIN, check_shift
+from zkref.primitives.ranges import Z_BITS_DEFAULT, IntRange, check_shift, check_z_bits
 from zkref.plonkish.layout import AssignedCells, Layouter, Region
 
 MAX_ROTATIONS = 3
@@ -40,46 +41,50 @@ def round_half_away_shift(z: np.ndarray | int, shift: int) -> np.ndarray:
     return div_pow2_round_half_away(np.asarray(z, dtype=np.int64), shift)
 
 
-def requant_reference(z: np.ndarray | int, shift: int) -> np.ndarray:
-    """clamp(round_half_away(z / 2^shift), -128, 127): the plain-integer statement the chip proves."""
-    return requantize(np.asarray(z, dtype=np.int64), shift).z_q
+def requant_reference(z: np.ndarray | int, shift: int, bits: int = Z_BITS_DEFAULT) -> np.ndarray:
+    """clamp(round_half_away(z / 2^shift), int{bits}): the plain-integer statement the chip proves."""
+    return requantize(np.asarray(z, dtype=np.int64), shift, bits).z_q
 
 
-def bucket_bounds(shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unclipped bucket bounds lo(v), hi(v) for v = -128..127 (the unbounded ends lo(-128), hi(127) are ∓2^62).
+def bucket_bounds(shift: int, bits: int = Z_BITS_DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+    """Unclipped bucket bounds lo(v), hi(v) for v in int{bits} (the unbounded ends lo(v_min), hi(v_max) are ∓2^62).
 
     With S = 2^shift and h = floor(S/2): lo(v) = S·v − h for v ≥ 1, hi(v) = lo(v+1) − 1 for v ≥ 0, and the
     negative buckets mirror the positive ones (rounding half away from zero is odd): lo(−v) = −hi(v), hi(−v) = −lo(v).
     """
     s = 1 << shift
     h = s >> 1
-    v = np.arange(Q_MIN, Q_MAX + 1, dtype=np.int64)
+    q = IntRange(check_z_bits(bits))
+    v = np.arange(q.lo, q.hi + 1, dtype=np.int64)
     m = np.abs(v)
     lo = np.where(v > 0, s * v - h, -(s * (m + 1) - h - 1))      # v = 0 gives -hi(0) too
     hi = np.where(v >= 0, s * (v + 1) - h - 1, -(s * m - h))
     big = np.int64(1 << 62)
-    lo[0] = -big                                                  # v = -128 saturates downwards
-    hi[-1] = big                                                  # v = 127 saturates upwards
+    lo[0] = -big                                                  # v_min saturates downwards
+    hi[-1] = big                                                  # v_max saturates upwards
     return lo, hi
 
 
 @functools.lru_cache(maxsize=256)
-def requant_buckets(shift: int, z_min: int, z_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def requant_buckets(shift: int, z_min: int, z_max: int, bits: int = Z_BITS_DEFAULT
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The non-empty buckets clipped to [z_min, z_max]: arrays (v, lo(v), hi(v)) in increasing v."""
-    lo, hi = bucket_bounds(shift)
+    lo, hi = bucket_bounds(shift, bits)
     lo = np.maximum(lo, z_min)
     hi = np.minimum(hi, z_max)
     keep = lo <= hi
-    v = np.arange(Q_MIN, Q_MAX + 1, dtype=np.int64)[keep]
+    q = IntRange(bits)
+    v = np.arange(q.lo, q.hi + 1, dtype=np.int64)[keep]
     out = (v, lo[keep], hi[keep])
     for arr in out:
         arr.setflags(write=False)
     return out
 
 
-def limb_layout(shift: int, z_min: int, z_max: int, limb_bits: int | None = None) -> tuple[int, int]:
+def limb_layout(shift: int, z_min: int, z_max: int, limb_bits: int | None = None, bits: int = Z_BITS_DEFAULT
+                ) -> tuple[int, int]:
     """(limb bits b, limbs n) so that n·b covers the widest bucket's remainder, with n ≤ 3 unless b is forced."""
-    _, lo, hi = requant_buckets(shift, z_min, z_max)
+    _, lo, hi = requant_buckets(shift, z_min, z_max, bits)
     bits = max(1, int((hi - lo).max()).bit_length())
     if limb_bits is None:
         limb_bits = max(8, -(-bits // MAX_ROTATIONS))
@@ -90,7 +95,7 @@ def limb_layout(shift: int, z_min: int, z_max: int, limb_bits: int | None = None
 
 @dataclass(frozen=True)
 class RequantConfig:
-    """Columns, selectors, tables and the constants (shift, z range, limb layout) of one Requant chip."""
+    """Columns, selectors, tables and the constants (shift, z range, z_q's width, limb layout) of one Requant chip."""
 
     name: str
     z: Column
@@ -106,10 +111,11 @@ class RequantConfig:
     z_max: int
     limb_bits: int
     limbs: int
+    bits: int = Z_BITS_DEFAULT
 
 
 class Requant:
-    """z_q = clamp(round_half_away(z / 2^shift), -128, 127) for runs of z cells, one n-row block per value."""
+    """z_q = clamp(round_half_away(z / 2^shift), int{bits}) for runs of z cells, one n-row block per value."""
 
     chip_name = "Requant"
 
@@ -117,14 +123,16 @@ class Requant:
         self.config = config
 
     @staticmethod
-    def configure(cs: ConstraintSystem, *, shift: int, z_min: int, z_max: int, limb_bits: int | None = None,
-                  name: str = "requant") -> RequantConfig:
-        """Declare the chip for a public `shift` and inputs known to lie in [z_min, z_max] (proven, not assumed)."""
+    def configure(cs: ConstraintSystem, *, shift: int, z_min: int, z_max: int, bits: int = Z_BITS_DEFAULT,
+                  limb_bits: int | None = None, name: str = "requant") -> RequantConfig:
+        """Declare the chip for a public `shift`, outputs of `bits` bits and inputs known to lie in [z_min, z_max]
+        (proven, not assumed)."""
         shift = check_shift(shift)
+        bits = check_z_bits(bits)
         if not z_min <= 0 <= z_max or max(-z_min, z_max) >= 1 << 60:
             raise ValueError(f"need z_min <= 0 <= z_max with |bounds| < 2^60, got [{z_min}, {z_max}]")
         shift, z_min, z_max = int(shift), int(z_min), int(z_max)
-        limb_bits, n = limb_layout(shift, z_min, z_max, limb_bits)
+        limb_bits, n = limb_layout(shift, z_min, z_max, limb_bits, bits)
         z = cs.advice_column(f"{name}.z", equality=True)
         zq = cs.advice_column(f"{name}.zq", equality=True)
         rem = cs.advice_column(f"{name}.rem")
@@ -140,12 +148,12 @@ class Requant:
         cs.lookup(f"{name} remainder limb", [q_limb.expr() * rem.cur()], limb)
         cs.lookup(f"{name} slack limb", [q_limb.expr() * slack.cur()], limb)
         return RequantConfig(name, z, zq, rem, slack, q_bucket, q_limb, bucket, limb, shift, z_min, z_max,
-                             limb_bits, n)
+                             limb_bits, n, bits)
 
     def load(self, layouter: Layouter) -> None:
         """Fill the bucket table (all-zero row first, then (1, v, lo, hi)) and the limb range table."""
         cfg = self.config
-        v, lo, hi = requant_buckets(cfg.shift, cfg.z_min, cfg.z_max)
+        v, lo, hi = requant_buckets(cfg.shift, cfg.z_min, cfg.z_max, cfg.bits)
         zero = np.zeros(1, dtype=np.int64)
         tag = np.concatenate([zero, np.ones(len(v), dtype=np.int64)])
         layouter.assign_table(cfg.bucket, [tag, np.concatenate([zero, v]), np.concatenate([zero, lo]),
@@ -159,10 +167,11 @@ class Requant:
         2^(n·b): the bucket lookup then fails, naming the chip, instead of synthesis crashing.
         """
         cfg = self.config
-        zq = requant_reference(z, cfg.shift)
-        lo_all, hi_all = bucket_bounds(cfg.shift)
-        lo = np.maximum(lo_all, cfg.z_min)[zq - Q_MIN]
-        hi = np.minimum(hi_all, cfg.z_max)[zq - Q_MIN]
+        zq = requant_reference(z, cfg.shift, cfg.bits)
+        lo_all, hi_all = bucket_bounds(cfg.shift, cfg.bits)
+        q_min = IntRange(cfg.bits).lo
+        lo = np.maximum(lo_all, cfg.z_min)[zq - q_min]
+        hi = np.minimum(hi_all, cfg.z_max)[zq - q_min]
         mask = (1 << cfg.limb_bits) - 1
         shifts = np.arange(cfg.limbs, dtype=np.int64) * cfg.limb_bits
         rem = ((z - lo)[:, None] >> shifts[None, :]) & mask

@@ -136,9 +136,9 @@ def prepared_from_args(args: argparse.Namespace, backend: Backend | None = None)
     scaling = alpha / (rank ** 0.5 if args.rslora else rank)
     if args.max_rel_error is not None:
         q, trials = choose_precision(A, B, scaling=scaling, x_calibration=x, max_rel_error=args.max_rel_error,
-                                     shift=args.shift)
+                                     shift=args.shift, backend=getattr(args, "backend", "zkref"))
         info["precision_trials"] = [{"precision": str(tr.precision), "relative_error": tr.relative_error,
-                                     "within": tr.within} for tr in trials]
+                                     "within": tr.within, "rows": tr.cost_rows} for tr in trials]
     else:
         q = quantise(A, B, scaling=scaling, x_calibration=x, per_channel=args.per_channel, shift=args.shift,
                      weight_bits=args.weight_bits)

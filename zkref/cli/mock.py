@@ -121,7 +121,7 @@ def _mock_adapter(args: argparse.Namespace, layout: LoRALayout) -> int:
     for c in adapter_call.modules:
         call = adapter_call.captured[c.name]
         outcome = run(prepare(c.quantised, call.x), backend, layout=layout)
-        delta = c.quantised.dequantize(outcome.proven.y_q)
+        delta = c.quantised.dequantize(outcome.proven.y_q, c.quantised.quantize_activations(call.x).scales)
         peft_error = float(np.abs(delta - call.delta).max()) / max(float(np.abs(call.delta).max()), 1e-300)
         ok = bool(outcome.proven.verdict) and outcome.check.within_bound
         all_ok &= ok

@@ -3,6 +3,9 @@
 `LoRACircuit(statement=…, witness=…, layout=…)` lays out y_q = B_q · requant(A_q · x_q) (zkref.lora.statement) with
 the statement's bindings:
 
+The second product runs on its own MAC chip `macz` when z_q and x_q differ in width (an activation wider than int8 is
+multiplied as two byte digits); with equal widths (int8 by default) both products share one chip `mac`.
+
     x        public: read from the instance column  |  hashed / hashed-packed: private advice, Poseidon in-circuit
     adapter  fixed: fixed columns (in the verifying key)  |  hashed / hashed-packed: advice, Poseidon in-circuit
              unbound: advice, bound to nothing
@@ -71,10 +74,10 @@ def unsupported_reason(statement: LoRAStatement, layout: LoRALayout = LoRALayout
     if kzg:
         return (f"{', '.join(kzg)} bound by a KZG polynomial commitment (polycommit): zkref's mock layout has no "
                 "commitment scheme; use a real backend (ezkl)")
-    if statement.weight_bits == 8 and layout.products is Products.TABLE \
+    if statement.weight_bits > 4 and layout.products is Products.TABLE \
             and statement.adapter_binding is not AdapterBinding.FIXED:
-        return ("int8 weights by table lookups are two fixed digit columns: they need the adapter fixed; "
-                "products by gate (--strategy gate) take a private int8 adapter")
+        return (f"int{statement.weight_bits} weights by table lookups are fixed nibble columns: they need the adapter "
+                f"fixed; products by gate (--strategy gate) take a private int{statement.weight_bits} adapter")
     return None
 
 
@@ -85,6 +88,8 @@ class LoRAConfig:
     public: Column
     x: Column | None
     mac: LaneMacConfig
+    mac_z: LaneMacConfig
+    """The chip of the second product, y = B_q·z_q: `mac` itself unless z_q is wider than int8."""
     requant: RequantConfig
     poseidon: PoseidonConfig | None
     pack_x: PackConfig | None
@@ -127,21 +132,24 @@ class LoRACircuit:
         public = cs.instance_column("public")
         x = cs.advice_column("x", equality=True) if st.x_binding is not ActivationBinding.PUBLIC else None
         adapter_hashed = st.adapter_binding in HASHED_ADAPTERS
-        mac = self.layout.products.chip.configure(
-            cs, self.layout.lanes, padding=self.padding,
-            tied_weights=self.shape.tokens > 1 or adapter_hashed,  # weight cells copied across tokens or into a hash
-            fixed_weights=st.adapter_binding is AdapterBinding.FIXED, weight_bits=st.weight_bits)
+        options = dict(padding=self.padding,
+                       tied_weights=self.shape.tokens > 1 or adapter_hashed,  # weights copied across tokens or hashed
+                       fixed_weights=st.adapter_binding is AdapterBinding.FIXED, weight_bits=st.weight_bits)
+        chip = self.layout.products.chip
+        mac = chip.configure(cs, self.layout.lanes, activation_bits=st.activation_bits, **options)
+        mac_z = mac if st.z_bits == st.activation_bits else \
+            chip.configure(cs, self.layout.lanes, activation_bits=st.z_bits, name="macz", **options)
         z_min, z_max = st.z_bounds
-        requant = Requant.configure(cs, shift=st.shift, z_min=z_min, z_max=z_max)
+        requant = Requant.configure(cs, shift=st.shift, z_min=z_min, z_max=z_max, bits=st.z_bits)
         hashing = adapter_hashed or st.x_binding in HASHED_ACTIVATIONS
         poseidon = PoseidonChip.configure(cs) if hashing else None
-        pack_x = PackChip.configure(cs, INT8.bits, prefix="packx") \
+        pack_x = PackChip.configure(cs, st.activation_bits, prefix="packx") \
             if st.x_binding is ActivationBinding.HASHED_PACKED else None
         pack_w = PackChip.configure(cs, st.weight_bits, prefix="packw") \
             if st.adapter_binding is AdapterBinding.HASHED_PACKED else None
         constants = cs.fixed_column("adapter.constants", equality=True) \
             if st.adapter_binding is AdapterBinding.HASHED else None
-        return LoRAConfig(public, x, mac, requant, poseidon, pack_x, pack_w, constants)
+        return LoRAConfig(public, x, mac, mac_z, requant, poseidon, pack_x, pack_w, constants)
 
     # -- synthesize ------------------------------------------------------------------------------------------------
     def synthesize(self, config: LoRAConfig, layouter: Layouter) -> None:
@@ -164,13 +172,16 @@ class LoRACircuit:
             x_source = CellSource(x_cells, np.arange(T * d, dtype=np.int64).reshape(T, d))
 
         mac = self.layout.products.chip(config.mac)
+        mac_z = mac if config.mac_z is config.mac else self.layout.products.chip(config.mac_z)
         requant = Requant(config.requant)
         mac.load(layouter)
+        if mac_z is not mac:
+            mac_z.load(layouter)
         requant.load(layouter)
         stage1 = mac.matmul(layouter, weights=None if w is None else w.A_q, source=x_source, n_out=r, d=d, tokens=T,
                             name="z = A_q·x")
         z_q = requant.assign(layouter, stage1.results, name="z_q = requant(z)")
-        stage2 = mac.matmul(layouter, weights=None if w is None else w.B_q,
+        stage2 = mac_z.matmul(layouter, weights=None if w is None else w.B_q,
                             source=CellSource(z_q, np.arange(T * r, dtype=np.int64).reshape(T, r)),
                             n_out=m, d=r, tokens=T, name="y = B_q·z_q")
         if st.y_binding is OutputBinding.PUBLIC:
@@ -208,7 +219,7 @@ class LoRACircuit:
             elements = packer.pack_cells(layouter, runs, "pack adapter", positions)
             digest = poseidon.hash_cells(layouter, elements, "adapter commitment")
         else:
-            constants = np.array(requant_constants(self.statement.shift), dtype=np.int64)
+            constants = np.array(requant_constants(self.statement.shift, self.statement.z_bits), dtype=np.int64)
             cells = layouter.assign_region("requant constants",
                                            lambda region: region.assign_fixed(config.constants, 0, constants),
                                            chip="Constants")

@@ -18,7 +18,7 @@ import numpy as np
 from zkref.primitives.field import P
 from zkref.primitives.packing import pack
 from zkref.primitives.poseidon import poseidon_hash_fast
-from zkref.primitives.ranges import INT8, IntRange, as_int_matrix, check_shift
+from zkref.primitives.ranges import INT8, Z_BITS_DEFAULT, IntRange, as_int_matrix, check_shift, check_z_bits
 
 __all__ = ["activations_message", "adapter_message", "adapter_message_index", "activations_digest", "adapter_digest",
            "requant_constants"]
@@ -28,17 +28,19 @@ def _felts(values: np.ndarray) -> list[int]:
     return [int(v) % P for v in values.reshape(-1).tolist()]
 
 
-def requant_constants(shift: int) -> tuple[int, ...]:
+def requant_constants(shift: int, z_bits: int = Z_BITS_DEFAULT) -> tuple[int, ...]:
     """The requantisation's constants as the statement's graph holds them, in graph order (signed integers).
 
-    shift 0: the clamp bounds (-128, 127). shift s ≥ 1: the sign comparison's 0, the rounding offset 2^(s-1), then the
-    clamp bounds at the scale of z, (-128·2^s, 127·2^s) — the graph computes clamp(floor((z + 2^(s-1) − [z<0]) / 2^s)),
-    every step constrained exactly (specs/ezkl-backend.md, "Why not the rebase").
+    shift 0: the clamp bounds of int{z_bits} (-128, 127 for int8). shift s ≥ 1: the sign comparison's 0, the rounding
+    offset 2^(s-1), then the clamp bounds at the scale of z (-128·2^s, 127·2^s for int8) — the graph computes
+    clamp(floor((z + 2^(s-1) − [z<0]) / 2^s)), every step constrained exactly (specs/ezkl-backend.md, "Why not the
+    rebase"). The clamp bounds carry z_bits, so an adapter digest binds the shift and z_q's width.
     """
     shift = check_shift(shift)
+    rng = IntRange(check_z_bits(z_bits))
     if shift == 0:
-        return (-128, 127)
-    return (0, 1 << (shift - 1), -(128 << shift), 127 << shift)
+        return (rng.lo, rng.hi)
+    return (0, 1 << (shift - 1), rng.lo << shift, rng.hi << shift)
 
 
 def _adapter(A_q: object, B_q: object, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,18 +51,19 @@ def _adapter(A_q: object, B_q: object, weight_bits: int) -> tuple[np.ndarray, np
     return A, B
 
 
-def activations_message(x_q: object, *, packed: bool) -> list[int]:
-    """The field elements an activations commitment hashes (x_q is T × d_in int8)."""
-    x = as_int_matrix("x_q", x_q, INT8)
-    return pack(x, 8) if packed else _felts(x)
+def activations_message(x_q: object, *, packed: bool, bits: int = INT8.bits) -> list[int]:
+    """The field elements an activations commitment hashes (x_q is T × d_in, `bits` wide: int8 by default)."""
+    x = as_int_matrix("x_q", x_q, IntRange(bits))
+    return pack(x, bits) if packed else _felts(x)
 
 
-def adapter_message(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4) -> list[int]:
+def adapter_message(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4,
+                    z_bits: int = Z_BITS_DEFAULT) -> list[int]:
     """The field elements an adapter commitment hashes (lora_A r × d_in, lora_B d_out × r, `weight_bits` wide)."""
     A, B = _adapter(A_q, B_q, weight_bits)
     if packed:
         return pack(np.concatenate([A.T.reshape(-1), B.T.reshape(-1)]), weight_bits)
-    return _felts(A.T) + [v % P for v in requant_constants(shift)] + _felts(B.T)
+    return _felts(A.T) + [v % P for v in requant_constants(shift, z_bits)] + _felts(B.T)
 
 
 def adapter_message_index(rank: int, d_in: int, d_out: int, *, packed: bool, shift: int = 0
@@ -75,11 +78,13 @@ def adapter_message_index(rank: int, d_in: int, d_out: int, *, packed: bool, shi
     return a_index, b_index, (-1 if packed else rank * d_in)
 
 
-def activations_digest(x_q: object, *, packed: bool) -> int:
+def activations_digest(x_q: object, *, packed: bool, bits: int = INT8.bits) -> int:
     """Poseidon over `activations_message`: the public x digest of a hashed statement."""
-    return poseidon_hash_fast(activations_message(x_q, packed=packed))
+    return poseidon_hash_fast(activations_message(x_q, packed=packed, bits=bits))
 
 
-def adapter_digest(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4) -> int:
+def adapter_digest(A_q: object, B_q: object, *, shift: int, packed: bool, weight_bits: int = 4,
+                   z_bits: int = Z_BITS_DEFAULT) -> int:
     """Poseidon over `adapter_message`: the public adapter digest of a hashed statement."""
-    return poseidon_hash_fast(adapter_message(A_q, B_q, shift=shift, packed=packed, weight_bits=weight_bits))
+    return poseidon_hash_fast(adapter_message(A_q, B_q, shift=shift, packed=packed, weight_bits=weight_bits,
+                                              z_bits=z_bits))

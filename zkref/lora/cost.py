@@ -50,8 +50,8 @@ def formula_cost(circuit: LoRACircuit | DenseCircuit, name: str | None = None) -
         tables.update({"int4": INT4.size, "int8": INT8.size})
     if isinstance(circuit, LoRACircuit):
         st = circuit.statement
-        if st.weight_bits != 4:
-            raise ValueError("formula_cost covers int4 weights; account() an int8 statement")
+        if st.weight_bits != 4 or st.z_bits != INT8.bits or st.activation_bits != INT8.bits:
+            raise ValueError("formula_cost covers int4 weights, int8 activations and an int8 z_q; account() the rest")
         if st.x_binding is not ActivationBinding.PUBLIC or st.adapter_binding not in (AdapterBinding.FIXED,
                                                                                       AdapterBinding.UNBOUND) \
                 or st.y_binding is not OutputBinding.PUBLIC:

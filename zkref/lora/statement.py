@@ -1,14 +1,15 @@
 """The LoRA statement: what is proven, independent of any circuit layout or backend (the one executable semantics).
 
-    z   = x_q · A_qᵀ                                   (T × r, exact integers)
-    z_q = clamp(round_half_away(z / 2^shift), int8)    (requantised in-circuit)
-    y_q = z_q · B_qᵀ                                   (T × d_out, exact integers)
+    z   = x_q · A_qᵀ                                      (T × r, exact integers)
+    z_q = clamp(round_half_away(z / 2^shift), int{z_bits}) (requantised in-circuit; int8 unless declared wider)
+    y_q = z_q · B_qᵀ                                      (T × d_out, exact integers)
 
 with lora_A quantised r × d_in and lora_B d_out × r (PEFT's layout), int4 weights and int8 activations. The base
 output W x and the dequantisation (scales, peft's scaling s) stay outside: a verifier applies them to y_q.
 
 A `LoRAStatement` is everything a verifier must agree on before looking at a proof: shapes, the shift (never
-calibrated at proving time: whoever picks the shift picks the output scale), bit widths and how x, the adapter and
+calibrated at proving time: whoever picks the shift picks the output scale), bit widths (weights, and z_q's clamp
+width `z_bits`) and how x, the adapter and
 y are bound. Its `id` names it in proof bundles, manifests and caches. zkref's circuits (zkref.lora.circuit) and
 every backend consume it; `evaluate` is the reference every one of them must reproduce bit for bit.
 Spec: specs/lora-circuit.md, "The statement".
@@ -28,19 +29,45 @@ from zkref.lora.commitments import activations_digest, adapter_digest, requant_c
 from zkref.primitives.field import P, signed
 from zkref.primitives.packing import elements_needed
 from zkref.primitives.quant import requantize
-from zkref.primitives.ranges import (INT8, MAX_DIM, MAX_RANK, MAX_TOKENS, IntRange, as_int_matrix, check_int,
-                                     check_shift)
+from zkref.primitives.ranges import (ACTIVATION_BITS_DEFAULT, MAX_ACTIVATION_BITS, MAX_DIM, MAX_RANK, MAX_TOKENS,
+                                     Z_BITS_DEFAULT, IntRange, as_int_matrix, check_activation_bits, check_int,
+                                     check_shift, check_z_bits)
 
 FORMAT = "zkref-lora-statement/1"
 """Version tag of the canonical encoding; part of every statement id."""
-SUPPORTED_WEIGHT_BITS = (4, 8)
-"""Weight precisions a statement may declare: int4 (the design note's) or int8 (~16× less rounding error)."""
-ACTIVATION_BITS = 8
+SUPPORTED_WEIGHT_BITS = (4, 8, 12, 16)
+"""Weight precisions a statement may declare: int4 (the design note's), int8 (~16× less rounding error), int12, int16."""
+ACTIVATION_BITS = ACTIVATION_BITS_DEFAULT
+"""The default activation width (the canonical encoding has always carried it: a wider one changes the id)."""
 ID_HEX_CHARS = 32
 """Statement ids are the first 128 bits of SHA-256 over the canonical encoding."""
 TENSOR_BYTES_PER_VALUE = 32
 """What one value of a call's tensors costs a prover's process, at most: 8-byte copies as float input, int64
 quantised, in the evaluated trace and in the float comparison (`LoRAShape.tensor_bytes`)."""
+REQUANT_RULE = "round-half-away-then-clamp-int{}"
+"""The canonical encoding's name of the requantisation rule; it carries z_q's clamp width (`LoRAStatement.z_bits`),
+so a statement with the default int8 intermediate encodes exactly as before z_bits existed (its id is unchanged)."""
+
+
+def requant_rule(z_bits: int) -> str:
+    """The canonical name of the requantisation rule for a `z_bits`-wide intermediate."""
+    return REQUANT_RULE.format(check_z_bits(z_bits))
+
+
+def parse_requant_rule(rule: object) -> int:
+    """z_bits from the canonical rule name; ValueError unless it is exactly `requant_rule(z_bits)` for a supported
+    width (no leading zeros or other spellings: one statement, one encoding)."""
+    prefix = REQUANT_RULE.format("")
+    if isinstance(rule, str) and rule.startswith(prefix) and rule[len(prefix):].isdigit() \
+            and rule[len(prefix):].isascii():
+        bits = int(rule[len(prefix):])
+        try:
+            if requant_rule(bits) == rule:
+                return bits
+        except ValueError:
+            pass
+    raise ValueError(f"statement requantisation rule {rule!r} is not one this version proves "
+                     f"({requant_rule(Z_BITS_DEFAULT)} … {requant_rule(16)})")
 
 
 class ActivationBinding(str, enum.Enum):
@@ -138,6 +165,10 @@ class LoRAStatement:
     adapter_binding: AdapterBinding = AdapterBinding.FIXED
     y_binding: OutputBinding = OutputBinding.PUBLIC
     weight_bits: int = 4
+    z_bits: int = Z_BITS_DEFAULT
+    """Clamp width of the requantised intermediate z_q (8..16 bits): wider keeps more of z's precision."""
+    activation_bits: int = ACTIVATION_BITS_DEFAULT
+    """Width of the activations x_q (8..16 bits)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.shape, LoRAShape):
@@ -153,6 +184,8 @@ class LoRAStatement:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}") from None
         if self.weight_bits not in SUPPORTED_WEIGHT_BITS or isinstance(self.weight_bits, bool):
             raise ValueError(f"weight_bits must be one of {SUPPORTED_WEIGHT_BITS}, got {self.weight_bits!r}")
+        object.__setattr__(self, "z_bits", check_z_bits(self.z_bits))
+        object.__setattr__(self, "activation_bits", check_activation_bits(self.activation_bits))
 
     # -- ranges --------------------------------------------------------------------------------------------------
     @property
@@ -161,17 +194,22 @@ class LoRAStatement:
 
     @property
     def activation_range(self) -> IntRange:
-        return INT8
+        return IntRange(self.activation_bits)
+
+    @property
+    def z_range(self) -> IntRange:
+        """The range z_q is clamped to."""
+        return IntRange(self.z_bits)
 
     @property
     def z_bounds(self) -> tuple[int, int]:
         """Range of z = A_q·x_q over all admissible A_q and x_q: d_in · [min product, max product]."""
-        return _dot_bounds(self.shape.d_in, self.weight_range, INT8)
+        return _dot_bounds(self.shape.d_in, self.weight_range, self.activation_range)
 
     @property
     def y_bounds(self) -> tuple[int, int]:
-        """Range of y_q = B_q·z_q over all admissible B_q and int8 z_q: rank · [min product, max product]."""
-        return _dot_bounds(self.shape.rank, self.weight_range, INT8)
+        """Range of y_q = B_q·z_q over all admissible B_q and z_q: rank · [min product, max product]."""
+        return _dot_bounds(self.shape.rank, self.weight_range, self.z_range)
 
     @property
     def hashed_felts(self) -> int:
@@ -179,20 +217,21 @@ class LoRAStatement:
         the adapter message when hashed, fewer when packed; 0 for other bindings."""
         s = self.shape
         x, adapter = s.tokens * s.d_in, s.rank * (s.d_in + s.d_out)
-        felts = {ActivationBinding.HASHED: x, ActivationBinding.HASHED_PACKED: elements_needed(x, ACTIVATION_BITS)
-                 }.get(self.x_binding, 0)
-        felts += {AdapterBinding.HASHED: adapter + len(requant_constants(self.shift)),
+        felts = {ActivationBinding.HASHED: x,
+                 ActivationBinding.HASHED_PACKED: elements_needed(x, self.activation_bits)}.get(self.x_binding, 0)
+        felts += {AdapterBinding.HASHED: adapter + len(requant_constants(self.shift, self.z_bits)),
                   AdapterBinding.HASHED_PACKED: elements_needed(adapter, self.weight_bits)
                   }.get(self.adapter_binding, 0)
         return felts
 
     # -- identity ------------------------------------------------------------------------------------------------
     def canonical(self) -> dict:
-        """The canonical encoding (a JSON object): format version, shapes, shift, bit widths, binding modes."""
+        """The canonical encoding (a JSON object): format version, shapes, shift, bit widths, binding modes; z_q's
+        clamp width is part of the requantisation rule's name (`requant_rule`)."""
         s = self.shape
         return {"format": FORMAT, "d_in": s.d_in, "d_out": s.d_out, "rank": s.rank, "tokens": s.tokens,
-                "shift": self.shift, "weight_bits": self.weight_bits, "activation_bits": ACTIVATION_BITS,
-                "requant": "round-half-away-then-clamp-int8", "x_binding": self.x_binding.value,
+                "shift": self.shift, "weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
+                "requant": requant_rule(self.z_bits), "x_binding": self.x_binding.value,
                 "adapter_binding": self.adapter_binding.value, "y_binding": self.y_binding.value}
 
     def canonical_bytes(self) -> bytes:
@@ -214,18 +253,24 @@ class LoRAStatement:
             raise ValueError(f"statement keys differ from {FORMAT}: missing {missing}, unexpected {extra}")
         if data["format"] != FORMAT:
             raise ValueError(f"statement format {data['format']!r} is not {FORMAT!r}")
-        if data["activation_bits"] != ACTIVATION_BITS or data["requant"] != "round-half-away-then-clamp-int8":
-            raise ValueError("statement activation bits or requantisation rule is not the one this version proves")
+        bits = data["activation_bits"]
+        if isinstance(bits, bool) or not isinstance(bits, int) \
+                or not ACTIVATION_BITS_DEFAULT <= bits <= MAX_ACTIVATION_BITS:
+            raise ValueError(f"statement activation bits {bits!r} are not ones this version proves "
+                             f"({ACTIVATION_BITS_DEFAULT}..{MAX_ACTIVATION_BITS})")
+        z_bits = parse_requant_rule(data["requant"])
         shape = LoRAShape(d_in=data["d_in"], d_out=data["d_out"], rank=data["rank"], tokens=data["tokens"])
         return cls(shape=shape, shift=data["shift"], x_binding=data["x_binding"],
                    adapter_binding=data["adapter_binding"], y_binding=data["y_binding"],
-                   weight_bits=data["weight_bits"])
+                   weight_bits=data["weight_bits"], z_bits=z_bits, activation_bits=bits)
 
     def describe(self) -> str:
         """One line for people; an unbound adapter is labelled as such wherever a statement is shown."""
         adapter = "adapter UNBOUND (any adapter satisfies it)" if not self.adapter_binding.bound \
             else f"adapter {self.adapter_binding.value}"
-        return (f"LoRA {self.shape} shift={self.shift} int{self.weight_bits}×int8: x {self.x_binding.value}, "
+        z = "" if self.z_bits == Z_BITS_DEFAULT else f" z_q int{self.z_bits}"
+        return (f"LoRA {self.shape} shift={self.shift} int{self.weight_bits}×int{self.activation_bits}{z}: "
+                f"x {self.x_binding.value}, "
                 f"{adapter}, y {self.y_binding.value} [id {self.id}]")
 
     # -- witnesses -----------------------------------------------------------------------------------------------
@@ -236,6 +281,8 @@ class LoRAStatement:
         for name, arr in (("A_q", witness.A_q), ("B_q", witness.B_q)):
             if not self.weight_range.contains(arr):
                 raise ValueError(f"{name} must lie in {self.weight_range} for this statement")
+        if not self.activation_range.contains(witness.x_q):
+            raise ValueError(f"x_q must lie in {self.activation_range} for this statement")
 
 
 def _dot_bounds(length: int, w: IntRange, a: IntRange) -> tuple[int, int]:
@@ -247,8 +294,8 @@ def _dot_bounds(length: int, w: IntRange, a: IntRange) -> tuple[int, int]:
 class LoRAWitness:
     """The private values: quantised lora_A (r × d_in), lora_B (d_out × r) and activations x_q (T × d_in).
 
-    Validated once on construction (2-D integer matrices, consistent shapes, int8 activations, weights within the
-    widest supported precision, int8); a statement checks its own weight width (`LoRAStatement.check_witness`).
+    Validated once on construction (2-D integer matrices, consistent shapes, weights and activations within the
+    widest supported precisions, int16); a statement checks its own widths (`LoRAStatement.check_witness`).
     Stored as read-only int64 arrays.
     """
 
@@ -260,7 +307,7 @@ class LoRAWitness:
         widest = IntRange(max(SUPPORTED_WEIGHT_BITS))
         A = as_int_matrix("A_q", self.A_q, widest)
         B = as_int_matrix("B_q", self.B_q, widest)
-        x = as_int_matrix("x_q", self.x_q, INT8)
+        x = as_int_matrix("x_q", self.x_q, IntRange(MAX_ACTIVATION_BITS))
         if B.shape[1] != A.shape[0]:
             raise ValueError(f"lora_A is r×d_in and lora_B d_out×r: ranks differ (A_q {A.shape}, B_q {B.shape})")
         if x.shape[1] != A.shape[1]:
@@ -294,7 +341,7 @@ def evaluate(statement: LoRAStatement, witness: LoRAWitness) -> LoRATrace:
     """THE semantics of the statement in plain integers: every circuit and backend must reproduce it exactly."""
     statement.check_witness(witness)
     z = witness.x_q @ witness.A_q.T
-    rq = requantize(z, statement.shift)
+    rq = requantize(z, statement.shift, statement.z_bits)
     y = rq.z_q @ witness.B_q.T
     for arr in (z, rq.z_q, y):
         arr.setflags(write=False)
@@ -331,7 +378,7 @@ class LoRAPublic:
         y_lo, y_hi = statement.y_bounds
         public = cls(
             y_q=as_int_matrix("y_q", data["y_q"], IntRange(max(y_lo.bit_length(), y_hi.bit_length()) + 1)),
-            x_q=None if data["x_q"] is None else as_int_matrix("x_q", data["x_q"], INT8),
+            x_q=None if data["x_q"] is None else as_int_matrix("x_q", data["x_q"], statement.activation_range),
             x_digest=_parse_digest("x_digest", data["x_digest"]),
             adapter_digest=_parse_digest("adapter_digest", data["adapter_digest"]))
         check_public(statement, public)
@@ -378,8 +425,8 @@ def check_public(statement: LoRAStatement, public: LoRAPublic) -> None:
     if x_known:
         if public.x_q is None or public.x_q.shape != s.x_shape:
             raise ValueError(f"x is {statement.x_binding.value}: x_q of shape {s.x_shape} is required")
-        if not INT8.contains(public.x_q):
-            raise ValueError(f"x_q must lie in {INT8}")
+        if not statement.activation_range.contains(public.x_q):
+            raise ValueError(f"x_q must lie in {statement.activation_range}")
     elif public.x_q is not None:
         raise ValueError(f"x is {statement.x_binding.value}: x_q must not be part of the public values")
     if (statement.x_binding in HASHED_ACTIVATIONS) != (public.x_digest is not None):
@@ -401,10 +448,12 @@ def public_values(statement: LoRAStatement, witness: LoRAWitness, trace: LoRATra
     return LoRAPublic(
         y_q=trace.y_q,
         x_q=witness.x_q if xb in (ActivationBinding.PUBLIC, ActivationBinding.POLYCOMMIT) else None,
-        x_digest=activations_digest(witness.x_q, packed=xb is ActivationBinding.HASHED_PACKED)
+        x_digest=activations_digest(witness.x_q, packed=xb is ActivationBinding.HASHED_PACKED,
+                                    bits=statement.activation_bits)
         if xb in HASHED_ACTIVATIONS else None,
         adapter_digest=adapter_digest(witness.A_q, witness.B_q, shift=statement.shift,
-                                      packed=ab is AdapterBinding.HASHED_PACKED, weight_bits=statement.weight_bits)
+                                      packed=ab is AdapterBinding.HASHED_PACKED, weight_bits=statement.weight_bits,
+                                      z_bits=statement.z_bits)
         if ab in HASHED_ADAPTERS else None)
 
 

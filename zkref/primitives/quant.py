@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zkref.primitives.ranges import A_MAX, A_MIN, MAX_SHIFT, PRODUCT_MAX, IntRange, check_shift
+from zkref.primitives.ranges import (A_MAX, A_MIN, MAX_SHIFT, PRODUCT_MAX, Z_BITS_DEFAULT, IntRange, check_shift,
+                                     check_z_bits)
 
 
 def finite_array(x: np.ndarray | float, what: str) -> np.ndarray:
@@ -45,24 +46,26 @@ def div_pow2_round_half_away(z: np.ndarray | int, shift: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Requantised:
-    """z_q = clamp(round_half_away(z / 2^shift), -128, 127), and how many entries the clamp changed."""
+    """z_q = clamp(round_half_away(z / 2^shift), int{bits}), and how many entries the clamp changed."""
 
     z_q: np.ndarray
     clamped: int
 
 
-def requantize(z: np.ndarray | int, shift: int) -> Requantised:
-    """Requantise the rank-r intermediate to int8 (what the Requant chip proves)."""
+def requantize(z: np.ndarray | int, shift: int, bits: int = Z_BITS_DEFAULT) -> Requantised:
+    """Requantise the rank-r intermediate to `bits`-bit signed integers (int8 by default; what the Requant chip
+    proves)."""
+    rng = IntRange(check_z_bits(bits))
     rounded = div_pow2_round_half_away(z, shift)
-    z_q = np.clip(rounded, A_MIN, A_MAX)
+    z_q = np.clip(rounded, rng.lo, rng.hi)
     return Requantised(z_q, int(np.count_nonzero(z_q != rounded)))
 
 
-def choose_shift(z: np.ndarray | int) -> int:
-    """Smallest shift with no clamping on the given intermediate values."""
+def choose_shift(z: np.ndarray | int, bits: int = Z_BITS_DEFAULT) -> int:
+    """Smallest shift with no clamping of the given intermediate values to `bits` bits."""
     z = _ints(z, "z")
     for shift in range(MAX_SHIFT + 1):
-        if requantize(z, shift).clamped == 0:
+        if requantize(z, shift, bits).clamped == 0:
             return shift
     return MAX_SHIFT
 

@@ -49,7 +49,15 @@ class IntRange:
 INT4 = IntRange(4)
 """LoRA weights (lora_A, lora_B) after quantisation."""
 INT8 = IntRange(8)
-"""Activations x_q and the requantised rank-r intermediate z_q."""
+"""Activations x_q, and the requantised rank-r intermediate z_q by default."""
+Z_BITS_DEFAULT = 8
+"""The requantised intermediate z_q's width unless a statement declares a wider one (int8: the design note's)."""
+MAX_Z_BITS = 16
+"""Widest z_q a statement may declare: zkref multiplies it as a signed high byte and an unsigned low byte."""
+ACTIVATION_BITS_DEFAULT = 8
+"""The activations x_q's width unless a statement declares a wider one (int8: the design note's)."""
+MAX_ACTIVATION_BITS = 16
+"""Widest x_q a statement may declare (multiplied as two bytes, like a wide z_q)."""
 
 W_MIN, W_MAX = INT4.lo, INT4.hi
 A_MIN, A_MAX = INT8.lo, INT8.hi
@@ -108,6 +116,16 @@ def check_memory(what: str, estimate: int) -> int:
 def check_shift(shift: object) -> int:
     """A requantisation shift: an integer in 0..MAX_SHIFT."""
     return check_int("shift", shift, 0, MAX_SHIFT)
+
+
+def check_z_bits(bits: object) -> int:
+    """A width for the requantised intermediate z_q: an integer in Z_BITS_DEFAULT..MAX_Z_BITS."""
+    return check_int("z_bits", bits, Z_BITS_DEFAULT, MAX_Z_BITS)
+
+
+def check_activation_bits(bits: object) -> int:
+    """A width for the activations x_q: an integer in ACTIVATION_BITS_DEFAULT..MAX_ACTIVATION_BITS."""
+    return check_int("activation_bits", bits, ACTIVATION_BITS_DEFAULT, MAX_ACTIVATION_BITS)
 
 
 def check_lanes(lanes: object) -> int:

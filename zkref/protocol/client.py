@@ -512,7 +512,8 @@ class BaseModelClient:
         hashed_adapter = statement.adapter_binding in (AdapterBinding.HASHED, AdapterBinding.HASHED_PACKED)
         return LoRAPublic(
             y_q=y_q, x_q=x_q if x_known else None,
-            x_digest=activations_digest(x_q, packed=statement.x_binding is ActivationBinding.HASHED_PACKED)
+            x_digest=activations_digest(x_q, packed=statement.x_binding is ActivationBinding.HASHED_PACKED,
+                                        bits=statement.activation_bits)
             if hashed_x else None,
             adapter_digest=int(anchor.digest, 16) if hashed_adapter and anchor.digest else None)
 

@@ -23,7 +23,7 @@ import numpy as np
 from zkref.lora.quantisation import QuantizedLoRA
 from zkref.lora.statement import LoRAStatement, LoRAWitness, evaluate
 from zkref.models.digest import ModelDigest
-from zkref.pipeline import Bindings, Precision, calibrate
+from zkref.pipeline import PROTOCOL_PRECISIONS, Bindings, Precision, calibrate
 from zkref.protocol import messages as m
 
 DEFAULT_CALIBRATION_TOKENS = 16
@@ -149,7 +149,7 @@ def load_contributor(*, base_dir: str | os.PathLike, adapter_dir: str | os.PathL
         raise ValueError(f"the calibration prompt has {len(ids)} tokens; the model takes at most {limit}")
     modules: dict[str, ServedModule] = {}
     for cal in calibrate(peft_model, ids, precision=Precision(weight_bits, per_channel), max_rel_error=max_rel_error,
-                         shift=shift, adapter="default"):
+                         shift=shift, adapter="default", precisions=PROTOCOL_PRECISIONS):  # int8 x, one scale
         mod = cal.module
         served = ServedModule(name=mod.name, adapter=mod.adapter, base_layer=mod.base_layer,
                               lora_alpha=mod.lora_alpha, use_rslora=mod.use_rslora, quantised=cal.quantised,

@@ -131,7 +131,8 @@ class StatementTemplate(Message):
     shift: Annotated[int, Field(ge=0, le=64)]
     weight_bits: int
     activation_bits: int
-    requant: Literal["round-half-away-then-clamp-int8"]
+    requant: Annotated[str, StringConstraints(pattern=r"^round-half-away-then-clamp-int(8|9|1[0-6])$")]
+    """Names z_q's clamp width (`zkref.lora.statement.requant_rule`); `statement` decodes it strictly."""
     x_binding: Literal["public", "hashed", "hashed-packed", "polycommit"]
     adapter_binding: Literal["fixed", "hashed", "hashed-packed", "polycommit"]
     y_binding: Literal["public", "polycommit"]
