@@ -207,6 +207,36 @@ def test_int8_per_channel_weights_end_to_end(dirs):
     assert result.accuracy.modules[0].relative_error < 0.1
 
 
+def test_wide_z_and_activations_with_per_token_scales_end_to_end(dirs):
+    """int8 per-channel weights, a 12-bit z_q, 12-bit activations each token scaled by its own max: committed as the
+    dequantisation's scale mode and width, x_q sent as I16 with each token's scale, every call verified, and far more
+    accurate than the int4 default."""
+    from zkref.lora.quantisation import ScaleMode
+    from zkref.pipeline import Precision
+
+    contributor = load_contributor(base_dir=dirs["base"], adapter_dir=dirs["layer0"],
+                                   precision=Precision(8, True, z_bits=12, x_mode=ScaleMode.PER_TOKEN, x_bits=12))
+    prover = ProcessProver(workers=1)
+    s = ServerThread(create_app(contributor, ServerConfig(backend="zkref", max_tokens=16), prover), prover=prover)
+    s.start()
+    try:
+        with client(dirs, [s.url], reference_adapters=[dirs["layer0"]]) as c:
+            result = c.generate(PROMPT, 2)
+            commitment = c.sessions[0].commitment
+        default = start(dirs["base"], dirs["layer0"])
+        with client(dirs, [default.url], reference_adapters=[dirs["layer0"]]) as c:
+            baseline = c.run(PROMPT)
+        default.stop()
+    finally:
+        s.stop()
+    deq = commitment.module(C_ATTN[0]).dequantisation
+    assert (deq.x_mode, deq.activation_bits) == ("per-token", 12)
+    assert commitment.module(C_ATTN[0]).statement.requant.endswith("int12")
+    assert result.verified, [(r.label, r.reason) for r in result.calls]
+    wide, narrow = result.accuracy.modules[0].relative_error, baseline.accuracy.modules[0].relative_error
+    assert wide < narrow / 4, (wide, narrow)
+
+
 def test_precision_chosen_per_module_from_an_error_target(dirs):
     """--max-rel-error: the contributor picks, per module, the cheapest precision meeting the target on its own
     calibration prompt; int4 does not reach 12% on these modules, int8 does."""
@@ -436,7 +466,7 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_server_keeps_serving(dirs
         http = httpx.Client(base_url=s.url, timeout=30)
         manifest = m.Manifest.model_validate_json(http.get("/v1/manifest").content)
         info = manifest.module(C_ATTN[0])
-        spec = {"x_q": info.x_spec(manifest.limits.max_tokens)}
+        spec = info.x_specs(max_tokens=manifest.limits.max_tokens)
         octet = {"content-type": "application/octet-stream"}
 
         def expect_4xx(response, what):

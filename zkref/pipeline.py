@@ -106,8 +106,6 @@ PRECISIONS = (
 )
 """Every precision `choose_precision` weighs, in steps: the design note's four, a wider z_q, per-token activation
 scales, then wider activations and weights (benchmarks/results/accuracy.md measures each)."""
-PROTOCOL_PRECISIONS = tuple(p for p in PRECISIONS if p.x_mode is ScaleMode.PER_TENSOR and p.x_bits == 8)
-"""What the HTTP protocol carries today: int8 x_q quantised with the one calibrated scale (no per-token scales)."""
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ import numpy as np
 
 from zkref.cli.console import quiet_model_loading
 from zkref.cli.options import SEED, integer, positive
-from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement, OutputBinding
+from zkref.lora.quantisation import ScaleMode
+from zkref.lora.statement import (SUPPORTED_WEIGHT_BITS, ActivationBinding, AdapterBinding, LoRAShape, LoRAStatement,
+                                  OutputBinding)
 from zkref.models.peft_loading import CapturedIO
 from zkref.models.tensor_files import load_safetensors
-from zkref.pipeline import Bindings, CalibratedModule, Prepared, choose_precision, prepare, quantise
+from zkref.pipeline import PRECISIONS, Bindings, CalibratedModule, Precision, Prepared, choose_precision, prepare
 from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_SHIFT, MAX_TOKENS, check_int, check_memory
 
 if TYPE_CHECKING:
@@ -48,13 +50,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     quant.add_argument("--rslora", action="store_true", help="peft's rsLoRA scaling alpha/√r instead of alpha/r")
     quant.add_argument("--shift", type=integer(0, MAX_SHIFT), default=None, metavar="S",
                        help="requant shift (default: calibrated once from the given activations, and printed)")
-    quant.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
-    quant.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
-                       help="weight precision: int4 or int8 (~16× less rounding error, two lookups per product)")
-    quant.add_argument("--max-rel-error", type=positive(), default=None, metavar="E",
-                       help="pick the cheapest precision whose delta error on the given activations is within E "
-                            "(overrides --weight-bits and --per-channel)")
+    add_precision_arguments(quant, "the given activations")
     add_binding_arguments(p.add_argument_group("bindings: how x, the adapter and y are tied to the proof"))
+
+
+def add_precision_arguments(group, calibration: str) -> None:
+    """The precision options every command shares (`precision_from_args` reads them back)."""
+    group.add_argument("--weight-bits", type=int, choices=list(SUPPORTED_WEIGHT_BITS), default=4,
+                       help="weight width: int4 (the design note's, cheapest) to int16 (more lookups per product)")
+    group.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales (free in-circuit)")
+    group.add_argument("--z-bits", type=int, choices=[8, 12, 16], default=8,
+                       help="width of the requantised rank-r intermediate z_q (wider: far less rounding error)")
+    group.add_argument("--activation-bits", type=int, choices=[8, 12, 16], default=8,
+                       help="width of the quantised activations x_q")
+    group.add_argument("--per-token-scales", action="store_true",
+                       help="each token's activations scaled by their own max|x| (committed as the scale mode; the "
+                            "client sends each call's scales) instead of one calibrated scale")
+    group.add_argument("--max-rel-error", type=positive(), default=None, metavar="E",
+                       help=f"instead: the cheapest precision (zkref.pipeline.PRECISIONS, by predicted proving rows) "
+                            f"whose delta error on {calibration} is within E (e.g. 0.01)")
+
+
+def precision_from_args(args: argparse.Namespace) -> Precision:
+    """The precision the options ask for (with --max-rel-error this is only the starting point of the search)."""
+    return Precision(args.weight_bits, args.per_channel, z_bits=args.z_bits,
+                     x_mode=ScaleMode.PER_TOKEN if args.per_token_scales else ScaleMode.PER_TENSOR,
+                     x_bits=args.activation_bits)
 
 
 def add_binding_arguments(group, *, adapter_choices: list[str] | None = None) -> None:
@@ -97,7 +118,7 @@ def check_budget(shape: LoRAShape, args: argparse.Namespace, backend: Backend | 
     statement = LoRAStatement(shape=shape, shift=args.shift if args.shift is not None else PROVISIONAL_SHIFT,
                               x_binding=args.x_binding, adapter_binding=args.adapter_binding,
                               y_binding=args.y_binding, weight_bits=4 if args.max_rel_error is not None
-                              else args.weight_bits)
+                              else args.weight_bits, z_bits=args.z_bits, activation_bits=args.activation_bits)
     support = backend.supports(statement)
     if not support:
         raise ValueError(f"backend {backend.name} cannot prove this statement: {support.reason}")
@@ -140,8 +161,7 @@ def prepared_from_args(args: argparse.Namespace, backend: Backend | None = None)
         info["precision_trials"] = [{"precision": str(tr.precision), "relative_error": tr.relative_error,
                                      "within": tr.within, "rows": tr.cost_rows} for tr in trials]
     else:
-        q = quantise(A, B, scaling=scaling, x_calibration=x, per_channel=args.per_channel, shift=args.shift,
-                     weight_bits=args.weight_bits)
+        q = precision_from_args(args).quantise(A, B, scaling=scaling, x_calibration=x, shift=args.shift)
     info["shift"] = "given" if args.shift is not None else "calibrated once from the given activations"
     info["dequantisation"] = q.dequantisation.to_json()
     bindings = Bindings(x=args.x_binding, adapter=args.adapter_binding, y=args.y_binding)
@@ -200,7 +220,7 @@ def adapter_call_from_args(args: argparse.Namespace) -> AdapterCall:
     """Load the base model and adapter, calibrate the selected modules on the calibration prompt (default: 16 seeded
     random ids), then capture each module's activations and peft's delta on the call's prompt."""
     from zkref.models.peft_loading import capture_module_io, load_peft_model
-    from zkref.pipeline import PRECISIONS, Precision, calibrate
+    from zkref.pipeline import calibrate
 
     if not (args.adapter and args.base):
         raise ValueError("--adapter DIR needs --base DIR (the base model the adapter was trained on), and vice versa")
@@ -212,7 +232,7 @@ def adapter_call_from_args(args: argparse.Namespace) -> AdapterCall:
     calibration = token_ids(args.calibration_ids, "--calibration-ids") or \
         [int(t) for t in np.random.default_rng(args.seed).integers(0, vocab, 16)]
     prompt = token_ids(args.prompt_ids, "--prompt-ids") or calibration
-    precision = Precision(args.weight_bits, args.per_channel) if args.max_rel_error is None else PRECISIONS[0]
+    precision = precision_from_args(args) if args.max_rel_error is None else PRECISIONS[0]
     modules = calibrate(peft_model, calibration, modules=args.module or None, precision=precision,
                         max_rel_error=args.max_rel_error, shift=args.shift)
     captured = capture_module_io(peft_model, prompt, [c.name for c in modules])

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from zkref.cli.console import err, out, phases, quiet_model_loading
-from zkref.cli.inputs import add_binding_arguments, token_ids
+from zkref.cli.inputs import add_binding_arguments, add_precision_arguments, precision_from_args, token_ids
 from zkref.cli.options import PORT, WORKERS, integer, positive
 from zkref.primitives.ranges import MAX_SHIFT, MAX_TOKENS
 
@@ -103,9 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with phases("zkref serve", quiet=args.quiet) as phase:
             phase("loading the base model and adapter, digesting the base model, calibrating")
             contributor = load_contributor(base_dir=args.base, adapter_dir=args.adapter, calibration_ids=calibration,
-                                           shift=args.shift, per_channel=args.per_channel,
-                                           weight_bits=args.weight_bits, max_rel_error=args.max_rel_error,
-                                           bindings=bindings)
+                                           shift=args.shift, precision=precision_from_args(args),
+                                           max_rel_error=args.max_rel_error, bindings=bindings)
             total = len(contributor.modules) * len(config.buckets())
             phase(f"committing: {total} anchors (one per module and allowed T)")
             commitment = publish_commitment(contributor, config, progress=lambda done, _total, label: phase(
@@ -226,12 +225,7 @@ def register(subparsers) -> None:
                             "published in the manifest)")
     quant.add_argument("--shift", type=integer(0, MAX_SHIFT), default=None, metavar="S",
                        help="fix every module's requant shift instead of calibrating it")
-    quant.add_argument("--weight-bits", type=int, choices=[4, 8], default=4,
-                       help="weight precision: int4 (cheapest) or int8 (more accurate, two lookups per product)")
-    quant.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales (free in-circuit)")
-    quant.add_argument("--max-rel-error", type=positive(), default=None, metavar="E",
-                       help="instead: per module, the cheapest precision whose delta error on the calibration prompt "
-                            "is within E (e.g. 0.05)")
+    add_precision_arguments(quant, "the calibration prompt")
     add_binding_arguments(p.add_argument_group("bindings: how x, the adapter and y are tied to each proof"),
                           adapter_choices=[b.value for b in AdapterBinding if b.bound])
     limits = p.add_argument_group("limits (published in the manifest)")

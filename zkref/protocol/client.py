@@ -44,8 +44,8 @@ from pydantic import ValidationError
 from backends import get_backend
 from backends.base import AdapterAnchor, Backend, Proof, Verdict, anchor_gap
 from zkref.lora.commitments import activations_digest
+from zkref.lora.quantisation import ScaleMode
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement
-from zkref.primitives.quant import quantize_int8
 from zkref.protocol import messages as m
 from zkref.protocol.tensors import TensorFormatError, decode_tensors, encode_tensors
 
@@ -473,11 +473,13 @@ class BaseModelClient:
         tokens = x.shape[0]
         self.pin_anchor(session, info, tokens)
         dequant = session.commitment.module(info.name).dequantisation.dequantisation(info.d_out)
-        x_q = quantize_int8(x, dequant.scale_x).values.astype(np.int8)
+        quantised = dequant.quantize(x)                     # the committed width and scale mode
+        x_q = quantised.x_q.astype(np.int8 if dequant.activation_bits <= 8 else np.int16)
+        request = {"x_q": x_q} | ({"x_scales": quantised.scales.astype(np.float64)}
+                                  if dequant.x_mode is ScaleMode.PER_TOKEN else {})
         body = self._request(session.endpoint, "POST", f"/v1/modules/{info.name}/calls",
                              limit=MAX_SMALL_ANSWER_BYTES + 64 * tokens * info.d_out,
-                             content=encode_tensors({"x_q": x_q}),
-                             extra_headers={m.SESSION_HEADER: session.session_id})
+                             content=encode_tensors(request), extra_headers={m.SESSION_HEADER: session.session_id})
         accepted = self._parse(session.endpoint, m.CallAccepted, body, f"the answer to a call of {info.name}")
         index = session.counts.get(info.name, 0)
         session.counts[info.name] = index + 1
@@ -489,7 +491,7 @@ class BaseModelClient:
             raise ContributorError(f"{session.endpoint.url}: {label}: the answer's tensors are malformed: {exc}") \
                 from None
         y_q = tensors["y_q"].astype(np.int64)
-        delta = dequant.apply(y_q)
+        delta = dequant.apply(y_q, quantised.scales)
         record = _Sent(session=session, module=info.name, call=index, call_id=accepted.call_id,
                        x_q=x_q.astype(np.int64), y_q=y_q)
         if (accepted.module, accepted.tokens) != (info.name, tokens):

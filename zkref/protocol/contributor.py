@@ -23,7 +23,7 @@ import numpy as np
 from zkref.lora.quantisation import QuantizedLoRA
 from zkref.lora.statement import LoRAStatement, LoRAWitness, evaluate
 from zkref.models.digest import ModelDigest
-from zkref.pipeline import PROTOCOL_PRECISIONS, Bindings, Precision, calibrate
+from zkref.pipeline import PRECISIONS, Bindings, Precision, calibrate
 from zkref.protocol import messages as m
 
 DEFAULT_CALIBRATION_TOKENS = 16
@@ -115,15 +115,17 @@ def _max_positions(config) -> int | None:
 
 def load_contributor(*, base_dir: str | os.PathLike, adapter_dir: str | os.PathLike,
                      calibration_ids: Sequence[int] | None = None, shift: int | None = None,
-                     per_channel: bool = False, weight_bits: int = 4, max_rel_error: float | None = None,
-                     bindings: Bindings = Bindings(), digest_workers: int | None = None) -> Contributor:
+                     per_channel: bool = False, weight_bits: int = 4, precision: Precision | None = None,
+                     max_rel_error: float | None = None, bindings: Bindings = Bindings(),
+                     digest_workers: int | None = None) -> Contributor:
     """Load, calibrate and quantise every LoRA module of the adapter (see the module docstring).
 
     calibration_ids: the contributor's calibration prompt (default: `default_calibration_ids`).
     shift: fix the requantisation shift of every module instead of calibrating it (scale_x is still calibrated).
-    weight_bits, per_channel: the weight precision (int4 or int8; per-output-channel scales cost nothing in-circuit);
-    or max_rel_error: per module, the cheapest precision whose delta error on the calibration prompt is within it
-    (zkref.pipeline.choose_precision).
+    weight_bits, per_channel: the weight precision (per-output-channel scales cost nothing in-circuit); or
+    precision: all of it (zkref.pipeline.Precision: weights, z_q and activation widths, per-token activation
+    scales, which calls then carry); or max_rel_error: per module, the cheapest of zkref.pipeline.PRECISIONS whose
+    delta error on the calibration prompt is within it (zkref.pipeline.choose_precision).
     bindings: how x, the adapter and y are bound in every statement; an unbound adapter is refused (its proofs
     would hold for ANY adapter, so they would prove nothing about this one).
     """
@@ -148,8 +150,8 @@ def load_contributor(*, base_dir: str | os.PathLike, adapter_dir: str | os.PathL
     if limit is not None and len(ids) > limit:
         raise ValueError(f"the calibration prompt has {len(ids)} tokens; the model takes at most {limit}")
     modules: dict[str, ServedModule] = {}
-    for cal in calibrate(peft_model, ids, precision=Precision(weight_bits, per_channel), max_rel_error=max_rel_error,
-                         shift=shift, adapter="default", precisions=PROTOCOL_PRECISIONS):  # int8 x, one scale
+    for cal in calibrate(peft_model, ids, precision=precision or Precision(weight_bits, per_channel),
+                         max_rel_error=max_rel_error, shift=shift, adapter="default", precisions=PRECISIONS):
         mod = cal.module
         served = ServedModule(name=mod.name, adapter=mod.adapter, base_layer=mod.base_layer,
                               lora_alpha=mod.lora_alpha, use_rslora=mod.use_rslora, quantised=cal.quantised,

@@ -28,7 +28,7 @@ from backends.base import MAX_PROOF_BYTES, AdapterAnchor, Proof, anchor_gap
 from zkref.lora.quantisation import Dequantisation
 from zkref.lora.statement import LoRAStatement
 from zkref.primitives.field import felt_from_str, felt_to_str
-from zkref.primitives.ranges import MAX_DIM, MAX_RANK, MAX_TOKENS
+from zkref.primitives.ranges import ACTIVATION_BITS_DEFAULT, MAX_ACTIVATION_BITS, MAX_DIM, MAX_RANK, MAX_TOKENS
 from zkref.protocol.tensors import Dim, TensorSpec
 
 FORMAT = "zkref-protocol/2"
@@ -150,7 +150,9 @@ class StatementTemplate(Message):
 
 
 class DequantisationInfo(Message):
-    """delta[t, o] = scaling · scale_A · scale_x · 2^shift · scale_B[o] · y_q[t, o]; x_q = clamp(round(x/scale_x)).
+    """delta[t, o] = scaling · scale_A · scale_x[t] · 2^shift · scale_B[o] · y_q[t, o]; x_q = clamp(round(x/scale_x[t]))
+    to `activation_bits`, with scale_x[t] the calibrated `scale_x` (x_mode per-tensor) or token t's own
+    max|x_t| / (2^(activation_bits−1) − 1), chosen by the client and sent beside x_q (per-token).
 
     scale_B has one entry per output channel, or a single entry shared by all (per-tensor weights): a manifest of
     hundreds of wide modules stays small."""
@@ -160,6 +162,8 @@ class DequantisationInfo(Message):
     scale_B: Annotated[list[PositiveFloat], Field(min_length=1, max_length=MAX_DIM)]
     scale_x: PositiveFloat
     shift: Annotated[int, Field(ge=0, le=64)]
+    x_mode: Literal["per-tensor", "per-token"]
+    activation_bits: Annotated[int, Field(ge=ACTIVATION_BITS_DEFAULT, le=MAX_ACTIVATION_BITS)]
 
     @model_validator(mode="after")
     def _nonzero_scaling(self) -> "DequantisationInfo":
@@ -171,13 +175,14 @@ class DequantisationInfo(Message):
         if len(self.scale_B) not in (1, d_out):
             raise ValueError(f"scale_B has {len(self.scale_B)} entries; expected 1 or d_out = {d_out}")
         scale_B = tuple(self.scale_B) if len(self.scale_B) == d_out else tuple(self.scale_B) * d_out
-        return Dequantisation(self.scaling, self.scale_A, scale_B, self.scale_x, self.shift)
+        return Dequantisation(self.scaling, self.scale_A, scale_B, self.scale_x, self.shift, x_mode=self.x_mode,
+                              activation_bits=self.activation_bits)
 
     @classmethod
     def of(cls, d: Dequantisation) -> "DequantisationInfo":
         shared = len(set(d.scale_B)) == 1
         return cls(scaling=d.scaling, scale_A=d.scale_A, scale_B=[d.scale_B[0]] if shared else list(d.scale_B),
-                   scale_x=d.scale_x, shift=d.shift)
+                   scale_x=d.scale_x, shift=d.shift, x_mode=d.x_mode.value, activation_bits=d.activation_bits)
 
 
 class ModuleInfo(Message):
@@ -200,14 +205,22 @@ class ModuleInfo(Message):
         s, d = self.statement, self.dequantisation
         if (s.d_in, s.d_out, s.rank) != (self.d_in, self.d_out, self.rank):
             raise ValueError(f"module {self.name}: statement shape differs from the module's")
-        if d.shift != s.shift or len(d.scale_B) not in (1, self.d_out) or not math.isclose(d.scaling, self.scaling):
-            raise ValueError(f"module {self.name}: dequantisation (shift, scale_B length, scaling) differs from the "
-                             "statement's")
+        if d.shift != s.shift or len(d.scale_B) not in (1, self.d_out) or not math.isclose(d.scaling, self.scaling) \
+                or d.activation_bits != s.activation_bits:
+            raise ValueError(f"module {self.name}: dequantisation (shift, scale_B length, scaling, activation width) "
+                             "differs from the statement's")
         return self
 
-    def x_spec(self, max_tokens: int) -> TensorSpec:
-        """The request tensor: x_q, int8, T × d_in with 1 ≤ T ≤ max_tokens."""
-        return TensorSpec("I8", (Dim(1, max_tokens), Dim.exactly(self.d_in)))
+    def x_specs(self, tokens: int | None = None, max_tokens: int = 1) -> dict[str, TensorSpec]:
+        """The request's tensors: x_q, T × d_in (I8, or I16 for activations wider than 8 bits), 1 ≤ T ≤ max_tokens
+        (or exactly `tokens`); with per-token scales also x_scales (F64, T): each token's scale, from which the
+        server computes the `delta` it returns (the proof is about x_q alone)."""
+        rows = Dim.exactly(tokens) if tokens is not None else Dim(1, max_tokens)
+        dtype = "I8" if self.dequantisation.activation_bits <= 8 else "I16"
+        specs = {"x_q": TensorSpec(dtype, (rows, Dim.exactly(self.d_in)))}
+        if self.dequantisation.x_mode == "per-token":
+            specs["x_scales"] = TensorSpec("F64", (rows,))
+        return specs
 
     def y_specs(self, tokens: int) -> dict[str, TensorSpec]:
         """The answer's tensors: y_q (int32) and its dequantised delta (float64), both T × d_out."""
@@ -355,8 +368,10 @@ class AdapterCommitment(Message):
         for mod in self.modules:
             if len(mod.anchors) != len(self.tokens):
                 raise ValueError(f"module {mod.name}: one anchor per allowed T is required")
-            if mod.dequantisation.shift != mod.statement.shift:
-                raise ValueError(f"module {mod.name}: the dequantisation's shift differs from the statement's")
+            if mod.dequantisation.shift != mod.statement.shift or \
+                    mod.dequantisation.activation_bits != mod.statement.activation_bits:
+                raise ValueError(f"module {mod.name}: the dequantisation's shift or activation width differs from the "
+                                 "statement's")
             if len(mod.dequantisation.scale_B) not in (1, mod.statement.d_out):
                 raise ValueError(f"module {mod.name}: scale_B must have 1 or d_out entries")
             for tokens, info in zip(self.tokens, mod.anchors):

@@ -35,11 +35,17 @@ JOB_FORMAT = "zkref-proving-job/1"
 JOB_KINDS = ("prove", "anchor", "ping")
 
 
+def _dtype(bits: int) -> tuple[str, type]:
+    """The narrowest safetensors integer type holding `bits`-bit signed values (weights and activations ≤ 16 bits)."""
+    return ("I8", np.int8) if bits <= 8 else ("I16", np.int16)
+
+
 def _spec_for(statement) -> dict[str, TensorSpec]:
     s = statement.shape
-    return {"A_q": TensorSpec("I8", (Dim.exactly(s.rank), Dim.exactly(s.d_in))),
-            "B_q": TensorSpec("I8", (Dim.exactly(s.d_out), Dim.exactly(s.rank))),
-            "x_q": TensorSpec("I8", (Dim.exactly(s.tokens), Dim.exactly(s.d_in)))}
+    w, x = _dtype(statement.weight_bits)[0], _dtype(statement.activation_bits)[0]
+    return {"A_q": TensorSpec(w, (Dim.exactly(s.rank), Dim.exactly(s.d_in))),
+            "B_q": TensorSpec(w, (Dim.exactly(s.d_out), Dim.exactly(s.rank))),
+            "x_q": TensorSpec(x, (Dim.exactly(s.tokens), Dim.exactly(s.d_in)))}
 
 
 def job_request(*, kind: str, backend: str, options: dict, statement, A_q: np.ndarray, B_q: np.ndarray,
@@ -54,8 +60,9 @@ def job_request(*, kind: str, backend: str, options: dict, statement, A_q: np.nd
         x_q = np.zeros(statement.shape.x_shape, dtype=np.int8)
     spec = json.dumps({"format": JOB_FORMAT, "kind": kind, "backend": backend, "options": options,
                        "statement": statement.canonical()}, sort_keys=True)
-    tensors = encode_tensors({"A_q": np.asarray(A_q, dtype=np.int8), "B_q": np.asarray(B_q, dtype=np.int8),
-                              "x_q": np.asarray(x_q, dtype=np.int8)})
+    w, x = _dtype(statement.weight_bits)[1], _dtype(statement.activation_bits)[1]
+    tensors = encode_tensors({"A_q": np.asarray(A_q, dtype=w), "B_q": np.asarray(B_q, dtype=w),
+                              "x_q": np.asarray(x_q, dtype=x)})
     return spec, tensors
 
 
@@ -67,7 +74,7 @@ def run_job(spec: str, tensors: bytes) -> str:
     """Run one proving job (importable, plain arguments: what process pools and Ray tasks execute).
 
     spec: JSON {"format", "kind": "prove"|"anchor"|"ping", "backend", "options", "statement"}.
-    tensors: safetensors with A_q, B_q, x_q (int8) of the statement's shapes (ignored for "ping").
+    tensors: safetensors with A_q, B_q, x_q (I8, or I16 for widths above 8 bits) of the statement's shapes (ignored for "ping").
     Returns JSON: prove → {"proof": ProofMessage, "public": LoRAPublic.to_json(), "timings", "worker"};
     anchor → {"anchor": AnchorInfo, "worker"}; ping → {"worker"}. Raises on any failure (the caller records why).
     """

@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from backends import get_backend
 from backends.base import AdapterAnchor, Backend
 from zkref.lora.statement import LoRAPublic, LoRAStatement, encode_instances
-from zkref.primitives.ranges import MAX_TOKENS
+from zkref.primitives.ranges import MAX_TOKENS, IntRange
 from zkref.protocol import messages as m
 from zkref.protocol.contributor import Contributor, ServedModule
 from zkref.protocol.http import ConnectionLimits, Guard, RequestLimits, client_of, error_bytes, token_index
@@ -645,8 +645,9 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
               dependencies=auth, openapi_extra={"requestBody": {"required": True, "content": {
                   "application/octet-stream": {
                       "schema": {"type": "string", "format": "binary"},
-                      "description": "safetensors holding exactly one tensor x_q: int8, T × d_in (the module's d_in), "
-                                     "1 ≤ T ≤ max_tokens"}}}})
+                      "description": "safetensors holding x_q: T × d_in (the module's d_in), 1 ≤ T ≤ max_tokens, I8 "
+                                     "(I16 for activations wider than 8 bits); with per-token scales also x_scales: "
+                                     "F64, T"}}}})
     async def call(module: str, request: Request) -> m.CallAccepted:
         s = state()
         owner = client_of(request.scope)
@@ -661,9 +662,15 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
         body = await request.body()
         info = s.manifest.module(served.name)
         try:
-            x_q = decode_tensors(body, {"x_q": info.x_spec(config.max_tokens)})["x_q"].astype(np.int64)
+            tensors = decode_tensors(body, info.x_specs(max_tokens=config.max_tokens))
         except TensorFormatError as exc:
             raise ProtocolError(400, "bad_tensors", f"x_q: {exc}") from None
+        x_q, x_scales = tensors["x_q"].astype(np.int64), tensors.get("x_scales")
+        width = IntRange(info.dequantisation.activation_bits)
+        if not width.contains(x_q):
+            raise ProtocolError(400, "bad_tensors", f"x_q: values must lie in {width}")
+        if x_scales is not None and not (np.isfinite(x_scales).all() and (x_scales > 0).all()):
+            raise ProtocolError(400, "bad_tensors", "x_scales: every token's scale must be a positive finite number")
         bucket_for(served, x_q.shape[0])
         if s.queue.load >= s.queue.max_queue:
             raise ProtocolError(429, "queue_full", f"{s.queue.load} calls queued or being proven (limit "
@@ -677,7 +684,7 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
         group = (owner, session, served.name) if session and config.batching else (record.call_id,)
         s.queue.submit(record, group)
         s.store.add(record, owner=owner)
-        delta = served.quantised.dequantize(y_q)
+        delta = served.quantised.dequantize(y_q, x_scales)
         payload = encode_tensors({"y_q": y_q.astype(np.int32), "delta": delta.astype(np.float64)})
         return m.CallAccepted(call_id=record.call_id, module=served.name, tokens=record.tokens, status="pending",
                               tensors=m.b64encode(payload))
