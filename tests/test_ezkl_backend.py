@@ -171,6 +171,22 @@ def test_settings_are_pinned_and_canonical(tmp_path):
     assert "model_output_scales" in settings_mismatch(st_, tampered)
 
 
+@pytest.mark.parametrize("shift", [0, 1, 3, 8, 11])
+def test_decompositions_share_floors_digit_table(tmp_path, shift):
+    """Every decomposition is in base 2^shift (256 at shift 0, where nothing is floored) with enough digits for every
+    value the requantisation decomposes, so the circuit's range tables are the signs', the booleans' and ONE digit
+    table (Floor's); the witness is still evaluate()'s, ties and clamping included."""
+    st_, w = statement(shift=shift), tie_witness(shift) if 1 <= shift <= 7 else random_witness(3)
+    settings_, wit = circuit_only(st_, w, tmp_path)
+    base = graph.decomp_base(shift)
+    assert base == ((1 << shift) if shift else 256) == settings_["run_args"]["decomp_base"]
+    assert base ** settings_["run_args"]["decomp_legs"] > graph.value_bound(st_)
+    digits = [r for r in settings_["required_range_checks"] if r[0] == 0 and r[1] > 1]
+    assert digits == ([[0, base - 1]] if base > 2 else [])
+    assert len(settings_["required_range_checks"]) == (2 if base == 2 else 3)
+    assert ints(wit["outputs"][0]) == (evaluate(st_, w).y_q * (1 << shift)).reshape(-1).tolist()
+
+
 def test_layout_rule():
     """Fit the rows in one column set up to K_SPREAD, spread beyond it, never below the instance floor."""
     assert choose_layout(500, 28).logrows == 9
