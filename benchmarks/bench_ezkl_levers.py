@@ -29,6 +29,18 @@ import ezkl_variants as ev  # noqa: E402
 from harness import Machine, bench_cache, heavy_lock, versions, write_results  # noqa: E402
 
 BASELINE = "pinned"
+DECISIONS = {
+    BASELINE: "the backend's settings",
+    "base256": "refused: a 4th range table, i.e. lookup arguments over every main-region block, for nothing; "
+               "base 2^shift pinned (graph.decomp_base)",
+    "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
+              "layout-time assertions, and ezkl.prove never verifies its own proof in either mode",
+    "cols3": "refused: slower (fewer einsum columns, but more main columns and lookup inputs)",
+    "k14": "refused: not faster; K_SPREAD = 13 stays",
+    "no_freivalds": "refused unproven: every product in the main region multiplies the rows",
+    "y_hashed": "refused unproven: Poseidon costs ~41 rows per output value, all in one column",
+}
+"""What was decided for each lever, shown next to its measurement (the reasons are the measured columns)."""
 
 
 def levers(module: str) -> list[dict]:
@@ -133,11 +145,11 @@ def markdown(data: dict) -> str:
                 f"{len(s['range_checks'] or [])} | {s.get('fixed_columns', '')} | {same} | "
                 f"{s['setup_s']:.1f} | {s['pk_mib']:.0f} | {prove} | {ratio} | "
                 f"{r['verify_s']['median']:.3f} | {r['proof_bytes']:,} | {r['peak_rss_mib']:.0f} | "
-                f"{'yes' if r['witness_exact'] else 'NO'} | {data.get('decisions', {}).get(module, {}).get(v['name'], '')} |"
+                f"{'yes' if r['witness_exact'] else 'NO'} | {DECISIONS.get(v['name'], '')} |"
                 if "prove_s" in r else
                 f"| {v['name']} | {v['what']} | {s['rows']:,} | {s['k']} | {s['einsum_cells']:,} | "
                 f"{len(s['range_checks'] or [])} | | | | | {prove} | | | | | | "
-                f"{data.get('decisions', {}).get(module, {}).get(v['name'], '')} |")
+                f"{DECISIONS.get(v['name'], '')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -173,9 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_root, ignore_errors=True)
     data["meta"] = {"machine": Machine.here().describe(), "versions": versions(), "rounds": rounds,
                     "elapsed_s": time.perf_counter() - t0, "quick": args.quick}
-    old = args.results / "ezkl_levers.json"
-    if old.exists() and not args.quick:
-        data["decisions"] = json.loads(old.read_text()).get("decisions", {})
     write_results(args.results, "ezkl_levers", data, markdown(data))
     print(markdown(data))
     return 0

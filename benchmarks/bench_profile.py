@@ -10,8 +10,9 @@ Two views, both in one run:
   check_mode safe), and in a *kernel* read from the sample's own stack (MSM, FFT, gate evaluation, …). Shares are of
   the samples inside the prove call; seconds = share × the measured prove time.
 * **By graph part** (ablations, benchmarks/ezkl_variants.py): the statement's graph and the same graph without the
-  requantisation, x·Aᵀ alone, x·Aᵀ with the requantisation, and B·z_q alone, each set up once and proven in fresh
-  processes interleaved round by round; rows, einsum cells, k and prove time, and the parts' differences.
+  requantisation, x·Aᵀ alone, x·Aᵀ with the requantisation, and B·z_q alone, each at the statement's k, set up once
+  and proven in fresh processes interleaved round by round; rows, einsum cells, k and prove time, and the parts'
+  differences.
 
 Writes results/profile.{json,md}. `perf` must be installed (Debian: linux-perf); without it the phase view is
 skipped and says so.
@@ -47,6 +48,7 @@ ABLATIONS = (
     ("xa_requant", "x·Aᵀ and the requantisation (output z_q): the graph without B·z_q"),
     ("xa", "x·Aᵀ alone"),
     ("bz", "z_q·Bᵀ alone (z_q as the input)"),
+    ("requant", "the requantisation alone (z as the input, z_q the output)"),
 )
 
 STAGES = (
@@ -171,6 +173,16 @@ def perf_profile(module: str, srs_root: Path, work_root: Path, log=print) -> dic
     return {"setup": setup, "prove": proved, "profile": shares}
 
 
+def statement_logrows(module: str) -> int:
+    """The k the backend lays the module's statement out at (backends.ezkl.cost's prediction of `choose_layout`): every
+    ablation is forced to it, so parts are compared at one column height (a part alone would otherwise get the k its
+    own main rows fit, e.g. k = 9 for z_q·Bᵀ, whose cells are nearly all in the einsum chip's columns)."""
+    from backends.ezkl.cost import predict
+
+    st, _ = ev.statement_and_witness(module)
+    return predict(st).logrows
+
+
 def parts(rows: list[dict]) -> dict:
     """Each graph part's rows and prove seconds from the ablations' medians (differences of whole circuits)."""
     by = {r["variant"]["graph"]: r for r in rows if "prove_s" in r}
@@ -211,7 +223,8 @@ def markdown(data: dict) -> str:
             lines += [f"**By prover phase** — one prove under `perf record` ({prof['samples']:,} samples on "
                       f"{prof['threads']} threads at {PERF_HZ} Hz): prove {total:.2f} s, k = {setup['k']}, "
                       f"{setup['rows']:,} rows, {setup['einsum_cells']:,} einsum cells, "
-                      f"{setup['fixed_columns']} fixed columns, proving key {setup['pk_mib']:.0f} MiB.", "",
+                      f"{setup['fixed_columns']} fixed columns, decomposition base {setup['decomp_base']} "
+                      f"({len(setup['range_checks'] or [])} range tables), proving key {setup['pk_mib']:.0f} MiB.", "",
                       "| stage of create_proof | share | ≈ s |", "|---|---:|---:|"]
             lines += [f"| {k} | {v:.1%} | {v * total:.2f} |" for k, v in prof["stages"].items()]
             lines += ["", "| kernel | share | ≈ s |", "|---|---:|---:|"]
@@ -272,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_perf and unavailable is None:
                 entry["perf"] = perf_profile(module, srs_root, work_root)
             if not args.no_ablations:
-                variants = [dict(module=module, graph=g, name="pinned" if g == "statement" else g, what=w)
-                            for g, w in ABLATIONS]
+                k = statement_logrows(module)
+                variants = [dict(module=module, graph=g, name="pinned" if g == "statement" else g, what=w,
+                                 logrows=None if g == "statement" else k) for g, w in ABLATIONS]
                 entry["ablations"] = run_module(variants, rounds, srs_root, work_root)
                 entry["parts"] = parts(entry["ablations"])
             data["modules"][module] = entry

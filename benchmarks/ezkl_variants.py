@@ -9,7 +9,7 @@ graph changes against today's pinned settings). A variant is a JSON-able dict:
 
 GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph) or an ablation: "no_requant"
 (y = x·Aᵀ·Bᵀ, no rounding or clamp), "xa" (z = x·Aᵀ only), "xa_requant" (z_q only), "bz" (y = z_q·Bᵀ with z_q the
-input). Ablations only measure; their witness is not the statement's and is not checked. Layout: as the backend
+input), "requant" (the requantisation alone: z the input, z_q the output). Ablations only measure; their witness is not the statement's and is not checked. Layout: as the backend
 (`choose_layout` on a probe at the instance floor) unless `logrows` (and optionally `num_inner_cols`) is forced.
 
 Each setup runs in a child process (`python ezkl_variants.py setup SPEC WORKDIR`), each prove in another (`prove`):
@@ -36,7 +36,7 @@ MODULES = {
     "tiny": dict(label="tiny 16→24 r2 T15", d_in=16, d_out=24, rank=2, tokens=15, shift=5),
 }
 """The measured shapes: the targets' (int4 weights and the shifts bench_ezkl.py uses) and a tiny one for --quick."""
-GRAPHS = ("statement", "no_requant", "xa", "xa_requant", "bz")
+GRAPHS = ("statement", "no_requant", "xa", "xa_requant", "bz", "requant")
 
 
 def statement_and_witness(module: str, seed: int = 0):
@@ -81,14 +81,18 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
                 return (x @ self.A.t()) @ self.B.t()
             if graph_name == "xa":
                 return x @ self.A.t()
-            if graph_name == "xa_requant":
-                z = x @ self.A.t()
+            if graph_name in ("xa_requant", "requant"):
+                z = x @ self.A.t() if graph_name == "xa_requant" else x
                 lt = (z < 0).to(torch.float32)
                 return torch.clamp(torch.floor(z + (2.0 ** (s - 1) - lt) * (2.0 ** -s)), -128, 127)
             if graph_name == "bz":
                 return x @ self.B.t()
             raise ValueError(graph_name)
 
+    if graph_name == "requant":
+        z = evaluate(st, w).z
+        export_onnx(Part(), torch.zeros(z.shape, dtype=torch.float32), path)
+        return graph.input_data(np.asarray(z), s)
     if graph_name == "bz":
         z_q = evaluate(st, w).z_q
         export_onnx(Part(), torch.zeros(z_q.shape, dtype=torch.float32), path)
