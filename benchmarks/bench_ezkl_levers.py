@@ -97,8 +97,6 @@ def run_module(variants: list[dict], rounds: int, srs_root: Path, work_root: Pat
                 f"{p.get('error', '')}")
     base = next((r for r in results if r["variant"]["name"] == BASELINE), None)
     for r in results:
-        if base is not None and "vk_sha256" in r["setup"] and "vk_sha256" in base["setup"]:
-            r["same_vk_as_baseline"] = r["setup"]["vk_sha256"] == base["setup"]["vk_sha256"]
         ok = [p for p in r["proves"] if "prove_s" in p]
         if ok:
             r["prove_s"] = _summary([p["prove_s"] for p in ok])
@@ -126,6 +124,7 @@ def markdown(data: dict) -> str:
              "faster). The machine was shared: compare ratios, not absolute seconds. "
              f"Run took {meta['elapsed_s'] / 60:.1f} min.", ""]
     for module, rows in data["modules"].items():
+        base_vk = next((r["setup"].get("vk_sha256") for r in rows if r["variant"]["name"] == BASELINE), None)
         lines += [f"## {ev.MODULES[module]['label']}", "",
                   "| lever | what | rows | k | einsum cells | range tables | fixed cols | vk = pinned's | setup s | pk MiB | "
                   "prove s | ratio | verify s | proof B | RSS MiB | exact | decision |",
@@ -137,7 +136,7 @@ def markdown(data: dict) -> str:
                 continue
             prove = f"{r['prove_s']['median']:.2f} ({r['prove_s']['min']:.2f}–{r['prove_s']['max']:.2f})" \
                 if "prove_s" in r else "not proven"
-            same = {True: "yes", False: "no"}.get(r.get("same_vk_as_baseline"), "")
+            same = "" if not base_vk or "vk_sha256" not in s else ("yes" if s["vk_sha256"] == base_vk else "no")
             ratio = f"{r['ratio']['median']:.2f} ({r['ratio']['min']:.2f}–{r['ratio']['max']:.2f})" \
                 if "ratio" in r else ("1" if v["name"] == BASELINE and "prove_s" in r else "")
             lines.append(
