@@ -52,7 +52,7 @@ def value_bound(statement: LoRAStatement) -> int:
 def decomp_base(scale: int) -> int:
     """Base of every EZKL decomposition of a graph whose requantisation runs at `scale`: 2^scale, the base Floor's digits
     are in anyway, so the comparisons' digits share Floor's range table and the circuit has one lookup table fewer
-    (measured: benchmarks/results/ezkl_levers.md, `base2s`); `DECOMP_BASE` when nothing is floored (scale 0)."""
+    (measured: benchmarks/results/ezkl_levers.md, lever base256); `DECOMP_BASE` when nothing is floored (scale 0)."""
     return 1 << scale if scale else DECOMP_BASE
 
 
