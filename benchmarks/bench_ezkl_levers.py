@@ -1,4 +1,4 @@
-"""EZKL levers: settings and graph changes measured against today's pinned settings, interleaved in one run.
+"""EZKL levers: settings measured against the backend's pinned settings, interleaved in one run.
 
 Every variant (benchmarks/ezkl_variants.py) of a module is set up once (settings, compile, setup: one process each),
 then proven in fresh processes round by round: in each round every variant of the module once, in a rotated order
@@ -116,7 +116,7 @@ def run_module(variants: list[dict], rounds: int, srs_root: Path, work_root: Pat
 
 def markdown(data: dict) -> str:
     meta = data["meta"]
-    lines = ["# EZKL levers: settings and graph changes against today's pinned settings", "",
+    lines = ["# EZKL levers: settings measured against the backend's pinned settings", "",
              f"{meta['machine']}; ezkl {meta['versions'].get('ezkl')}; development SRS; x and y polycommit, adapter "
              f"fixed, int4 weights. Each variant set up once, then proven {meta['rounds']} times in fresh processes, "
              "interleaved round by round with the others of its module (rotated order). prove = median (min–max) "

@@ -208,7 +208,8 @@ def markdown(data: dict) -> str:
     meta = data["meta"]
     lines = ["# Where EZKL's proving time goes", "",
              f"{meta['machine']}; ezkl {meta['versions'].get('ezkl')}; development SRS; x and y polycommit, adapter "
-             "fixed, int4 weights, today's pinned settings. Run took "
+             "fixed, int4 weights, the backend's pinned settings at the time of the run (their decomposition base and "
+             "range tables are stated below). Run took "
              f"{meta['elapsed_s'] / 60:.1f} min (the machine was shared: shares and ratios, not absolute seconds).", ""]
     for module, m in data["modules"].items():
         lines += [f"## {ev.MODULES[module]['label']}", ""]
