@@ -7,6 +7,8 @@ Parts, in order (each a script in this folder writing NAME.json and NAME.md into
   accounting  zkref's accounting of its custom circuit (seconds)
   ezkl        ours on EZKL per binding mode and shape (bench_ezkl.py)
   ezkl_sweep  ours on EZKL against d, r, T; int8 weights; EZKL's inner columns
+  profile     where EZKL's proving time goes (perf phases, graph-part ablations) for c_attn T=15 and q_proj T=1
+  ezkl_levers settings and graph changes against today's pinned settings, interleaved
   dense_ezkl  the dense ΔW·x straw man on EZKL, where it fits in memory
   baseline    the original zkLoRA recipe (logrows 20; about 20 minutes and ~23 GiB for GPT-2 c_attn)
   lora, mock_prover, poseidon, digest, accuracy   the older zkref benchmarks (not in --quick: no tiny mode)
@@ -55,6 +57,8 @@ PARTS = (
     Part("accounting", "bench_accounting.py", locks_itself=False, timed=False),
     Part("ezkl", "bench_ezkl.py", cache_flag=True),
     Part("ezkl_sweep", "bench_ezkl_sweep.py", cache_flag=True),
+    Part("profile", "bench_profile.py", cache_flag=True),
+    Part("ezkl_levers", "bench_ezkl_levers.py", cache_flag=True),
     Part("dense_ezkl", "bench_dense_ezkl.py", cache_flag=True),
     Part("baseline", "bench_baseline.py", cache_flag=True),
     Part("lora", "bench_lora.py", results_flag=False, quick=False, locks_itself=False),

@@ -115,6 +115,8 @@ def quick_results(tmp_path_factory):
         ["bench_ezkl_sweep.py", "--quick", "--only", "d", "T", "c_attn", "int8", "lanes"],
         ["bench_dense_ezkl.py", "--quick"],
         ["bench_baseline.py", "--quick"],
+        ["bench_ezkl_levers.py", "--quick"],
+        ["bench_profile.py", "--quick", "--no-perf"],
     ]
     for cmd in commands:
         full = [sys.executable, str(BENCH / cmd[0]), *cmd[1:], "--results", str(results)]
@@ -161,6 +163,30 @@ def test_markdown_regenerates_from_json(quick_results, tmp_path):
         assert render(data) == (quick_results / f"{name}.md").read_text(), name
     data = json.loads((quick_results / "ezkl.json").read_text())
     assert bench_ezkl.markdown(data["results"], data["meta"]) == (quick_results / "ezkl.md").read_text()
+    import bench_ezkl_levers
+    import bench_profile
+
+    for name, render in (("ezkl_levers", bench_ezkl_levers.markdown), ("profile", bench_profile.markdown)):
+        data = json.loads((quick_results / f"{name}.json").read_text())
+        assert render(data) == (quick_results / f"{name}.md").read_text(), name
+
+
+@pytest.mark.ezkl
+@pytest.mark.slow
+def test_levers_and_ablations_prove_verify_and_compare(quick_results):
+    """Every quick lever and ablation was set up, proven and verified; the statement's graph stayed equal to
+    evaluate() under every lever; each non-baseline variant has its per-round ratio to the baseline."""
+    levers = json.loads((quick_results / "ezkl_levers.json").read_text())["modules"]["tiny"]
+    assert [r["variant"]["name"] for r in levers][0] == "pinned"
+    for r in levers:
+        assert r["verified"] and r["witness_exact"], r["variant"]["name"]
+        assert ("ratio" in r) == (r["variant"]["name"] != "pinned")
+    pinned, base256 = levers[0], next(r for r in levers if r["variant"]["name"] == "base256")
+    assert pinned["setup"]["decomp_base"] == 32 and [0, 255] not in pinned["setup"]["range_checks"]
+    assert base256["setup"]["decomp_base"] == 256 and [0, 255] in base256["setup"]["range_checks"]
+    ablations = json.loads((quick_results / "profile.json").read_text())["modules"]["tiny"]["ablations"]
+    assert {r["variant"]["graph"] for r in ablations} == {g for g, _ in __import__("bench_profile").ABLATIONS}
+    assert all(r["verified"] for r in ablations)
 
 
 @pytest.mark.ezkl
@@ -191,6 +217,68 @@ def test_performance_report_handles_an_empty_results_directory(tmp_path):
     md, data = performance.build(tmp_path)
     assert "The baseline was not run." in md and data["end_to_end"] == []
     assert "Parts not run in this run" in md
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the profile's perf attribution and the levers' decomposition width (no EZKL)
+# ----------------------------------------------------------------------------------------------------------------------
+
+PERF_SCRIPT = """\
+ 100  5.000: 
+\t  1 <ezkl::graph::model::Model>::layout (/x/ezkl.so)
+\t  2 halo2_proofs::plonk::prover::create_proof (/x/ezkl.so)
+
+ 101  5.100: 
+\t  3 <halo2curves::msm::Schedule>::execute+0x10 (/x/ezkl.so)
+\t  4 rayon_core::registry::WorkerThread::run (/x/ezkl.so)
+
+ 101  5.200: 
+\t  5 halo2_proofs::fft::parallel::serial_fft (/x/ezkl.so)
+\t  6 parallelize<Fr, <halo2_proofs::plonk::permutation::Argument>::commit::{closure#0}> (/x/ezkl.so)
+
+ 100  5.300: 
+\t  7 <halo2curves::msm::Schedule>::execute (/x/ezkl.so)
+
+ 100  9.000: 
+\t  8 <halo2_proofs::plonk::evaluation::GraphEvaluator>::evaluate (/x/ezkl.so)
+"""
+
+
+def test_perf_samples_are_attributed_to_stages_and_kernels():
+    """A sample names its stage through any frame (a worker's closure names its caller); an MSM naming none belongs
+    to the stage running then (after synthesis: the advice commitments); kernels come from the sample itself;
+    samples outside the prove call are left out."""
+    import bench_profile
+
+    samples = bench_profile.parse_perf_script(PERF_SCRIPT)
+    assert [(tid, t) for tid, t, _ in samples] == [(100, 5.0), (101, 5.1), (101, 5.2), (100, 5.3), (100, 9.0)]
+    assert "+0x" not in samples[1][2][0]
+    out = bench_profile.attribute(samples, 4.9, 5.5)
+    assert out["samples"] == 4 and out["threads"] == 2
+    assert out["stages"] == {"synthesis: EZKL's witness layout": 0.25,
+                             "advice: blinding, batch inversion, commitments": 0.25,
+                             "permutation: grand products, commitments": 0.5}
+    assert out["kernels"] == {"MSM (multi-scalar multiplication)": 0.5, "synthesis (EZKL layout, witness assignment)": 0.25,
+                              "FFT / iFFT": 0.25}
+    assert bench_profile.attribute(samples, 20.0, 30.0) == {"samples": 0}
+
+
+def test_decomposition_width_for_another_base_covers_the_values():
+    """legs_for_base gives enough digits in the given base AND in base 2^shift (Floor's): for base 2^shift it is the
+    backend's own graph.decomp_legs, for base 256 the width the backend pinned before (the `base256` lever)."""
+    import math
+
+    import ezkl_variants
+
+    from backends.ezkl import graph
+
+    for module in ("c_attn", "q_proj", "tiny"):
+        st, _ = ezkl_variants.statement_and_witness(module)
+        bits = graph.value_bound(st).bit_length()
+        assert ezkl_variants.legs_for_base(st, 1 << st.shift) == graph.decomp_legs(st)
+        assert ezkl_variants.legs_for_base(st, 256) == max(2, math.ceil(bits / 8), math.ceil(bits / st.shift))
+        for base in (256, 1 << st.shift):
+            assert base ** ezkl_variants.legs_for_base(st, base) > graph.value_bound(st)
 
 
 def test_run_all_quick_and_only_flags_select_parts():

@@ -28,7 +28,7 @@ from backends.ezkl.settings import canonicalise, choose_layout, k_floor, run_arg
 from zkref.lora.commitments import activations_digest, adapter_digest, requant_constants  # noqa: E402
 from zkref.lora.statement import (LoRAPublic, LoRAShape, LoRAStatement, LoRAWitness, encode_instances,  # noqa: E402
                                   evaluate, public_values)
-from zkref.primitives.field import P, felt_from_str, signed  # noqa: E402
+from zkref.primitives.field import P, felt_from_str, felt_to_str, signed  # noqa: E402
 from zkref.primitives.poseidon import poseidon_hash_fast  # noqa: E402
 
 pytestmark = pytest.mark.ezkl
@@ -169,6 +169,22 @@ def test_settings_are_pinned_and_canonical(tmp_path):
     tampered = json.loads(json.dumps(first))
     tampered["model_output_scales"] = [0]
     assert "model_output_scales" in settings_mismatch(st_, tampered)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3, 8, 11])
+def test_decompositions_share_floors_digit_table(tmp_path, shift):
+    """Every decomposition is in base 2^shift (256 at shift 0, where nothing is floored) with enough digits for every
+    value the requantisation decomposes, so the circuit's range tables are the signs', the booleans' and ONE digit
+    table (Floor's); the witness is still evaluate()'s, ties and clamping included."""
+    st_, w = statement(shift=shift), tie_witness(shift) if 1 <= shift <= 7 else random_witness(3)
+    settings_, wit = circuit_only(st_, w, tmp_path)
+    base = graph.decomp_base(shift)
+    assert base == ((1 << shift) if shift else 256) == settings_["run_args"]["decomp_base"]
+    assert base ** settings_["run_args"]["decomp_legs"] > graph.value_bound(st_)
+    digits = [r for r in settings_["required_range_checks"] if r[0] == 0 and r[1] > 1]
+    assert digits == ([[0, base - 1]] if base > 2 else [])
+    assert len(settings_["required_range_checks"]) == (2 if base == 2 else 3)
+    assert ints(wit["outputs"][0]) == (evaluate(st_, w).y_q * (1 << shift)).reshape(-1).tolist()
 
 
 def test_layout_rule():
@@ -452,8 +468,6 @@ def test_tampered_output_is_rejected_by_mock_and_by_prove_then_verify(backend, t
     z_q = evaluate(st_, w).z_q.copy()
     z_q[0, 0] += 1                                                   # the tie 4/8 rounded to 2 instead of 1
     wrong_y = (z_q @ w.B_q.T) * (1 << st_.shift)
-    from zkref.primitives.field import felt_to_str
-
     wit["outputs"][0] = [felt_to_str(int(v) % P) for v in wrong_y.reshape(-1).tolist()]
     (tmp_path / "bad.json").write_text(json.dumps(wit))
     with pytest.raises(RuntimeError, match="verification failed"):
@@ -549,6 +563,36 @@ def test_verifying_key_is_reproducible_from_the_same_srs(ezkl_cache, tmp_path):
     shutil.copytree(first.circuit_dir, copy, ignore=shutil.ignore_patterns("keys-*"))
     again = EzklBackend(cache_dir=tmp_path, srs=first.srs_path).prepare(st_, w)
     assert again.keys_dir != first.keys_dir.parent and again.vk_bytes == first.vk_bytes
+
+
+def test_check_mode_shapes_no_constraint(backend, tmp_path):
+    """settings.CHECK_MODE's claim: the circuit compiled with check_mode "unsafe" has the verifying key of the pinned
+    ("safe") one, and its proof verifies under the pinned settings and key; a tampered witness proven with it does not."""
+    st_, w = statement(), tie_witness(3)
+    prep = backend.prepare(st_, w)
+    safe_settings = json.loads((prep.circuit_dir / "settings.json").read_text())
+    assert safe_settings["run_args"]["check_mode"] == "SAFE"
+    unsafe = json.loads(json.dumps(safe_settings))
+    unsafe["run_args"]["check_mode"] = "UNSAFE"
+    (tmp_path / "s.json").write_text(json.dumps(unsafe))
+    assert ezkl.compile_circuit(str(prep.circuit_dir / "model.onnx"), str(tmp_path / "m.compiled"),
+                                str(tmp_path / "s.json"))
+    assert ezkl.setup(str(tmp_path / "m.compiled"), str(tmp_path / "vk.key"), str(tmp_path / "pk.key"),
+                      srs_path=str(prep.srs_path))
+    assert (tmp_path / "vk.key").read_bytes() == (prep.keys_dir / "vk.key").read_bytes()
+    (tmp_path / "in.json").write_text(json.dumps(graph.input_data(w.x_q, st_.shift)))
+    ezkl.gen_witness(str(tmp_path / "in.json"), str(tmp_path / "m.compiled"), str(tmp_path / "w.json"))
+    safe = (str(prep.circuit_dir / "settings.json"), str(prep.keys_dir / "vk.key"))
+    ezkl.prove(str(tmp_path / "w.json"), str(tmp_path / "m.compiled"), str(tmp_path / "pk.key"),
+               proof_path=str(tmp_path / "p.json"), srs_path=str(prep.srs_path))
+    assert ezkl.verify(str(tmp_path / "p.json"), *safe, srs_path=str(prep.srs_path))
+    wit = json.loads((tmp_path / "w.json").read_text())
+    wit["outputs"][0][0] = felt_to_str((felt_from_str(wit["outputs"][0][0]) + (1 << st_.shift)) % P)
+    (tmp_path / "bad.json").write_text(json.dumps(wit))
+    ezkl.prove(str(tmp_path / "bad.json"), str(tmp_path / "m.compiled"), str(tmp_path / "pk.key"),
+               proof_path=str(tmp_path / "bad-p.json"), srs_path=str(prep.srs_path))
+    with pytest.raises(RuntimeError, match="not satisfied"):
+        ezkl.verify(str(tmp_path / "bad-p.json"), *safe, srs_path=str(prep.srs_path))
 
 
 def test_srs_files(ezkl_cache, tmp_path, backend, proven):

@@ -42,9 +42,10 @@ from zkref.primitives.poseidon import poseidon_hash_fast
 from zkref.primitives.ranges import over_budget
 
 NAME = "ezkl"
-GRAPH_VERSION = "zkref-ezkl-graph/1"
-"""Names the ONNX formulation; part of every cache key, so a changed graph never reuses old circuits or keys."""
-BATCH_GRAPH_VERSION = "zkref-ezkl-batch-graph/1"
+GRAPH_VERSION = "zkref-ezkl-graph/2"
+"""Names the ONNX formulation and its run arguments' circuit-shaping choices; part of every cache key, so a changed
+graph never reuses old circuits or keys. /2: decompositions in base 2^shift (one range table fewer)."""
+BATCH_GRAPH_VERSION = "zkref-ezkl-batch-graph/2"
 """Names the batch's ONNX formulation (backends/ezkl/batch.py) in its cache keys."""
 BATCH_VK_FORMAT = b"zkref-ezkl-batch-vk/1\n"
 """A batch's published verifying key: this tag, the batch id (32 hex digits), then as `VK_FORMAT`'s: the batch id is

@@ -85,8 +85,8 @@ def batch_run_args(batch: LoRABatch, *, logrows: int, num_inner_cols: int = NUM_
     return RunSettings(input_visibility=X_VISIBILITY[first.x_binding],
                        param_visibility=ADAPTER_VISIBILITY[first.adapter_binding],
                        output_visibility=Y_VISIBILITY[first.y_binding],
-                       input_scale=batch_input_scale(batch), decomp_legs=batch_decomp_legs(batch),
-                       logrows=logrows, num_inner_cols=num_inner_cols)
+                       input_scale=batch_input_scale(batch), decomp_base=graph.decomp_base(batch_input_scale(batch)),
+                       decomp_legs=batch_decomp_legs(batch), logrows=logrows, num_inner_cols=num_inner_cols)
 
 
 def batch_input_data(batch: LoRABatch, xs: Sequence[np.ndarray]) -> dict:

@@ -33,7 +33,7 @@ OPSET = 17
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
 DECOMP_BASE = 256
-"""Base of EZKL's sign/comparison decompositions: a 256-row range table (digits 0..255)."""
+"""Base of EZKL's sign/comparison decompositions when nothing is floored (shift 0): a 256-row digit table."""
 MAX_GRAPH_SHIFT = 16
 """Largest shift the graph supports: Floor range-checks its last digit against a 2^shift-row table."""
 MAX_DECOMP_LEGS = 15
@@ -55,18 +55,22 @@ def value_bound(statement: LoRAStatement) -> int:
     return max(-lo, hi) + (-statement.z_range.lo + 1) * (1 << statement.shift)
 
 
+def decomp_base(scale: int) -> int:
+    """Base of every EZKL decomposition of a graph whose requantisation runs at `scale`: 2^scale, the base Floor's digits
+    are in anyway, so the comparisons' digits share Floor's range table and the circuit has one lookup table fewer
+    (measured: benchmarks/results/ezkl_levers.md, lever base256); `DECOMP_BASE` when nothing is floored (scale 0)."""
+    return 1 << scale if scale else DECOMP_BASE
+
+
 def decomp_legs(statement: LoRAStatement, *, scale: int | None = None) -> int:
-    """Digits per decomposition: enough for `value_bound` in base 256 and, for Floor, in base 2^scale. `scale` (default
-    the shift) is the scale the requantisation runs at: a batch member relabelled to a larger scale S holds every
-    value times 2^(S − shift) and floors in base 2^S (backends/ezkl/batch.py)."""
+    """Digits per decomposition in base `decomp_base(scale)`: enough for `value_bound`. `scale` (default the shift) is
+    the scale the requantisation runs at: a batch member relabelled to a larger scale S holds every value times
+    2^(S − shift) and floors in base 2^S (backends/ezkl/batch.py)."""
     scale = statement.shift if scale is None else scale
     if scale < statement.shift:
         raise ValueError(f"scale {scale} is below the statement's shift {statement.shift}")
     bits = (value_bound(statement) << (scale - statement.shift)).bit_length()
-    legs = math.ceil(bits / math.log2(DECOMP_BASE))
-    if statement.shift:
-        legs = max(legs, math.ceil(bits / scale))
-    return max(2, legs)
+    return max(2, math.ceil(bits / math.log2(decomp_base(scale))))
 
 
 def unsupported_reason(statement: LoRAStatement, *, scale: int | None = None) -> str | None:

@@ -10,7 +10,7 @@ import enum
 import math
 from dataclasses import asdict, dataclass
 
-from backends.ezkl.graph import DECOMP_BASE, decomp_legs
+from backends.ezkl.graph import DECOMP_BASE, decomp_base, decomp_legs
 from backends.kzg import EZKL_UNUSABLE_ROWS
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAStatement, OutputBinding
 
@@ -28,6 +28,12 @@ c_proj at T=15 proved as fast at k=14 as at 13 with less than half the proof and
 (157k rows: 20 column sets at k=13, 10 at 14) proved faster at k=14 (benchmarks/results/ezkl_batch.md)."""
 NUM_INNER_COLS = 2
 """Inner columns per block: 2 was fastest or tied in every measurement (1 doubles the rows, 4 was always slower)."""
+CHECK_MODE = "safe"
+"""EZKL's check_mode, pinned. It shapes no constraint (the circuit and its verifying key are the same under "unsafe"):
+"safe" only adds assertions while EZKL lays the witness out (digits within their range, duplicated cells equal).
+EZKL's Python `prove` never verifies its own proof whatever the setting (it passes CheckMode::UNSAFE); this backend
+checks the witness against `evaluate()` and verifies every proof itself. "unsafe" measured no faster
+(benchmarks/results/ezkl_levers.md), so the assertions stay."""
 LOOKUP_RANGE = (-32768, 32768)
 """EZKL's default lookup range, pinned; the graph uses no lookup tables (required_lookups is empty)."""
 EPSILON = 2.220446049250313e-16
@@ -72,7 +78,7 @@ class RunSettings:
     scale_rebase_multiplier: int = 1
     decomp_base: int = DECOMP_BASE
     ignore_range_check_inputs_outputs: bool = True
-    check_mode: str = "safe"
+    check_mode: str = CHECK_MODE
     lookup_range: tuple[int, int] = LOOKUP_RANGE
     bounded_log_lookup: bool = False
     rebase_frac_zero_constants: bool = False
@@ -140,8 +146,8 @@ def run_args_for(statement: LoRAStatement, *, logrows: int, num_inner_cols: int 
     return RunSettings(input_visibility=X_VISIBILITY[statement.x_binding],
                        param_visibility=ADAPTER_VISIBILITY[statement.adapter_binding],
                        output_visibility=Y_VISIBILITY[statement.y_binding],
-                       input_scale=statement.shift, decomp_legs=decomp_legs(statement),
-                       logrows=logrows, num_inner_cols=num_inner_cols)
+                       input_scale=statement.shift, decomp_base=decomp_base(statement.shift),
+                       decomp_legs=decomp_legs(statement), logrows=logrows, num_inner_cols=num_inner_cols)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,193 @@
+"""EZKL levers: settings measured against the backend's pinned settings, interleaved in one run.
+
+Every variant (benchmarks/ezkl_variants.py) of a module is set up once (settings, compile, setup: one process each),
+then proven in fresh processes round by round: in each round every variant of the module once, in a rotated order
+(A, B, C, … then B, C, …, A), so load on the shared machine falls on all of them alike. Reported per variant: rows, k,
+einsum cells, range tables, fixed columns, setup and proving-key size, and prove time as the median over rounds
+with min–max, and its ratio to the baseline variant of the same round (median and spread of the per-round ratios).
+Variants marked `rows_only` are only laid out (gen_settings: rows and k) where proving them is predicted hopeless.
+Writes results/ezkl_levers.{json,md}.
+
+    python benchmarks/bench_ezkl_levers.py [--rounds N] [--only c_attn q_proj] [--levers NAME ...] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import ezkl_variants as ev  # noqa: E402
+from harness import Machine, bench_cache, heavy_lock, versions, write_results  # noqa: E402
+
+BASELINE = "pinned"
+DECISIONS = {
+    BASELINE: "the backend's settings",
+    "base256": "refused: a 4th range table, i.e. lookup arguments over every main-region block, for nothing; "
+               "base 2^shift pinned (graph.decomp_base)",
+    "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
+              "layout-time assertions, and ezkl.prove never verifies its own proof in either mode",
+    "cols3": "refused: slower (fewer einsum columns, but more main columns and lookup inputs)",
+    "k14": "refused: not faster; K_SPREAD = 13 stays",
+    "no_freivalds": "refused unproven: every product in the main region multiplies the rows",
+    "y_hashed": "refused unproven: Poseidon costs ~41 rows per output value, all in one column",
+}
+"""What was decided for each lever, shown next to its measurement (the reasons are the measured columns)."""
+
+
+def levers(module: str) -> list[dict]:
+    """The variants of `module` measured against `pinned` (the backend's settings and graph)."""
+    shift = ev.MODULES[module]["shift"]
+    out = [
+        dict(name=BASELINE, what=f"the backend's pinned settings (decomposition base 2^shift = {1 << shift})"),
+        dict(name="base256", what="decomposition base 256 (pinned until this lever was measured: a 4th range table)",
+             run={"decomp_base": 256}),
+        dict(name="unsafe", what="check_mode unsafe (no layout-time assertions; ezkl.prove never verifies itself)",
+             run={"check_mode": "unsafe"}),
+    ]
+    if ev.MODULES[module]["tokens"] > 1:
+        out += [dict(name="cols3", what="num_inner_cols 3", run={"num_inner_cols": 3}),
+                dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
+                dict(name="no_freivalds", what="disable_freivalds (every product in the main region)",
+                     run={"disable_freivalds": True}, rows_only=True)]
+    else:
+        out += [dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14)]
+    out.append(dict(name="y_hashed", what="y hashed (Poseidon in the circuit) instead of polycommit",
+                    run={"output_visibility": "hashed"}, rows_only=True))
+    return [dict(v, module=module, graph=v.get("graph", "statement")) for v in out]
+
+
+def quick_levers() -> list[dict]:
+    return [dict(v, module="tiny") for v in levers("tiny")[:3]]
+
+
+def _summary(samples: list[float]) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
+
+
+def run_module(variants: list[dict], rounds: int, srs_root: Path, work_root: Path, log=print) -> list[dict]:
+    """Set up each variant, then prove them round-robin `rounds` times; one result dict per variant."""
+    results = []
+    for v in variants:
+        work = work_root / f"{v['module']}-{v['name']}"
+        with heavy_lock(f"{v['module']} {v['name']} setup"):
+            if v.get("rows_only"):
+                res = ev.child("setup", dict(v, settings_only=True), work, srs_root=srs_root)
+            else:
+                res = ev.child("setup", v, work, srs_root=srs_root)
+        log(f"   setup {v['module']} {v['name']}: {json.dumps(res)[:300]}")
+        results.append({"variant": v, "setup": res, "proves": [], "work": str(work)})
+    live = [r for r in results if "error" not in r["setup"] and not r["variant"].get("rows_only")]
+    for i in range(rounds):
+        order = live[i % len(live):] + live[:i % len(live)] if live else []
+        for r in order:
+            with heavy_lock(f"{r['variant']['module']} {r['variant']['name']} prove"):
+                p = ev.child("prove", r["variant"], Path(r["work"]))
+            p["round"] = i
+            r["proves"].append(p)
+            log(f"   round {i} {r['variant']['name']}: prove {p.get('prove_s', float('nan')):.2f} s "
+                f"{p.get('error', '')}")
+    base = next((r for r in results if r["variant"]["name"] == BASELINE), None)
+    for r in results:
+        ok = [p for p in r["proves"] if "prove_s" in p]
+        if ok:
+            r["prove_s"] = _summary([p["prove_s"] for p in ok])
+            r["verify_s"] = _summary([p["verify_s"] for p in ok])
+            r["peak_rss_mib"] = max(p["peak_rss_mib"] for p in ok)
+            r["proof_bytes"] = ok[-1]["proof_bytes"]
+            r["verified"] = all(p["verified"] for p in ok)
+            r["witness_exact"] = all(p["witness_exact"] is not False for p in ok)
+        if base is not None and ok and r is not base:
+            by_round = {p["round"]: p["prove_s"] for p in base["proves"] if "prove_s" in p}
+            ratios = [p["prove_s"] / by_round[p["round"]] for p in ok if p["round"] in by_round]
+            if ratios:
+                r["ratio"] = _summary(ratios)
+        shutil.rmtree(r.pop("work"), ignore_errors=True)
+    return results
+
+
+def markdown(data: dict) -> str:
+    meta = data["meta"]
+    lines = ["# EZKL levers: settings measured against the backend's pinned settings", "",
+             f"{meta['machine']}; ezkl {meta['versions'].get('ezkl')}; development SRS; x and y polycommit, adapter "
+             f"fixed, int4 weights. Each variant set up once, then proven {meta['rounds']} times in fresh processes, "
+             "interleaved round by round with the others of its module (rotated order). prove = median (min–max) "
+             "seconds; ratio = median (min–max) of the per-round ratio to `pinned` in the same round (below 1: "
+             "faster). The machine was shared: compare ratios, not absolute seconds. "
+             f"Run took {meta['elapsed_s'] / 60:.1f} min.", ""]
+    for module, rows in data["modules"].items():
+        base_vk = next((r["setup"].get("vk_sha256") for r in rows if r["variant"]["name"] == BASELINE), None)
+        lines += [f"## {ev.MODULES[module]['label']}", "",
+                  "| lever | what | rows | k | einsum cells | range tables | fixed cols | vk = pinned's | setup s | pk MiB | "
+                  "prove s | ratio | verify s | proof B | RSS MiB | exact | decision |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|---:|---|---|"]
+        for r in rows:
+            v, s = r["variant"], r["setup"]
+            if "error" in s:
+                lines.append(f"| {v['name']} | {v['what']} | | | | | | | | | | | | | | | failed: {s['error'][:120]} |")
+                continue
+            prove = f"{r['prove_s']['median']:.2f} ({r['prove_s']['min']:.2f}–{r['prove_s']['max']:.2f})" \
+                if "prove_s" in r else "not proven"
+            same = "" if not base_vk or "vk_sha256" not in s else ("yes" if s["vk_sha256"] == base_vk else "no")
+            ratio = f"{r['ratio']['median']:.2f} ({r['ratio']['min']:.2f}–{r['ratio']['max']:.2f})" \
+                if "ratio" in r else ("1" if v["name"] == BASELINE and "prove_s" in r else "")
+            lines.append(
+                f"| {v['name']} | {v['what']} | {s['rows']:,} | {s['k']} | {s['einsum_cells']:,} | "
+                f"{len(s['range_checks'] or [])} | {s.get('fixed_columns', '')} | {same} | "
+                f"{s['setup_s']:.1f} | {s['pk_mib']:.0f} | {prove} | {ratio} | "
+                f"{r['verify_s']['median']:.3f} | {r['proof_bytes']:,} | {r['peak_rss_mib']:.0f} | "
+                f"{'yes' if r['witness_exact'] else 'NO'} | {DECISIONS.get(v['name'], '')} |"
+                if "prove_s" in r else
+                f"| {v['name']} | {v['what']} | {s['rows']:,} | {s['k']} | {s['einsum_cells']:,} | "
+                f"{len(s['range_checks'] or [])} | | | | | {prove} | | | | | | "
+                f"{DECISIONS.get(v['name'], '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", choices=[m for m in ev.MODULES if m != "tiny"])
+    ap.add_argument("--levers", nargs="*", help="measure only these levers (and the baseline)")
+    ap.add_argument("--quick", action="store_true", help="the tiny module, three levers, one round (smoke test)")
+    ap.add_argument("--results", type=Path, default=HERE / "results")
+    ap.add_argument("--cache", help="SRS cache root (default $ZKREF_BENCH_CACHE or ~/.cache/zkref-bench)")
+    ap.add_argument("--render", action="store_true", help="rewrite ezkl_levers.md from ezkl_levers.json and exit")
+    args = ap.parse_args(argv)
+    if args.render:
+        data = json.loads((args.results / "ezkl_levers.json").read_text())
+        (args.results / "ezkl_levers.md").write_text(markdown(data))
+        return 0
+    srs_root = bench_cache(args.cache) / "ezkl"
+    modules = ["tiny"] if args.quick else (args.only or ["c_attn", "q_proj"])
+    rounds = 1 if args.quick else args.rounds
+    t0 = time.perf_counter()
+    work_root = Path(tempfile.mkdtemp(prefix="zkref-levers-"))
+    data: dict = {"modules": {}}
+    try:
+        for module in modules:
+            variants = quick_levers() if args.quick else levers(module)
+            if args.levers:
+                variants = [v for v in variants if v["name"] == BASELINE or v["name"] in args.levers]
+            print(f"-- {module}: {', '.join(v['name'] for v in variants)}", flush=True)
+            data["modules"][module] = run_module(variants, rounds, srs_root, work_root)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+    data["meta"] = {"machine": Machine.here().describe(), "versions": versions(), "rounds": rounds,
+                    "elapsed_s": time.perf_counter() - t0, "quick": args.quick}
+    write_results(args.results, "ezkl_levers", data, markdown(data))
+    print(markdown(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
