@@ -72,7 +72,9 @@ def run_config(name: str, config: dict, base: Path, adapter: Path, cache: Path, 
     buckets = (1, max_bucket) if config["batching"] else (1,)
     server_config = ServerConfig(backend="ezkl", backend_options={"cache_dir": str(cache)}, max_tokens=1,
                                  token_buckets=buckets, batching=config["batching"], max_queue=1024,
-                                 max_results=4096, prove_timeout=3600.0)
+                                 max_queue_per_client=1024, max_results=4096, max_results_per_client=4096,
+                                 max_result_bytes=1 << 30, max_result_bytes_per_client=1 << 30,
+                                 prove_timeout=3600.0)            # one client's whole generation is kept
     t0 = time.perf_counter()
     commitment = publish_commitment(contributor, server_config)
     commit_seconds = time.perf_counter() - t0

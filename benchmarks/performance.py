@@ -23,7 +23,12 @@ from harness import RESULTS  # noqa: E402
 
 from zkref.chips.mul_table import ROWS as MUL_TABLE_ROWS  # noqa: E402
 
-SOURCES = ("baseline", "ezkl", "ezkl_sweep", "dense_ezkl", "accounting", "digest", "accuracy", "suite")
+SOURCES = ("baseline", "ezkl", "ezkl_sweep", "dense_ezkl", "accounting", "digest", "accuracy", "suite", "profile",
+           "ezkl_levers", "generation")
+EMBEDDED = (("profile", "bench_profile", "markdown", "Where EZKL's proving time goes (bench_profile)"),
+            ("ezkl_levers", "bench_ezkl_levers", "markdown", "Every lever measured, kept or refused (bench_ezkl_levers)"),
+            ("generation", "bench_generation", "render", "A whole generation: server batching (bench_generation)"))
+"""Parts whose own report is embedded whole (headings demoted under this report's): (JSON, script, renderer, title)."""
 OURS_MODES = ("pc/fixed/pc", "pc/pc/pc", "pub/fixed/pub")
 MODE_LABEL = {"pc/fixed/pc": "ours: x, y polycommit; adapter fixed (in the vk)",
               "pc/pc/pc": "ours: x, adapter, y polycommit",
@@ -476,6 +481,22 @@ def not_measured(src: dict) -> list[str]:
     return out
 
 
+def embedded(src: dict) -> list[str]:
+    """The profile, the levers and the generation benchmark, each rendered by its own script from its JSON (one
+    renderer per table), its headings demoted below this report's."""
+    import importlib
+
+    out: list[str] = []
+    for name, script, renderer, title in EMBEDDED:
+        if not src.get(name):
+            out += [f"### {title}", "", f"Not run in this results directory ({name}.json is missing).", ""]
+            continue
+        text = getattr(importlib.import_module(script), renderer)(src[name])
+        body = [line for line in text.splitlines() if not line.startswith("# ")]
+        out += [f"### {title}", ""] + [("##" + line) if line.startswith("## ") else line for line in body] + [""]
+    return out
+
+
 def suite_times(src: dict) -> list[str]:
     s = src.get("suite")
     if not s:
@@ -507,6 +528,7 @@ def build(results: Path) -> tuple[str, dict]:
     lines += ["### The design note's four factors: claimed, computed, measured", ""] + fac_lines + [""]
     lines += explanations()
     lines += ["### zkref's custom-circuit design, computed (bench_accounting)", ""] + custom_circuit(src)
+    lines += embedded(src)
     plots = sorted(p.name for p in results.glob("*.png"))
     if plots:
         lines += ["### Plots", ""] + [f"- `benchmarks/results/{p}`" for p in plots] + [""]

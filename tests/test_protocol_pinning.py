@@ -7,6 +7,7 @@ tests/test_ezkl_backend.py checks the same anchor rules against real EZKL proofs
 """
 import base64
 import dataclasses
+import hashlib
 import json
 import time
 
@@ -87,7 +88,8 @@ class Rewrite(httpx.HTTPTransport):
                                     content=request.content)
         response = super().handle_request(request)
         for suffix, rule in self.rules.items():
-            if request.url.path.endswith(suffix) and response.status_code == 200:
+            if request.url.path.endswith(suffix) and response.status_code == 200 \
+                    and response.headers.get("content-type", "").startswith("application/json"):
                 response.read()
                 doc = rule(json.loads(response.content))
                 return httpx.Response(200, headers={"content-type": "application/json"},
@@ -223,7 +225,7 @@ def test_a_late_anchor_for_a_new_t_is_never_fetched_and_an_uncommitted_t_is_refu
         c.http = httpx.Client(transport=redirect)
         relayed = c.run(PROMPT[:3] + [8, 9])
     assert not relayed.verified
-    assert all("verifying key differs from the pinned one" in r.reason for r in relayed.calls)
+    assert all("verifying key differs from the pinned one" in r.reason for r in relayed.calls), [r.reason for r in relayed.calls]
 
     def uncommitted(doc):
         if doc.get("scope"):
@@ -234,6 +236,47 @@ def test_a_late_anchor_for_a_new_t_is_never_fetched_and_an_uncommitted_t_is_refu
                          transport=Rewrite({"": uncommitted})) as c:
         result = c.run(PROMPT)
     assert not result.verified and all("never committed to" in r.reason for r in result.calls)
+
+
+class SwapKey(httpx.HTTPTransport):
+    """Forwards every request, but answers a verifying-key fetch with other bytes; counts the fetches."""
+
+    def __init__(self, key: bytes | None):
+        super().__init__()
+        self.key, self.fetches = key, 0
+
+    def handle_request(self, request):
+        if request.url.path.startswith("/v1/keys/"):
+            self.fetches += 1
+            if self.key is not None:
+                return httpx.Response(200, headers={"content-type": "application/octet-stream"}, content=self.key)
+        return super().handle_request(request)
+
+
+def test_verifying_keys_are_served_once_by_hash_and_checked(dirs, server, published):
+    """A proof in an answer names its key by hash; the key is fetched once per contributor, only when the
+    commitment pins it, and refused if its bytes have another hash."""
+    assert httpx.get(f"{server.url}/v1/keys/{'0' * 64}").json()["error"]["code"] == "unknown_key"
+    honest = SwapKey(None)
+    with BaseModelClient(base_dir=dirs["base"], contributors=[server.url], anchors=[published],
+                         transport=honest) as c:
+        first, second = c.run(PROMPT), c.run(PROMPT)
+    assert first.verified and second.verified, [r.reason for r in second.calls]
+    assert honest.fetches == len(C_ATTN)                     # one key per module at T = 4, fetched once
+    call_id = first.calls[0].call_id
+    answer = httpx.get(f"{server.url}/v1/calls/{call_id}").json()
+    assert answer["proof"]["vk"] == ""
+    vk_hash = answer["proof"]["vk_hash"]
+    key = httpx.get(f"{server.url}/v1/keys/{vk_hash}")
+    assert key.status_code == 200 and hashlib.sha256(key.content).hexdigest() == vk_hash
+    assert vk_hash == read_commitment(published).anchor(first.calls[0].module, 4).vk_hash
+
+    swapped = SwapKey(key.content + b"\0")
+    with BaseModelClient(base_dir=dirs["base"], contributors=[server.url], anchors=[published],
+                         transport=swapped) as c:
+        result = c.run(PROMPT)
+    assert not result.verified and all("has another hash" in r.reason for r in result.calls), \
+        [r.reason for r in result.calls]
 
 
 def test_a_server_that_changes_its_commitment_cannot_serve_a_pinned_client(dirs, server, published):

@@ -27,6 +27,7 @@ quantised input x_q; the client never sees the adapter (with the zkref mock back
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import math
@@ -42,7 +43,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from backends import get_backend
-from backends.base import AdapterAnchor, Backend, Proof, Verdict, anchor_gap
+from backends.base import MAX_PROOF_BYTES, AdapterAnchor, Backend, Proof, Verdict, anchor_gap
 from zkref.lora.commitments import activations_digest
 from zkref.lora.quantisation import ScaleMode
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement
@@ -219,6 +220,8 @@ class _Session:
     """Every call this client made to this contributor, by call id: a proof's scope may name only these."""
     verdicts: dict[tuple, Verdict] = field(default_factory=dict)
     """Verdicts by (module, scope rows, proof hash): a proof covering several calls is verified once."""
+    keys: dict[str, bytes] = field(default_factory=dict)
+    """Verifying keys fetched by their hash (`GET /v1/keys/{vk_hash}`), each checked against it."""
 
 
 def _module_dims(module) -> tuple[int, int]:
@@ -519,6 +522,26 @@ class BaseModelClient:
             if hashed_x else None,
             adapter_digest=int(anchor.digest, 16) if hashed_adapter and anchor.digest else None)
 
+    @staticmethod
+    def _pinned_keys(session: _Session, scope: m.ProofScope | None) -> set[str]:
+        """The vk hashes the commitment pins for a proof's scope: the only keys worth fetching (any other proof is
+        refused by the anchor check without asking the contributor for its key)."""
+        try:
+            return {session.commitment.anchor(scope.module, scope.tokens).vk_hash} if scope is not None else set()
+        except KeyError:
+            return set()
+
+    def _key(self, session: _Session, vk_hash: str, deadline: float) -> bytes:
+        """The verifying key a proof names by hash, fetched once per contributor and checked against the hash (the
+        anchor pins it again when the proof is verified). ValueError if it cannot be had."""
+        if vk_hash not in session.keys:
+            body = self._request(session.endpoint, "GET", f"/v1/keys/{vk_hash}", limit=MAX_PROOF_BYTES,
+                                 deadline=deadline)
+            if hashlib.sha256(body).hexdigest() != vk_hash:
+                raise ValueError(f"the verifying key served for {vk_hash[:16]}… has another hash")
+            session.keys[vk_hash] = body
+        return session.keys[vk_hash]
+
     def _check_scope(self, record: _Sent, status: m.CallStatus, proof: Proof) -> Verdict:
         """Verify the proof that answers `record`: its scope's rows are calls this client made in this session (x and
         y stacked in scope order, the rest zero), at a committed T, under the committed anchor. A proof covering
@@ -555,6 +578,9 @@ class BaseModelClient:
             x_q[rows.start:rows.start + rows.tokens] = other.x_q
             y_q[rows.start:rows.start + rows.tokens] = other.y_q
         anchor = commitment.anchor(scope.module, scope.tokens)
+        if not proof.vk:                                  # a key the commitment does not pin is never fetched
+            return Verdict(False, f"verifying key differs from the pinned one (the proof names "
+                                  f"{str(proof.vk_hash)[:16]}…, the commitment pins {str(anchor.vk_hash)[:16]}…)")
         return session.backend.verify(statement, self._public(statement, x_q, y_q, anchor), proof, anchor=anchor)
 
     def _verify(self, record: _Sent, deadline: float) -> CallReport:
@@ -590,6 +616,8 @@ class BaseModelClient:
                                                                f"(still {status.status})")
         try:
             proof: Proof = status.proof.proof()
+            if not proof.vk and proof.vk_hash in self._pinned_keys(session, status.scope):
+                proof = dataclasses.replace(proof, vk=self._key(session, proof.vk_hash, deadline))
         except ValueError as exc:
             return CallReport(**report, verified=False, reason=f"malformed proof: {exc}")
         report["proof_id"] = hashlib.sha256(proof.data).hexdigest()[:16]

@@ -5,6 +5,7 @@
              GET  /v1/modules/{module}/anchors/{tokens}     → AnchorStatus   one anchor of the commitment
     round 2  POST /v1/modules/{module}/calls  (safetensors) → CallAccepted   y_q and its dequantisation, at once
     round 3  GET  /v1/calls/{call_id}                       → CallStatus     pending / running / done + proof / failed
+             GET  /v1/keys/{vk_hash}                        → bytes          a verifying key a proof names
     any      4xx                                            → ErrorResponse  {"error": {status, code, message}}
 
 Every model forbids unknown fields, is frozen, and bounds every string, list and number, so a client can parse a
@@ -421,7 +422,10 @@ class CallAccepted(Message):
 
 
 class ProofMessage(Message):
-    """`backends.base.Proof` on the wire: bytes base64, instances as EZKL felt strings (64 hex, little-endian)."""
+    """`backends.base.Proof` on the wire: bytes base64, instances as EZKL felt strings (64 hex, little-endian).
+
+    `vk` may be empty: the server then serves the verifying key once by its hash (`GET /v1/keys/{vk_hash}`; EZKL's
+    is hundreds of KB, the same for every proof of a module at one T, and the client pins its hash anyway)."""
 
     backend: Literal["zkref", "ezkl"]
     statement_id: StatementId

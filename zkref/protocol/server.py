@@ -41,7 +41,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends import get_backend
-from backends.base import AdapterAnchor, Backend
+from backends.base import MAX_PROOF_BYTES, AdapterAnchor, Backend
 from zkref.lora.statement import LoRAPublic, LoRAStatement, encode_instances
 from zkref.primitives.ranges import MAX_TOKENS, IntRange
 from zkref.protocol import messages as m
@@ -401,6 +401,9 @@ class ServerState:
         self.store = CallStore(ttl=config.result_ttl, max_results=config.max_results,
                                max_bytes=config.max_result_bytes, max_results_per_client=config.max_results_per_client,
                                max_bytes_per_client=config.max_result_bytes_per_client)
+        self.keys: dict[str, bytes] = {}
+        """Verifying keys by SHA-256, taken from the workers' proofs: only the committed anchors' (at most one per
+        module and allowed T), each sent to a client once instead of inside every proof."""
         self.tasks: set[asyncio.Task] = set()
         self.manifest = build_manifest(contributor, config, prover, backend, commitment)
 
@@ -630,6 +633,9 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
             timings = {str(k)[:64]: float(v) for k, v in dict(answer.get("timings", {})).items()
                        if isinstance(v, (int, float)) and 0 <= v < 1e9}
             check_worker_answer(statement, x_q, y_q, proof, answer["public"], commitment.anchor(served.name, tokens))
+            if proof.vk_hash not in s.keys:
+                s.keys[proof.vk_hash] = m.b64decode(proof.vk, "verifying key", MAX_PROOF_BYTES)
+            proof = proof.model_copy(update={"vk": ""})         # served once by its hash: GET /v1/keys/{vk_hash}
         except Exception as exc:  # noqa: BLE001 - the calls' proof failed: say why to whoever fetches them
             fail(exc)
             return
@@ -705,6 +711,16 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
         if record.answer is not None:
             return Response(record.answer, media_type="application/json")
         return record.status_message()
+
+    @app.get("/v1/keys/{vk_hash}", responses=ERROR_RESPONSES | {200: {"content": {"application/octet-stream": {}},
+                                                                       "description": "the verifying key's bytes"}},
+             dependencies=auth)
+    async def verifying_key(vk_hash: str = Path(pattern=r"^[0-9a-f]{64}$")):
+        key = state().keys.get(vk_hash)
+        if key is None:
+            raise ProtocolError(404, "unknown_key", "no verifying key with this hash has been used yet (a proof names "
+                                                    "its key once it is made; keys are the committed anchors')")
+        return Response(key, media_type="application/octet-stream")
 
     app.add_middleware(Guard, router=app.router, tokens=config.tokens, limits=config.request_limits(contributor),
                        access_log=config.access_log)
