@@ -9,6 +9,8 @@ Parts, in order (each a script in this folder writing NAME.json and NAME.md into
   ezkl_sweep  ours on EZKL against d, r, T; int8 weights; EZKL's inner columns
   profile     where EZKL's proving time goes (perf phases, graph-part ablations) for c_attn T=15 and q_proj T=1
   ezkl_levers settings and graph changes against today's pinned settings, interleaved
+  generation  a whole generation through the server: 12-layer GPT-2-small c_attn LoRA, call by call vs batched,
+              1 and 2 workers, Ray local (about 40 minutes)
   dense_ezkl  the dense ΔW·x straw man on EZKL, where it fits in memory
   baseline    the original zkLoRA recipe (logrows 20; about 20 minutes and ~23 GiB for GPT-2 c_attn)
   lora, mock_prover, poseidon, digest, accuracy   the older zkref benchmarks (not in --quick: no tiny mode)
@@ -59,6 +61,7 @@ PARTS = (
     Part("ezkl_sweep", "bench_ezkl_sweep.py", cache_flag=True),
     Part("profile", "bench_profile.py", cache_flag=True),
     Part("ezkl_levers", "bench_ezkl_levers.py", cache_flag=True),
+    Part("generation", "bench_generation.py", cache_flag=True),
     Part("dense_ezkl", "bench_dense_ezkl.py", cache_flag=True),
     Part("baseline", "bench_baseline.py", cache_flag=True),
     Part("lora", "bench_lora.py", results_flag=False, quick=False, locks_itself=False),
