@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -634,7 +635,10 @@ def create_app(contributor: Contributor, config: ServerConfig, prover: Prover,
                        if isinstance(v, (int, float)) and 0 <= v < 1e9}
             check_worker_answer(statement, x_q, y_q, proof, answer["public"], commitment.anchor(served.name, tokens))
             if proof.vk_hash not in s.keys:
-                s.keys[proof.vk_hash] = m.b64decode(proof.vk, "verifying key", MAX_PROOF_BYTES)
+                key = m.b64decode(proof.vk, "verifying key", MAX_PROOF_BYTES)
+                if hashlib.sha256(key).hexdigest() != proof.vk_hash:
+                    raise ValueError("the worker's verifying key does not match its hash")
+                s.keys[proof.vk_hash] = key
             proof = proof.model_copy(update={"vk": ""})         # served once by its hash: GET /v1/keys/{vk_hash}
         except Exception as exc:  # noqa: BLE001 - the calls' proof failed: say why to whoever fetches them
             fail(exc)
