@@ -522,15 +522,6 @@ class BaseModelClient:
             if hashed_x else None,
             adapter_digest=int(anchor.digest, 16) if hashed_adapter and anchor.digest else None)
 
-    @staticmethod
-    def _pinned_keys(session: _Session, scope: m.ProofScope | None) -> set[str]:
-        """The vk hashes the commitment pins for a proof's scope: the only keys worth fetching (any other proof is
-        refused by the anchor check without asking the contributor for its key)."""
-        try:
-            return {session.commitment.anchor(scope.module, scope.tokens).vk_hash} if scope is not None else set()
-        except KeyError:
-            return set()
-
     def _key(self, session: _Session, vk_hash: str, deadline: float) -> bytes:
         """The verifying key a proof names by hash, fetched once per contributor and checked against the hash (the
         anchor pins it again when the proof is verified). ValueError if it cannot be had."""
@@ -542,7 +533,7 @@ class BaseModelClient:
             session.keys[vk_hash] = body
         return session.keys[vk_hash]
 
-    def _check_scope(self, record: _Sent, status: m.CallStatus, proof: Proof) -> Verdict:
+    def _check_scope(self, record: _Sent, status: m.CallStatus, proof: Proof, deadline: float) -> Verdict:
         """Verify the proof that answers `record`: its scope's rows are calls this client made in this session (x and
         y stacked in scope order, the rest zero), at a committed T, under the committed anchor. A proof covering
         several calls is verified once (`_Session.verdicts`)."""
@@ -551,11 +542,11 @@ class BaseModelClient:
                hashlib.sha256(proof.data).hexdigest(), proof.vk_hash)
         if key in session.verdicts:
             return session.verdicts[key]
-        verdict = self._verify_scope(session, scope, proof)
+        verdict = self._verify_scope(session, scope, proof, deadline)
         session.verdicts[key] = verdict
         return verdict
 
-    def _verify_scope(self, session: _Session, scope: m.ProofScope, proof: Proof) -> Verdict:
+    def _verify_scope(self, session: _Session, scope: m.ProofScope, proof: Proof, deadline: float) -> Verdict:
         commitment = session.commitment
         if scope.tokens not in commitment.tokens:
             return Verdict(False, f"the proof is at T={scope.tokens}, which the contributor never committed to")
@@ -578,9 +569,14 @@ class BaseModelClient:
             x_q[rows.start:rows.start + rows.tokens] = other.x_q
             y_q[rows.start:rows.start + rows.tokens] = other.y_q
         anchor = commitment.anchor(scope.module, scope.tokens)
-        if not proof.vk:                                  # a key the commitment does not pin is never fetched
-            return Verdict(False, f"verifying key differs from the pinned one (the proof names "
-                                  f"{str(proof.vk_hash)[:16]}…, the commitment pins {str(anchor.vk_hash)[:16]}…)")
+        if not proof.vk:                # served by hash: fetched only when it is the key the commitment pins here
+            if proof.vk_hash != anchor.vk_hash:
+                return Verdict(False, f"verifying key differs from the pinned one (the proof names "
+                                      f"{str(proof.vk_hash)[:16]}…, the commitment pins {str(anchor.vk_hash)[:16]}…)")
+            try:
+                proof = dataclasses.replace(proof, vk=self._key(session, anchor.vk_hash, deadline))
+            except ValueError as exc:
+                return Verdict(False, f"malformed proof: {exc}")
         return session.backend.verify(statement, self._public(statement, x_q, y_q, anchor), proof, anchor=anchor)
 
     def _verify(self, record: _Sent, deadline: float) -> CallReport:
@@ -616,12 +612,10 @@ class BaseModelClient:
                                                                f"(still {status.status})")
         try:
             proof: Proof = status.proof.proof()
-            if not proof.vk and proof.vk_hash in self._pinned_keys(session, status.scope):
-                proof = dataclasses.replace(proof, vk=self._key(session, proof.vk_hash, deadline))
         except ValueError as exc:
             return CallReport(**report, verified=False, reason=f"malformed proof: {exc}")
         report["proof_id"] = hashlib.sha256(proof.data).hexdigest()[:16]
-        verdict = self._check_scope(record, status, proof)
+        verdict = self._check_scope(record, status, proof, deadline)
         problems = list(record.problems) + ([] if verdict else [verdict.reason])
         reason = "; ".join(problems) if problems else verdict.reason
         if verdict and len(status.scope.calls) > 1:
