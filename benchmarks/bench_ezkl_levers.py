@@ -31,6 +31,8 @@ from harness import Machine, bench_cache, heavy_lock, versions, write_results  #
 BASELINE = "pinned"
 DECISIONS = {
     BASELINE: "the backend's settings",
+    "unpacked": "refused: the graph before output packing (graph.OutputPacking): more einsum cells (c_attn) or "
+                "twice the B·z_q dots in the main region (q_proj), slower; packing kept",
     "base256": "refused: a 4th range table, i.e. lookup arguments over every main-region block, for nothing; "
                "base 2^shift pinned (graph.decomp_base)",
     "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
@@ -48,6 +50,8 @@ def levers(module: str) -> list[dict]:
     shift = ev.MODULES[module]["shift"]
     out = [
         dict(name=BASELINE, what=f"the backend's pinned settings (decomposition base 2^shift = {1 << shift})"),
+        dict(name="unpacked", what="output not packed (cells y_q·2^shift; the backend's graph until packing was "
+             "measured)", graph="unpacked"),
         dict(name="base256", what="decomposition base 256 (pinned until this lever was measured: a 4th range table)",
              run={"decomp_base": 256}),
         dict(name="unsafe", what="check_mode unsafe (no layout-time assertions; ezkl.prove never verifies itself)",

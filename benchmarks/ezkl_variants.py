@@ -7,7 +7,8 @@ graph changes against today's pinned settings). A variant is a JSON-able dict:
     {"module": "c_attn" | "q_proj" | "tiny", "graph": GRAPH, "run": {run-arg overrides}, "logrows": k | None,
      "settings_only": bool (lay out only: rows and k, no compile or setup)}
 
-GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph) or an ablation: "no_requant"
+GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph), "unpacked" (the same graph with its
+output unpacked: y_q·2^shift cells, the backend's graph until packing was measured) or an ablation: "no_requant"
 (y = x·Aᵀ·Bᵀ, no rounding or clamp), "xa" (z = x·Aᵀ only), "xa_requant" (z_q only), "bz" (y = z_q·Bᵀ with z_q the
 input), "requant" (the requantisation alone: z the input, z_q the output). Ablations only measure; their witness is not the statement's and is not checked. Layout: as the backend
 (`choose_layout` on a probe at the instance floor) unless `logrows` (and optionally `num_inner_cols`) is forced.
@@ -36,7 +37,7 @@ MODULES = {
     "tiny": dict(label="tiny 16→24 r2 T15", d_in=16, d_out=24, rank=2, tokens=15, shift=5),
 }
 """The measured shapes: the targets' (int4 weights and the shifts bench_ezkl.py uses) and a tiny one for --quick."""
-GRAPHS = ("statement", "no_requant", "xa", "xa_requant", "bz", "requant")
+GRAPHS = ("statement", "unpacked", "no_requant", "xa", "xa_requant", "bz", "requant")
 
 
 def statement_and_witness(module: str, seed: int = 0):
@@ -66,6 +67,11 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
 
     if graph_name == "statement":
         graph.export_onnx(st, w, path)
+        return graph.input_data(w.x_q, st.shift)
+    if graph_name == "unpacked":
+        module = graph.statement_module(w.A_q, w.B_q, shift=st.shift, z_bits=st.z_bits, packing=unpacked(st),
+                                        tokens=st.shape.tokens)
+        export_onnx(module, torch.zeros(st.shape.x_shape, dtype=torch.float32), path)
         return graph.input_data(w.x_q, st.shift)
     A = graph.frozen_parameter(w.A_q)
     B = graph.frozen_parameter(w.B_q)
@@ -204,8 +210,8 @@ def prove(spec: dict, work: Path) -> dict:
     t_witness = time.perf_counter() - t0
     marks["witness"].append(time.monotonic())
     exact = None
-    if spec["graph"] == "statement":
-        exact = witness_exact(spec["module"], json.loads(wit.read_text()))
+    if spec["graph"] in ("statement", "unpacked"):
+        exact = witness_exact(spec["module"], json.loads(wit.read_text()), packed=spec["graph"] == "statement")
     t0 = time.perf_counter()
     marks["prove"] = [time.monotonic()]
     ezkl.prove(str(wit), str(work / "model.compiled"), str(work / "pk.key"), proof_path=str(proof), srs_path=srs)
@@ -229,14 +235,24 @@ def prove(spec: dict, work: Path) -> dict:
             "peak_rss_mib": rss, "witness_exact": exact, "load_average": os.getloadavg()[0], "marks": marks}
 
 
-def witness_exact(module: str, wit: dict) -> bool:
-    """EZKL's outputs equal `evaluate()`'s y_q·2^shift (the backend's check, for variants outside the backend)."""
+def unpacked(st):
+    """The identity packing: output cells y_q·2^shift."""
+    from backends.ezkl.graph import OutputPacking, output_packing
+
+    return OutputPacking(digit_bits=output_packing(st).digit_bits)
+
+
+def witness_exact(module: str, wit: dict, *, packed: bool = True) -> bool:
+    """EZKL's outputs equal `evaluate()`'s y_q cells (`graph.output_cells`, or y_q·2^shift for the unpacked graph):
+    the backend's check, for variants outside the backend."""
+    from backends.ezkl.graph import output_cells
     from zkref.lora.statement import evaluate
     from zkref.primitives.field import felt_from_str, signed
 
     st, w = statement_and_witness(module)
     ys = [signed(felt_from_str(v)) for v in wit["outputs"][0]]
-    return ys == [int(v) << st.shift for v in evaluate(st, w).y_q.reshape(-1).tolist()]
+    y_q = evaluate(st, w).y_q
+    return ys == (output_cells(st, y_q) if packed else unpacked(st).cells(y_q, st.shift))
 
 
 def child(action: str, spec: dict, work: Path, *, srs_root: Path | None = None, timeout: float = 1800.0,

@@ -50,7 +50,7 @@ def witness(st: LoRAStatement, seed: int) -> LoRAWitness:
 STATEMENTS = {
     "64→64 r4 T1 s6": statement(64, 64, 4, 1, 6),
     "64→64 r4 T1 s0": statement(64, 64, 4, 1, 0),
-    "64→64 r8 T1 s6": statement(64, 64, 8, 1, 6),
+    "64→80 r8 T1 s6": statement(64, 80, 8, 1, 6),     # 64→64 sits on the k=10/11 boundary (1017 rows), ±1 jitter
     "128→64 r4 T1 s6": statement(128, 64, 4, 1, 6),
     "64→64 r4 T2 s6": statement(64, 64, 4, 2, 6),
     "64→64 r4 T4 s6 public/public": statement(64, 64, 4, 4, 6, x="public", y="public"),
@@ -154,7 +154,10 @@ def test_matrix_matrix_products_leave_the_main_region():
     """T > 1: Freivalds' check runs in the einsum chip's columns; T = 1: one dot per output in the main region."""
     one, many = predict(statement(256, 256, 8, 1, 6)), predict(statement(256, 256, 8, 4, 6))
     products = {o.op: o for o in one.ops}
-    assert products["x·A_qᵀ"].cells == 8 * 256 and products["z_q·B_qᵀ"].cells == 256 * 8   # 2 products per row
+    assert graph.output_packing(statement(256, 256, 8, 1, 6)).cols == 2       # B's rows packed two at a time
+    assert products["x·A_qᵀ"].cells == 8 * 256 and products["z_q·B_qᵀ"].cells == 128 * 8   # 2 products per row
+    unpacked = {o.op: o for o in predict(statement(256, 256, 8, 1, 6, y="public")).ops}
+    assert unpacked["z_q·B_qᵀ"].cells == 256 * 8
     assert all(o.cells == 0 and o.einsum_cells > 0 for o in many.ops if "·" in o.op and "q" in o.op)
     assert one.einsum_cells == 0
 

@@ -42,9 +42,10 @@ from zkref.primitives.poseidon import poseidon_hash_fast
 from zkref.primitives.ranges import over_budget
 
 NAME = "ezkl"
-GRAPH_VERSION = "zkref-ezkl-graph/2"
+GRAPH_VERSION = "zkref-ezkl-graph/3"
 """Names the ONNX formulation and its run arguments' circuit-shaping choices; part of every cache key, so a changed
-graph never reuses old circuits or keys. /2: decompositions in base 2^shift (one range table fewer)."""
+graph never reuses old circuits or keys. /2: decompositions in base 2^shift (one range table fewer). /3: packed
+outputs (graph.OutputPacking) with y polycommit and the adapter fixed."""
 BATCH_GRAPH_VERSION = "zkref-ezkl-batch-graph/2"
 """Names the batch's ONNX formulation (backends/ezkl/batch.py) in its cache keys."""
 BATCH_VK_FORMAT = b"zkref-ezkl-batch-vk/1\n"
@@ -500,8 +501,7 @@ class EzklBackend:
         if statement.x_binding is ActivationBinding.POLYCOMMIT:
             mine["x"] = [int(v) for v in public.x_q.reshape(-1).tolist()]
         if statement.y_binding is OutputBinding.POLYCOMMIT:
-            factor = 1 << graph.output_scale(statement)
-            mine["y"] = [int(v) * factor for v in public.y_q.reshape(-1).tolist()]
+            mine["y"] = graph.output_cells(statement, public.y_q)
         out = dict(zip(mine, self._commit_many(list(mine.values()), k, vk_path, settings_path, srs_path))) \
             if mine else {}
         if statement.adapter_binding is AdapterBinding.POLYCOMMIT:
@@ -612,16 +612,16 @@ class EzklBackend:
 
     @staticmethod
     def _check_witness(statement: LoRAStatement, witness: LoRAWitness, trace, public: LoRAPublic, wit: dict) -> None:
-        """EZKL's witness must be `evaluate()`: inputs x_q, outputs y_q·2^shift, digests equal zkref's."""
+        """EZKL's witness must be `evaluate()`: inputs x_q, outputs y_q's cells (`graph.output_cells`: y_q·2^shift,
+        packed where the graph packs), digests equal zkref's."""
         try:
             xs = [signed(felt_from_str(v)) for v in wit["inputs"][0]]
             ys = [signed(felt_from_str(v)) for v in wit["outputs"][0]]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise RuntimeError(f"EZKL's witness file is not as expected ({exc})") from None
-        factor = 1 << graph.output_scale(statement)
         if xs != witness.x_q.reshape(-1).tolist():
             raise RuntimeError("EZKL's witness inputs differ from x_q (a bug in the input encoding)")
-        if ys != [int(v) * factor for v in trace.y_q.reshape(-1).tolist()]:
+        if ys != graph.output_cells(statement, trace.y_q):
             raise RuntimeError("EZKL's witness outputs differ from evaluate(): the graph does not compute the "
                                "statement (a bug)")
         if statement.x_binding is ActivationBinding.HASHED:

@@ -235,8 +235,10 @@ class _Region:
         self.ops.append(OpCost(op=name, cells=n))
 
 
-def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix: str, input_scale: int) -> None:
-    """The statement's graph (backends/ezkl/graph.py) node by node."""
+def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix: str, input_scale: int,
+                packing: graph.OutputPacking | None = None) -> None:
+    """The statement's graph (backends/ezkl/graph.py) node by node; `packing` as the single statement's graph packs
+    its output (batch members are not packed)."""
     s = statement.shape
     n = s.tokens * s.rank
     region.cells(f"{prefix}input x (identity)", s.tokens * s.d_in)
@@ -255,7 +257,13 @@ def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix:
         region.op(f"{prefix}floor (base 2^{statement.shift})", region.floor, n, legs)
     region.op(f"{prefix}clamp ≥ {statement.z_range.lo}", region.clamp_bound, n, legs)
     region.op(f"{prefix}clamp ≤ {statement.z_range.hi}", region.clamp_bound, n, legs)
-    region.op(f"{prefix}z_q·B_qᵀ", region.matmul, s.tokens, s.rank, s.d_out)
+    rows, cols = s.tokens, s.d_out
+    if packing is not None and packing.packed:
+        rows, cols = packing.shape(s.y_shape)
+        if packing.tokens > 1:
+            region.cells(f"{prefix}token weights × z_q rows", rows * packing.tokens * s.rank)
+            region.op(f"{prefix}sum of {packing.tokens} tokens", region.dots, rows * s.rank, packing.tokens)
+    region.op(f"{prefix}z_q·B_qᵀ", region.matmul, rows, s.rank, cols)
     if statement.y_binding is OutputBinding.PUBLIC:
         region.cells(f"{prefix}public y = instance", s.tokens * s.d_out)
 
@@ -289,8 +297,10 @@ def predict(target: LoRAStatement | LoRABatch, *, num_inner_cols: int = NUM_INNE
         instances = instance_length(target)
     probe = k_floor(instances) if logrows is None else logrows
     region = _Region(num_inner_cols=num_inner_cols, logrows=probe)
+    packing = None if isinstance(target, LoRABatch) else graph.output_packing(target)
     for name, member in zip(names, members):
-        _member_ops(region, member, legs=legs, prefix=f"{name}: " if name else "", input_scale=scale)
+        _member_ops(region, member, legs=legs, prefix=f"{name}: " if name else "", input_scale=scale,
+                    packing=packing)
     main_rows = math.ceil(region.linear / num_inner_cols)
     poseidon = _poseidon_rows(members)
     rows = max(main_rows, poseidon)

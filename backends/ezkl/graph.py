@@ -8,6 +8,11 @@
                                          −128 and 127 by default, sit at scale s)
     y'   = z_q · B_qᵀ               (scale s: the cells hold y_q·2^s, the statement's y shifted left by s)
 
+With y polycommit and the adapter fixed, the output is PACKED (`OutputPacking`): `cols` adjacent outputs of a token
+share one cell through B's rows packed in base 2^K, and `tokens` tokens share one cell through a weighted sum of
+z_q's rows, so EZKL's Freivalds check of B·z_q touches a fraction of the cells (measured: benchmarks/results/
+ezkl_levers.md, lever "packed"). The verifier packs its own y_q the same way before committing to it.
+
 floor((z + 2^(s-1) − [z<0]) / 2^s) is round-half-away-from-zero of z/2^s for integers z (ties of a negative z round
 down because of the −1), and every step is constrained EXACTLY: a decomposition with range-checked digits. Nothing
 in the graph is rebased. (The obvious graph, ``clamp(z / 2**s, -128, 127)`` at input scale 0, makes EZKL insert a
@@ -25,8 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from zkref.lora.commitments import adapter_message
-from zkref.lora.statement import SUPPORTED_WEIGHT_BITS, LoRAStatement, LoRAWitness
+from zkref.lora.statement import (SUPPORTED_WEIGHT_BITS, AdapterBinding, LoRAStatement, LoRAWitness,
+                                  OutputBinding)
 from zkref.primitives.ranges import Z_BITS_DEFAULT, IntRange
 
 OPSET = 17
@@ -40,6 +48,99 @@ MAX_DECOMP_LEGS = 15
 """Most digits a decomposition may have: EZKL holds decomp_base^legs in an i128 (measured: 256^16 is refused with
 "decomp_base^decomp_legs overflows IntegerRep"). Floor decomposes in base 2^shift with the same number of legs, so a
 small shift under a wide value range (int8 weights, or a wide z_q, at shift 1) is out of EZKL's reach."""
+
+
+F32_EXACT = 1 << 24
+"""EZKL reads every ONNX constant as float32 (ezkl 23 graph/utilities.rs, extract_tensor_value): integers of magnitude
+up to 2^24 are exact, so a packed row of B must stay within it."""
+MAX_CONSTANT_BITS = 126
+"""EZKL quantises a constant through i128: the largest token weight 2^(K·cols·(tokens−1)) stays at or below 2^126."""
+MAX_CELL_BITS = 252
+"""A packed output cell stays below 2^252 < (p−1)/2 in magnitude, so it reads back as the signed integer it is."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputPacking:
+    """How the graph's output cells carry y_q: `cols` adjacent outputs of one token and `tokens` tokens per cell.
+
+        cell[g, c] = 2^shift · Σ_{i<tokens} Σ_{j<cols} 2^(K·(j + cols·i)) · y_q[g·tokens + i, c·cols + j]
+
+    (outputs past the last token or column count as 0), K = `digit_bits`. Packing is injective on y_q within the
+    statement's y bounds because 2^K exceeds hi − lo: the lowest differing digit of two packings would have to be a
+    non-zero multiple of 2^K. The verifier range-checks y_q (`check_public`) before it packs and commits to it, so a
+    commitment to the packed cells binds y_q itself. cols = tokens = 1 is the unpacked graph (cells y_q·2^shift).
+    """
+
+    digit_bits: int
+    cols: int = 1
+    tokens: int = 1
+
+    @property
+    def packed(self) -> bool:
+        return self.cols > 1 or self.tokens > 1
+
+    def shape(self, y_shape: tuple[int, int]) -> tuple[int, int]:
+        """The output tensor's shape for y_q of `y_shape` (tokens × d_out)."""
+        t, n = y_shape
+        return -(-t // self.tokens), -(-n // self.cols)
+
+    def cells(self, y_q: np.ndarray, shift: int) -> list[int]:
+        """The output cells, row-major, for y_q (exact Python integers)."""
+        y = np.asarray(y_q, dtype=np.int64)
+        groups, packed_cols = self.shape(y.shape)
+        padded = np.zeros((groups * self.tokens, packed_cols * self.cols), dtype=object)
+        padded[:y.shape[0], :y.shape[1]] = y.astype(object)
+        weights = np.array([[1 << (self.digit_bits * (j + self.cols * i)) for j in range(self.cols)]
+                            for i in range(self.tokens)], dtype=object)
+        blocks = padded.reshape(groups, self.tokens, packed_cols, self.cols)
+        packed = (blocks * weights[None, :, None, :]).sum(axis=(1, 3))
+        return [int(v) << shift for v in packed.reshape(-1).tolist()]
+
+    def pack_b(self, B_q: np.ndarray) -> np.ndarray:
+        """B's rows packed `cols` at a time: row c is Σ_j 2^(K·j)·B_q[c·cols + j] (within F32_EXACT)."""
+        B = np.asarray(B_q, dtype=np.int64)
+        out = np.zeros((-(-B.shape[0] // self.cols), B.shape[1]), dtype=np.int64)
+        for j in range(self.cols):
+            rows = B[j::self.cols]
+            out[:rows.shape[0]] += rows << (self.digit_bits * j)
+        if np.abs(out).max(initial=0) > F32_EXACT:
+            raise ValueError("a packed row of B is not exact in float32 (a bug in output_packing)")
+        return out
+
+    def token_weights(self) -> list[float]:
+        """The weights 2^(K·cols·i) of the tokens sharing a cell (exact float32 powers of two)."""
+        return [float(1 << (self.digit_bits * self.cols * i)) for i in range(self.tokens)]
+
+
+def output_packing(statement: LoRAStatement) -> OutputPacking:
+    """The packing this statement's graph uses: the most outputs per cell within EZKL's float32 constants
+    (`F32_EXACT`: B's packed rows), its i128 quantisation (`MAX_CONSTANT_BITS`: the token weights) and the field
+    (`MAX_CELL_BITS`), with the tokens spread evenly over the fewest cells, but at least two rows when T > 1, so
+    that B·z_q stays a matrix product EZKL checks by Freivalds (one row would make it T·d_out dots in the main region,
+    a layout not measured here). Only with y polycommit and the adapter
+    fixed: public y would change the instances, and a hashed or polycommit adapter commits to the graph's constants
+    in graph order (`params_message`), which packing would change."""
+    lo, hi = statement.y_bounds
+    K = (hi - lo).bit_length()
+    if statement.y_binding is not OutputBinding.POLYCOMMIT or statement.adapter_binding is not AdapterBinding.FIXED:
+        return OutputPacking(digit_bits=K)
+    w = statement.weight_range
+    w_max = max(-w.lo, w.hi)
+    cols = 1
+    while cols < statement.shape.d_out and w_max * sum(1 << (K * j) for j in range(cols + 1)) <= F32_EXACT:
+        cols += 1
+    tokens = statement.shape.tokens
+    if statement.shape.rank == 1:          # z_q·B_qᵀ is an outer product: no Freivalds check to shrink
+        return OutputPacking(digit_bits=K, cols=cols)
+    most = max(1, min(-(-tokens // 2), (MAX_CELL_BITS - statement.shift) // (K * cols),
+                      MAX_CONSTANT_BITS // (K * cols) + 1))
+    groups = -(-tokens // most)
+    return OutputPacking(digit_bits=K, cols=cols, tokens=-(-tokens // groups))
+
+
+def output_cells(statement: LoRAStatement, y_q: np.ndarray) -> list[int]:
+    """EZKL's output cells for y_q, row-major: what the witness holds and what a polycommit y commits to."""
+    return output_packing(statement).cells(y_q, output_scale(statement))
 
 
 def params_message(A_q: np.ndarray, B_q: np.ndarray, shift: int, z_bits: int = Z_BITS_DEFAULT) -> list[int]:
@@ -93,7 +194,7 @@ def input_data(x_q: np.ndarray, shift: int) -> dict:
 
 
 def output_scale(statement: LoRAStatement) -> int:
-    """EZKL's output cells hold y_q · 2^output_scale."""
+    """EZKL's output cells hold y_q · 2^output_scale (packed: `output_cells`)."""
     return statement.shift
 
 
@@ -110,13 +211,30 @@ def lora_forward(x, A, B, shift: int, *, relabel: int = 0, z_bits: int = Z_BITS_
     z = x @ A.t()
     if relabel:
         z = z * (2.0 ** relabel)
+    return requantise(z, shift, z_bits) @ B.t()
+
+
+def requantise(z, shift: int, z_bits: int):
+    """z_q = clamp(round_half_away(z / 2^shift), int{z_bits}) on z at scale `shift`, every step exact (module doc)."""
+    import torch
+
     if shift:
         lt = (z < 0).to(torch.float32)
         u = z + (2.0 ** (shift - 1) - lt) * (2.0 ** -shift)
         z = torch.floor(u)
     q = IntRange(z_bits)
-    z_q = torch.clamp(z, q.lo, q.hi)
-    return z_q @ B.t()
+    return torch.clamp(z, q.lo, q.hi)
+
+
+def pack_tokens(z_q, packing: OutputPacking, weights, *, tokens: int, rank: int):
+    """z_q's rows (tokens × rank) grouped `packing.tokens` at a time, each group one row Σ_i weights[i]·z_q[g·tokens
+    + i] (missing last rows are 0): multiplied by the packed B, row g gives the packed output cells of group g."""
+    import torch
+
+    groups = -(-tokens // packing.tokens)
+    if groups * packing.tokens > tokens:
+        z_q = torch.cat([z_q, torch.zeros(groups * packing.tokens - tokens, rank)], 0)
+    return (z_q.reshape(groups, packing.tokens, rank) * weights).sum(1)
 
 
 def frozen_parameter(values: np.ndarray):
@@ -126,19 +244,29 @@ def frozen_parameter(values: np.ndarray):
     return torch.nn.Parameter(torch.tensor(np.asarray(values), dtype=torch.float32), requires_grad=False)
 
 
-def _module(A_q: np.ndarray, B_q: np.ndarray, shift: int, z_bits: int):
+def statement_module(A_q: np.ndarray, B_q: np.ndarray, *, shift: int, z_bits: int, packing: OutputPacking,
+                     tokens: int):
+    """The statement's graph as a torch module holding this adapter (what `export_onnx` exports)."""
     import torch
 
     class LoRARequant(torch.nn.Module):
-        """y = clamp(round_half_away(x·Aᵀ / 2^s), int{z_bits}) · Bᵀ, written so EZKL constrains every step exactly."""
+        """y = clamp(round_half_away(x·Aᵀ / 2^s), int{z_bits}) · Bᵀ, written so EZKL constrains every step exactly;
+        packed as `packing` says (B's rows, then z_q's tokens)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.A = frozen_parameter(A_q)
-            self.B = frozen_parameter(B_q)
+            self.B = frozen_parameter(packing.pack_b(B_q) if packing.cols > 1 else B_q)
+            if packing.tokens > 1:
+                self.W = frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
 
         def forward(self, x):
-            return lora_forward(x, self.A, self.B, shift, z_bits=z_bits)
+            if not packing.packed:
+                return lora_forward(x, self.A, self.B, shift, z_bits=z_bits)
+            z_q = requantise(x @ self.A.t(), shift, z_bits)
+            if packing.tokens > 1:
+                z_q = pack_tokens(z_q, packing, self.W, tokens=tokens, rank=A_q.shape[0])
+            return z_q @ self.B.t()
 
     return LoRARequant()
 
@@ -148,7 +276,8 @@ def export_onnx(statement: LoRAStatement, witness: LoRAWitness, path: Path) -> N
     import torch
 
     statement.check_witness(witness)
-    module = _module(witness.A_q, witness.B_q, statement.shift, statement.z_bits)
+    module = statement_module(witness.A_q, witness.B_q, shift=statement.shift, z_bits=statement.z_bits,
+                              packing=output_packing(statement), tokens=statement.shape.tokens)
     dummy = torch.zeros(statement.shape.x_shape, dtype=torch.float32)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
