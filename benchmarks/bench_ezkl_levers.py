@@ -31,8 +31,10 @@ from harness import Machine, bench_cache, heavy_lock, versions, write_results  #
 BASELINE = "pinned"
 DECISIONS = {
     BASELINE: "the backend's settings",
-    "unpacked": "refused: the graph before output packing (graph.OutputPacking): more einsum cells (c_attn) or "
-                "twice the B·z_q dots in the main region (q_proj), slower; packing kept",
+    "floor": "refused: Floor and EZKL's clamp range-check booleans: a third range table, i.e. a lookup argument "
+             "more on every main-region block; the boolean-free requantisation kept (graph.floor_by_rebase)",
+    "unpacked": "refused: the Floor graph before output packing (graph.OutputPacking): more einsum cells (c_attn) "
+                "or twice the B·z_q dots in the main region (q_proj), slower; packing kept",
     "base256": "refused: a 4th range table, i.e. lookup arguments over every main-region block, for nothing; "
                "base 2^shift pinned (graph.decomp_base)",
     "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
@@ -50,8 +52,10 @@ def levers(module: str) -> list[dict]:
     shift = ev.MODULES[module]["shift"]
     out = [
         dict(name=BASELINE, what=f"the backend's pinned settings (decomposition base 2^shift = {1 << shift})"),
-        dict(name="unpacked", what="output not packed (cells y_q·2^shift; the backend's graph until packing was "
-             "measured)", graph="unpacked"),
+        dict(name="floor", what="requantisation by Floor and EZKL's clamp (boolean range checks: the backend's "
+             "graph until the boolean-free one was measured)", graph="floor"),
+        dict(name="unpacked", what="Floor graph, output not packed (cells y_q·2^shift; the backend's graph until "
+             "packing was measured)", graph="unpacked"),
         dict(name="base256", what="decomposition base 256 (pinned until this lever was measured: a 4th range table)",
              run={"decomp_base": 256}),
         dict(name="unsafe", what="check_mode unsafe (no layout-time assertions; ezkl.prove never verifies itself)",
@@ -69,8 +73,12 @@ def levers(module: str) -> list[dict]:
     return [dict(v, module=module, graph=v.get("graph", "statement")) for v in out]
 
 
+QUICK_LEVERS = (BASELINE, "floor", "base256")
+"""The levers `--quick` measures on the tiny module."""
+
+
 def quick_levers() -> list[dict]:
-    return [dict(v, module="tiny") for v in levers("tiny")[:3]]
+    return [dict(v, module="tiny") for v in levers("tiny") if v["name"] in QUICK_LEVERS]
 
 
 def _summary(samples: list[float]) -> dict:

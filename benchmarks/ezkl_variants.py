@@ -7,8 +7,10 @@ graph changes against today's pinned settings). A variant is a JSON-able dict:
     {"module": "c_attn" | "q_proj" | "tiny", "graph": GRAPH, "run": {run-arg overrides}, "logrows": k | None,
      "settings_only": bool (lay out only: rows and k, no compile or setup)}
 
-GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph), "unpacked" (the same graph with its
-output unpacked: y_q·2^shift cells, the backend's graph until packing was measured) or an ablation: "no_requant"
+GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph), "floor" (the same with the Floor
+requantisation and EZKL's clamp, i.e. with boolean range checks: the graph until the boolean-free one was measured),
+"unpacked" (the Floor graph with its output unpacked: y_q·2^shift cells, the graph until packing was measured) or an
+ablation: "no_requant"
 (y = x·Aᵀ·Bᵀ, no rounding or clamp), "xa" (z = x·Aᵀ only), "xa_requant" (z_q only), "bz" (y = z_q·Bᵀ with z_q the
 input), "requant" (the requantisation alone: z the input, z_q the output). Ablations only measure; their witness is not the statement's and is not checked. Layout: as the backend
 (`choose_layout` on a probe at the instance floor) unless `logrows` (and optionally `num_inner_cols`) is forced.
@@ -37,7 +39,7 @@ MODULES = {
     "tiny": dict(label="tiny 16→24 r2 T15", d_in=16, d_out=24, rank=2, tokens=15, shift=5),
 }
 """The measured shapes: the targets' (int4 weights and the shifts bench_ezkl.py uses) and a tiny one for --quick."""
-GRAPHS = ("statement", "unpacked", "no_requant", "xa", "xa_requant", "bz", "requant")
+GRAPHS = ("statement", "floor", "unpacked", "no_requant", "xa", "xa_requant", "bz", "requant")
 
 
 def statement_and_witness(module: str, seed: int = 0):
@@ -68,9 +70,10 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
     if graph_name == "statement":
         graph.export_onnx(st, w, path)
         return graph.input_data(w.x_q, st.shift)
-    if graph_name == "unpacked":
-        module = graph.statement_module(w.A_q, w.B_q, shift=st.shift, z_bits=st.z_bits, packing=unpacked(st),
-                                        tokens=st.shape.tokens)
+    if graph_name in ("floor", "unpacked"):
+        packing = graph.output_packing(st) if graph_name == "floor" else unpacked(st)
+        module = graph.statement_module(w.A_q, w.B_q, shift=st.shift, z_bits=st.z_bits, packing=packing,
+                                        tokens=st.shape.tokens, boolean_free=False)
         export_onnx(module, torch.zeros(st.shape.x_shape, dtype=torch.float32), path)
         return graph.input_data(w.x_q, st.shift)
     A = graph.frozen_parameter(w.A_q)
@@ -210,8 +213,8 @@ def prove(spec: dict, work: Path) -> dict:
     t_witness = time.perf_counter() - t0
     marks["witness"].append(time.monotonic())
     exact = None
-    if spec["graph"] in ("statement", "unpacked"):
-        exact = witness_exact(spec["module"], json.loads(wit.read_text()), packed=spec["graph"] == "statement")
+    if spec["graph"] in ("statement", "floor", "unpacked"):
+        exact = witness_exact(spec["module"], json.loads(wit.read_text()), packed=spec["graph"] != "unpacked")
     t0 = time.perf_counter()
     marks["prove"] = [time.monotonic()]
     ezkl.prove(str(wit), str(work / "model.compiled"), str(work / "pk.key"), proof_path=str(proof), srs_path=srs)

@@ -247,6 +247,8 @@ class PipelineResult:
     verified: bool
     outputs: list[float]
     """The witness's outputs as floats (rescaled), for accuracy checks by the caller."""
+    output_felts: list[str]
+    """The witness's outputs as EZKL's felt strings, for exact checks (packed cells exceed a float's precision)."""
     settings_summary: dict
     versions: dict
 
@@ -352,6 +354,7 @@ def run_pipeline(onnx: Path, run_args, data: dict, work: Path, srs_root: Path, *
                           peak_rss_mib=max(rss.values()), srs_generated=not srs_exists,
                           proof_bytes=len(bytes(proof["proof"])), pk_mib=pk.stat().st_size / 2**20,
                           vk_bytes=vk.stat().st_size, verified=verified, outputs=outputs,
+                          output_felts=list(witness["outputs"][0]),
                           settings_summary=summary, versions=versions())
 
 

@@ -182,6 +182,8 @@ def test_levers_and_ablations_prove_verify_and_compare(quick_results):
         assert r["verified"] and r["witness_exact"], r["variant"]["name"]
         assert ("ratio" in r) == (r["variant"]["name"] != "pinned")
     pinned, base256 = levers[0], next(r for r in levers if r["variant"]["name"] == "base256")
+    floor = next(r for r in levers if r["variant"]["name"] == "floor")
+    assert [0, 1] in floor["setup"]["range_checks"] and [0, 1] not in pinned["setup"]["range_checks"]  # booleans
     assert pinned["setup"]["decomp_base"] == 32 and [0, 255] not in pinned["setup"]["range_checks"]
     assert base256["setup"]["decomp_base"] == 256 and [0, 255] in base256["setup"]["range_checks"]
     ablations = json.loads((quick_results / "profile.json").read_text())["modules"]["tiny"]["ablations"]

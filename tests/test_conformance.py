@@ -208,18 +208,28 @@ def _ezkl_evil_proof_verifies(backend, statement, witness, *, offset=0, a_overri
     A = np.asarray(witness.A_q if a_override is None else a_override)
     q = IntRange(statement.z_bits if z_bits is None else z_bits)
 
+    packing, free = graph.output_packing(statement), graph.boolean_free_requant(statement)
+
     class Evil(torch.nn.Module):
+        """graph.statement_module with the rounding offset or a weight changed: the same ops, so the same layout."""
+
         def __init__(self):
             super().__init__()
-            self.A = torch.nn.Parameter(torch.tensor(A, dtype=torch.float32), requires_grad=False)
-            self.B = torch.nn.Parameter(torch.tensor(witness.B_q, dtype=torch.float32), requires_grad=False)
+            self.A = graph.frozen_parameter(A)
+            self.B = graph.frozen_parameter(packing.pack_b(witness.B_q) if packing.cols > 1 else witness.B_q)
+            if packing.tokens > 1:
+                self.W = graph.frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
 
         def forward(self, x):
             z = x @ self.A.t()
             lt = (z < 0).to(torch.float32)
             if s:
-                z = torch.floor(z + (2.0 ** (s - 1) + offset - lt) * 2.0 ** -s)
-            return torch.clamp(z, q.lo, q.hi) @ self.B.t()
+                u = z + (2.0 ** (s - 1) + offset - lt) * 2.0 ** -s
+                z = graph.floor_by_rebase(u, s) if free else torch.floor(u)
+            z = graph.clamp_by_relu(z, q.lo, q.hi) if free else torch.clamp(z, q.lo, q.hi)
+            if packing.tokens > 1:
+                z = graph.pack_tokens(z, packing, self.W, tokens=statement.shape.tokens, rank=statement.shape.rank)
+            return z @ self.B.t()
 
     work = prep.circuit_dir.parent / f"evil-{offset}-{a_override is not None}-{z_bits}"
     work.mkdir(exist_ok=True)
@@ -268,6 +278,7 @@ def test_tampered_witnesses_are_rejected(make_backend, name, tamper):
                                        lambda p: p.set_cell("requant.zq", 0, p.cell("requant.zq", 0) + 1))
             assert any("requant" in str(f) for f in failures)
         else:
+            assert _ezkl_evil_proof_verifies(backend, statement, witness)        # control: the honest constants
             assert not _ezkl_evil_proof_verifies(backend, statement, witness, offset=-1)   # the tie 4/8 → 0, not 1
     elif tamper == "wrong y":
         y = public.y_q.copy()
@@ -313,6 +324,7 @@ def test_tampered_wide_intermediates_are_rejected(make_backend, name, tamper):
         failures = _zkref_failures(statement, witness, lambda p: p.set_cell("requant.zq", row, int(value)))
         assert any("requant" in str(f) for f in failures)
     elif tamper == "wrong wide z_q":
+        assert _ezkl_evil_proof_verifies(backend, statement, witness)            # control: the honest constants
         assert not _ezkl_evil_proof_verifies(backend, statement, witness, offset=-1)   # the ties round the other way
     else:
         assert not _ezkl_evil_proof_verifies(backend, statement, witness, z_bits=8)

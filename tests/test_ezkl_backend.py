@@ -174,16 +174,27 @@ def test_settings_are_pinned_and_canonical(tmp_path):
 @pytest.mark.parametrize("shift", [0, 1, 3, 8, 11])
 def test_decompositions_share_floors_digit_table(tmp_path, shift):
     """Every decomposition is in base 2^shift (256 at shift 0, where nothing is floored) with enough digits for every
-    value the requantisation decomposes, so the circuit's range tables are the signs', the booleans' and ONE digit
-    table (Floor's); the witness is still evaluate()'s, ties and clamping included."""
-    st_, w = statement(shift=shift), tie_witness(shift) if 1 <= shift <= 7 else random_witness(3)
+    value the requantisation decomposes, so the circuit's range tables are the signs' and ONE digit table (Floor's,
+    or the rebase's), plus the booleans' in the Floor graph (an unbound adapter's); the witness is still evaluate()'s,
+    ties and clamping included."""
+    for adapter in ("fixed", "unbound"):
+        _decompositions_share_one_digit_table(tmp_path / adapter, shift, adapter)
+
+
+def _decompositions_share_one_digit_table(tmp_path, shift, adapter):
+    tmp_path.mkdir()
+    st_ = statement(shift=shift, adapter=adapter)
+    w = tie_witness(shift) if 1 <= shift <= 7 else random_witness(3)
     settings_, wit = circuit_only(st_, w, tmp_path)
     base = graph.decomp_base(shift)
     assert base == ((1 << shift) if shift else 256) == settings_["run_args"]["decomp_base"]
     assert base ** settings_["run_args"]["decomp_legs"] > graph.value_bound(st_)
     digits = [r for r in settings_["required_range_checks"] if r[0] == 0 and r[1] > 1]
     assert digits == ([[0, base - 1]] if base > 2 else [])
-    assert len(settings_["required_range_checks"]) == (2 if base == 2 else 3)
+    booleans = not graph.boolean_free_requant(st_)
+    assert booleans == (adapter == "unbound")
+    assert len(settings_["required_range_checks"]) == (2 if base == 2 or not booleans else 3)
+    assert ([0, 1] in settings_["required_range_checks"]) == (booleans or base == 2)
     assert ints(wit["outputs"][0]) == (evaluate(st_, w).y_q * (1 << shift)).reshape(-1).tolist()
 
 
@@ -391,8 +402,10 @@ def test_commitments_agree_with_the_py_ecc_reference(backend, proven):
 # What EZKL's own constraints reject (the circuit, not our verifier's checks)
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _evil_module(w: LoRAWitness, shift: int, *, offset: int = 0, hi: int = 127, a_override=None):
-    """The statement's graph with one requantisation constant changed (or one weight): a dishonest prover's circuit."""
+def _evil_module(w: LoRAWitness, shift: int, *, offset: int = 0, hi: int = 127, a_override=None,
+                 boolean_free: bool = True):
+    """The statement's graph with one requantisation constant changed (or one weight): a dishonest prover's circuit.
+    `boolean_free`: the graph of a fixed adapter (graph.requantise); else the Floor graph of the other bindings."""
     import torch
 
     A = np.asarray(w.A_q if a_override is None else a_override)
@@ -407,6 +420,8 @@ def _evil_module(w: LoRAWitness, shift: int, *, offset: int = 0, hi: int = 127, 
             z = x @ self.A.t()
             lt = (z < 0).to(torch.float32)
             u = z + (2.0 ** (shift - 1) + offset - lt) * (2.0 ** -shift)
+            if boolean_free:
+                return graph.clamp_by_relu(graph.floor_by_rebase(u, shift), -128, hi) @ self.B.t()
             return torch.clamp(torch.floor(u), -128, hi) @ self.B.t()
 
     return Evil()
@@ -450,9 +465,11 @@ def test_dishonest_requantisation_is_rejected_by_ezkls_constraints(backend, tmp_
     trace = evaluate(st_, w)
     assert trace.clamped > 0 and 4 in np.abs(trace.z)               # exact ties and clamping are exercised
     prep = backend.prepare(st_, w)
-    assert _prove_with_honest_keys(prep, _evil_module(w, 3), w.x_q, tmp_path / "honest")   # control
+    free = graph.boolean_free_requant(st_)
+    assert free == (adapter == "fixed")
+    assert _prove_with_honest_keys(prep, _evil_module(w, 3, boolean_free=free), w.x_q, tmp_path / "honest")  # control
     for name, kw in {"ties toward zero": dict(offset=-1), "clamp at 126": dict(hi=126)}.items():
-        assert _prove_with_honest_keys(prep, _evil_module(w, 3, **kw), w.x_q, tmp_path / name) == \
+        assert _prove_with_honest_keys(prep, _evil_module(w, 3, boolean_free=free, **kw), w.x_q, tmp_path / name) == \
             (adapter == "unbound"), name
 
 

@@ -30,6 +30,11 @@ machine, up to 15 seen with other work on the 2 cores (256→256 r16 T2: 2655–
 predicts the sequential layout."""
 
 
+FITTED_CELLS = 8
+"""The boolean-free requantisation's once-per-op constants are fitted, not counted (cost.RELU_CONSTANT_CELLS,
+cost.REBASE_CONSTANT_CELLS): a few cells either way on the smallest statements."""
+
+
 def row_tolerance(rows: int) -> float:
     """How far gen_settings' num_rows may be from the prediction: the larger of the relative bound and EZKL's jitter."""
     return max(MAX_ROW_ERROR * rows, EZKL_ROW_JITTER)
@@ -116,7 +121,8 @@ def test_at_least_20_shapes():
 def test_statement_rows_cells_and_k(measured, name):
     settings, p = measured[name]
     # cells: exact unless a dot crosses a column block, where EZKL's parallel loop moves a duplicated cell or two
-    assert abs(p.cells - settings["total_assignments"]) <= MAX_ROW_ERROR * settings["total_assignments"], name
+    assert abs(p.cells - settings["total_assignments"]) <= max(MAX_ROW_ERROR * settings["total_assignments"],
+                                                               FITTED_CELLS), name
     assert p.einsum_cells == settings["einsum_params"]["total_einsum_col_size"], name
     assert p.poseidon_rows == settings["module_sizes"]["poseidon"][0], name
     assert abs(p.rows - settings["num_rows"]) <= row_tolerance(settings["num_rows"]), (name, p.rows)
@@ -155,9 +161,10 @@ def test_matrix_matrix_products_leave_the_main_region():
     one, many = predict(statement(256, 256, 8, 1, 6)), predict(statement(256, 256, 8, 4, 6))
     products = {o.op: o for o in one.ops}
     assert graph.output_packing(statement(256, 256, 8, 1, 6)).cols == 2       # B's rows packed two at a time
-    assert products["x·A_qᵀ"].cells == 8 * 256 and products["z_q·B_qᵀ"].cells == 128 * 8   # 2 products per row
+    assert products["x·A_qᵀ"].cells == 8 * 256                                       # 2 products per row
+    assert 0 <= products["z_q·B_qᵀ"].cells - 128 * 8 < 2                              # … after a flush to a row
     unpacked = {o.op: o for o in predict(statement(256, 256, 8, 1, 6, y="public")).ops}
-    assert unpacked["z_q·B_qᵀ"].cells == 256 * 8
+    assert 0 <= unpacked["z_q·B_qᵀ"].cells - 256 * 8 < 2
     assert all(o.cells == 0 and o.einsum_cells > 0 for o in many.ops if "·" in o.op and "q" in o.op)
     assert one.einsum_cells == 0
 
@@ -183,8 +190,9 @@ def test_num_inner_cols(tmp_path, name, cols):
     run = run_args_for(st, logrows=p.probe_logrows, num_inner_cols=cols)
     assert ezkl.gen_settings(str(tmp_path / "m.onnx"), str(tmp_path / "s.json"), py_run_args=run.py_run_args())
     settings = json.loads((tmp_path / "s.json").read_text())
-    assert abs(p.cells - settings["total_assignments"]) <= MAX_ROW_ERROR * settings["total_assignments"]
-    assert abs(p.rows - settings["num_rows"]) <= MAX_ROW_ERROR * settings["num_rows"]
+    assert abs(p.cells - settings["total_assignments"]) <= max(MAX_ROW_ERROR * settings["total_assignments"],
+                                                               FITTED_CELLS)
+    assert abs(p.rows - settings["num_rows"]) <= max(MAX_ROW_ERROR * settings["num_rows"], FITTED_CELLS / cols)
 
 
 def test_cli_report_backend_ezkl(capsys, measured):

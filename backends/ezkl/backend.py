@@ -42,10 +42,11 @@ from zkref.primitives.poseidon import poseidon_hash_fast
 from zkref.primitives.ranges import over_budget
 
 NAME = "ezkl"
-GRAPH_VERSION = "zkref-ezkl-graph/3"
+GRAPH_VERSION = "zkref-ezkl-graph/4"
 """Names the ONNX formulation and its run arguments' circuit-shaping choices; part of every cache key, so a changed
 graph never reuses old circuits or keys. /2: decompositions in base 2^shift (one range table fewer). /3: packed
-outputs (graph.OutputPacking) with y polycommit and the adapter fixed."""
+outputs (graph.OutputPacking) with y polycommit and the adapter fixed. /4: a fixed adapter's requantisation
+without booleans (graph.floor_by_rebase, graph.clamp_by_relu)."""
 BATCH_GRAPH_VERSION = "zkref-ezkl-batch-graph/2"
 """Names the batch's ONNX formulation (backends/ezkl/batch.py) in its cache keys."""
 BATCH_VK_FORMAT = b"zkref-ezkl-batch-vk/1\n"

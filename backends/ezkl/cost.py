@@ -57,6 +57,12 @@ IS_ZERO_CELLS = 4
 """`equals_zero`: v·v⁻¹, 1 − that, v·result, result·v = 0 enforced."""
 NOT_CELLS = 6
 """`not` = `iff(mask, 0, 1)`: boolean identity of the mask (assign + range check), 1 − mask, two products, a sum."""
+RELU_CONSTANT_CELLS = 7
+"""Cells a relu of the boolean-free clamp assigns once, whatever its length (its constants). FITTED to gen_settings
+(tests/test_ezkl_cost.py), not read from ezkl's code like the counts above."""
+REBASE_CONSTANT_CELLS = (9, 9)
+"""… and the boolean-free rounding (`graph.floor_by_rebase`) once: a + b·legs (the constants of its decompositions),
+likewise FITTED: within ±4 cells on legs 2–17."""
 FLOOR_LOOP_CELLS = 21
 """`floor`'s per-value loop: last digit is zero (4), not (6), sign == −1 (1 + 4), and (two boolean identities, 2 each,
 and a product: 5), the incremented digit (1)."""
@@ -181,6 +187,28 @@ class _Region:
         self.greater(n, legs)
         self.linear += NOT_CELLS * n + 3 * n
 
+    def sign(self, n: int, legs: int) -> None:
+        """`sign` with zero_sign_matters false (relu, abs): the decomposition alone (its sign digits are a view)."""
+        self.decompose(n, legs, zero_sign_matters=False)
+
+    def relu(self, n: int, legs: int) -> None:
+        """`leaky_relu` with α = 0: sign, (sign == 1), the product."""
+        self.sign(n, legs)
+        self.linear += n + IS_ZERO_CELLS * n      # sign == 1
+        self.linear += n                          # value · mask
+        self.linear += RELU_CONSTANT_CELLS
+
+    def rebase_div(self, n: int, legs: int) -> None:
+        """`div` (a RebaseScale's Div): the claimed quotient's decomposition, quotient · divisor, |input − product|
+        (difference, sign, product), that distance < divisor (a comparison), enforced equal to 1."""
+        self.decompose(n, legs, zero_sign_matters=False)
+        self.linear += n                          # quotient · divisor
+        self.linear += n                          # input − product
+        self.sign(n, legs)
+        self.linear += n                          # abs = difference · sign
+        self.greater(n, legs)                     # distance < divisor
+        self.linear += n                          # == 1
+
     def floor(self, n: int, legs: int) -> None:
         self.decompose(n, legs, zero_sign_matters=True)
         self.linear += 1                          # the −1 constant
@@ -246,6 +274,7 @@ def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix:
     relabel = input_scale - statement.shift
     if relabel:
         region.cells(f"{prefix}z·2^{relabel} (relabel to the batch scale)", n)
+    boolean_free = packing is not None and graph.boolean_free_requant(statement)
     if statement.shift:
         region.op(f"{prefix}z < 0", region.greater, n, legs)
         region.cells(f"{prefix}cast (identity)", n)
@@ -254,9 +283,32 @@ def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix:
         if relabel:
             region.cells(f"{prefix}rescale to the batch scale", n)
         region.cells(f"{prefix}z + …", n)
-        region.op(f"{prefix}floor (base 2^{statement.shift})", region.floor, n, legs)
-    region.op(f"{prefix}clamp ≥ {statement.z_range.lo}", region.clamp_bound, n, legs)
-    region.op(f"{prefix}clamp ≤ {statement.z_range.hi}", region.clamp_bound, n, legs)
+        if boolean_free:
+            region.cells(f"{prefix}u·2^-s (identity)", n)
+            region.cells(f"{prefix}+ 1", n)
+            region.op(f"{prefix}rebase to scale {statement.shift} (Div by 2^{statement.shift})", region.rebase_div,
+                      n, legs)
+            region.cells(f"{prefix}− 1", n)
+            region.cells(f"{prefix}quotient × 2^s", n)
+            region.cells(f"{prefix}r = u − q", n)
+            region.op(f"{prefix}r < 0", region.greater, n, legs)
+            region.cells(f"{prefix}cast (identity)", n)
+            region.cells(f"{prefix}[r < 0] at scale s", n)
+            region.cells(f"{prefix}q − [r < 0]", n)
+            a, b = REBASE_CONSTANT_CELLS
+            region.cells(f"{prefix}the rounding's constants", a + b * legs)
+        else:
+            region.op(f"{prefix}floor (base 2^{statement.shift})", region.floor, n, legs)
+    if boolean_free:
+        region.cells(f"{prefix}z_q − {statement.z_range.lo}", n)
+        region.op(f"{prefix}relu", region.relu, n, legs)
+        region.cells(f"{prefix}{statement.z_range.lo} + relu", n)
+        region.cells(f"{prefix}z_q − {statement.z_range.hi}", n)
+        region.op(f"{prefix}relu", region.relu, n, legs)
+        region.cells(f"{prefix}… − relu", n)
+    else:
+        region.op(f"{prefix}clamp ≥ {statement.z_range.lo}", region.clamp_bound, n, legs)
+        region.op(f"{prefix}clamp ≤ {statement.z_range.hi}", region.clamp_bound, n, legs)
     rows, cols = s.tokens, s.d_out
     if packing is not None and packing.packed:
         rows, cols = packing.shape(s.y_shape)

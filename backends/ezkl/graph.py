@@ -14,8 +14,17 @@ z_q's rows, so EZKL's Freivalds check of B·z_q touches a fraction of the cells 
 ezkl_levers.md, lever "packed"). The verifier packs its own y_q the same way before committing to it.
 
 floor((z + 2^(s-1) − [z<0]) / 2^s) is round-half-away-from-zero of z/2^s for integers z (ties of a negative z round
-down because of the −1), and every step is constrained EXACTLY: a decomposition with range-checked digits. Nothing
-in the graph is rebased. (The obvious graph, ``clamp(z / 2**s, -128, 127)`` at input scale 0, makes EZKL insert a
+down because of the −1), and every step is constrained EXACTLY: a decomposition with range-checked digits.
+
+With the adapter fixed (`boolean_free_requant`) the same z_q is computed without EZKL's boolean range table:
+
+    q    = ((u·2^-s + 1) − 1)·2^s   (a rebase whose Div admits ⌊u⌋ or ⌈u⌉: its cells, unconstrained to one)
+    ⌊u⌋  = q − [u − q < 0]          (the remainder's sign picks the floor: exact whichever q the prover chose)
+    z_q  = lo + relu(⌊u⌋ − lo) − relu(⌊u⌋ − hi)
+
+(`floor_by_rebase`, `clamp_by_relu`): two range tables instead of three, so one lookup argument fewer on every
+main-region block (measured: benchmarks/results/ezkl_levers.md, lever "floor"). Apart from that rebase, corrected,
+nothing in the graph is rebased. (The obvious graph, ``clamp(z / 2**s, -128, 127)`` at input scale 0, makes EZKL insert a
 rebase whose constraint is |z − q·2^s| < 2^s: it admits both ⌊z/2^s⌋ and ⌈z/2^s⌉, so a dishonest prover could move
 any requantised value by one. See specs/ezkl-backend.md, "Why not the rebase".) Shift 0 has no rounding step.
 
@@ -214,16 +223,50 @@ def lora_forward(x, A, B, shift: int, *, relabel: int = 0, z_bits: int = Z_BITS_
     return requantise(z, shift, z_bits) @ B.t()
 
 
-def requantise(z, shift: int, z_bits: int):
-    """z_q = clamp(round_half_away(z / 2^shift), int{z_bits}) on z at scale `shift`, every step exact (module doc)."""
+def requantise(z, shift: int, z_bits: int, *, boolean_free: bool = False):
+    """z_q = clamp(round_half_away(z / 2^shift), int{z_bits}) on z at scale `shift`, every step exact (module doc).
+
+    `boolean_free` (the single statement's graph with a fixed adapter: `boolean_free_requant`) floors by EZKL's
+    rebase corrected by a comparison (`floor_by_rebase`) and clamps by relus (`clamp_by_relu`): no op of EZKL's that
+    range-checks a boolean, so the circuit has two range tables instead of three (a lookup argument fewer on every
+    main-region block). Otherwise Floor and EZKL's clamp: a batch member relabelled to a larger scale needs Floor,
+    whose digits follow the member's scale."""
     import torch
 
+    q = IntRange(z_bits)
     if shift:
         lt = (z < 0).to(torch.float32)
         u = z + (2.0 ** (shift - 1) - lt) * (2.0 ** -shift)
-        z = torch.floor(u)
-    q = IntRange(z_bits)
-    return torch.clamp(z, q.lo, q.hi)
+        z = floor_by_rebase(u, shift) if boolean_free else torch.floor(u)
+    return clamp_by_relu(z, q.lo, q.hi) if boolean_free else torch.clamp(z, q.lo, q.hi)
+
+
+def floor_by_rebase(u, shift: int):
+    """⌊u⌋ for u at scale `shift` whose cells hold an integer v, with no boolean range check.
+
+    EZKL lays `(u·2^-shift + 1) − 1` out as a relabel to scale 2·shift, an add (a non-identity op above the graph's
+    scale) and a rebase back to scale `shift`, whose Div admits q = ⌊v/2^shift⌋ or ⌈v/2^shift⌉ (|v + 2^(2·shift) −
+    q'·2^shift| < 2^shift: "Why not the rebase"). r = v − q·2^shift is ≥ 0 exactly when q is the floor, so q − [r < 0]
+    is ⌊v/2^shift⌋ whichever q the prover chose ([r < 0] is a sign decomposition: exact)."""
+    import torch
+
+    q = (u * (2.0 ** -shift) + 1.0 - 1.0) * (2.0 ** shift)
+    return q - (u - q < 0).to(torch.float32)
+
+
+def clamp_by_relu(z, lo: int, hi: int):
+    """clamp(z, lo, hi) = lo + relu(z − lo) − relu(z − hi) for lo < hi: each relu a sign decomposition and a product,
+    exact (a zero's sign does not matter: it is multiplied by zero)."""
+    import torch
+
+    return lo + torch.relu(z - lo) - torch.relu(z - hi)
+
+
+def boolean_free_requant(statement: LoRAStatement) -> bool:
+    """Whether the statement's graph requantises without booleans (`requantise`): with the adapter fixed, whose
+    verifying key holds every constant. A hashed or polycommit adapter commits to the graph's constants in graph
+    order (`params_message`: the Floor graph's), and an unbound one leaves them private anyway."""
+    return statement.adapter_binding is AdapterBinding.FIXED
 
 
 def pack_tokens(z_q, packing: OutputPacking, weights, *, tokens: int, rank: int):
@@ -245,7 +288,7 @@ def frozen_parameter(values: np.ndarray):
 
 
 def statement_module(A_q: np.ndarray, B_q: np.ndarray, *, shift: int, z_bits: int, packing: OutputPacking,
-                     tokens: int):
+                     tokens: int, boolean_free: bool = False):
     """The statement's graph as a torch module holding this adapter (what `export_onnx` exports)."""
     import torch
 
@@ -261,9 +304,9 @@ def statement_module(A_q: np.ndarray, B_q: np.ndarray, *, shift: int, z_bits: in
                 self.W = frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
 
         def forward(self, x):
-            if not packing.packed:
+            if not (packing.packed or boolean_free):
                 return lora_forward(x, self.A, self.B, shift, z_bits=z_bits)
-            z_q = requantise(x @ self.A.t(), shift, z_bits)
+            z_q = requantise(x @ self.A.t(), shift, z_bits, boolean_free=boolean_free)
             if packing.tokens > 1:
                 z_q = pack_tokens(z_q, packing, self.W, tokens=tokens, rank=A_q.shape[0])
             return z_q @ self.B.t()
@@ -277,7 +320,8 @@ def export_onnx(statement: LoRAStatement, witness: LoRAWitness, path: Path) -> N
 
     statement.check_witness(witness)
     module = statement_module(witness.A_q, witness.B_q, shift=statement.shift, z_bits=statement.z_bits,
-                              packing=output_packing(statement), tokens=statement.shape.tokens)
+                              packing=output_packing(statement), tokens=statement.shape.tokens,
+                              boolean_free=boolean_free_requant(statement))
     dummy = torch.zeros(statement.shape.x_shape, dtype=torch.float32)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
