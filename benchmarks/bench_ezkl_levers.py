@@ -35,8 +35,8 @@ DECISIONS = {
              "more on every main-region block; the boolean-free requantisation kept (graph.floor_by_rebase)",
     "unpacked": "refused: the Floor graph before output packing (graph.OutputPacking): more einsum cells (c_attn) "
                 "or twice the B·z_q dots in the main region (q_proj), slower; packing kept",
-    "base256": "refused: a 4th range table, i.e. lookup arguments over every main-region block, for nothing; "
-               "base 2^shift pinned (graph.decomp_base)",
+    "base256": "refused: with the boolean-free requantisation no faster (the same two tables); base 2^shift stays "
+               "pinned (graph.decomp_base), where the Floor graph of the other bindings shares Floor's digit table",
     "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
               "layout-time assertions, and ezkl.prove never verifies its own proof in either mode",
     "cols3": "refused: slower (fewer einsum columns, but more main columns and lookup inputs)",

@@ -29,7 +29,9 @@ code) and replayed in graph order by `_Region`:
 * hashed values: EZKL's Poseidon module, 41·n + 2 rows per hashed tensor (`ModulePoseidon::num_rows`), in its own
   column: rows = max(main region, Poseidon).
 
-Nothing here is fitted: each constant above is a count of assignments in that code. What the replay cannot know is the
+Nothing here is fitted but the once-per-op constants of the boolean-free requantisation (`RELU_CONSTANT_CELLS`,
+`REBASE_CONSTANT_CELLS`, measured against gen_settings): each other constant above is a count of assignments in
+that code; the boolean-free ops (`relu`, `rebase_div`) are counted the same way. What the replay cannot know is the
 order in which ezkl's parallel dummy loops (`RegionCtx::dummy_loop`) start their iterations: a flush or a duplication
 may land one cell earlier or later, which is why ezkl itself reports ±1–2 rows between runs of the same graph.
 tests/test_ezkl_cost.py checks the prediction against `ezkl.gen_settings` on 24 statements and batches.
