@@ -11,7 +11,7 @@
 With y polycommit and the adapter fixed, the output is PACKED (`OutputPacking`): `cols` adjacent outputs of a token
 share one cell through B's rows packed in base 2^K, and `tokens` tokens share one cell through a weighted sum of
 z_q's rows, so EZKL's Freivalds check of B·z_q touches a fraction of the cells (measured: benchmarks/results/
-ezkl_levers.md, lever "packed"). The verifier packs its own y_q the same way before committing to it.
+ezkl_levers.md, lever "unpacked"). The verifier packs its own y_q the same way before committing to it.
 
 floor((z + 2^(s-1) − [z<0]) / 2^s) is round-half-away-from-zero of z/2^s for integers z (ties of a negative z round
 down because of the −1), and every step is constrained EXACTLY: a decomposition with range-checked digits.
@@ -24,8 +24,8 @@ With the adapter fixed (`boolean_free_requant`) the same z_q is computed without
 
 (`floor_by_rebase`, `clamp_by_relu`): two range tables instead of three, so one lookup argument fewer on every
 main-region block (measured: benchmarks/results/ezkl_levers.md, lever "floor"). Apart from that rebase, corrected,
-nothing in the graph is rebased. (The obvious graph, ``clamp(z / 2**s, -128, 127)`` at input scale 0, makes EZKL insert a
-rebase whose constraint is |z − q·2^s| < 2^s: it admits both ⌊z/2^s⌋ and ⌈z/2^s⌉, so a dishonest prover could move
+nothing in the graph is rebased. (The obvious graph, ``clamp(z / 2**s, -128, 127)`` at input scale 0, makes EZKL
+insert a rebase whose constraint is |z − q·2^s| < 2^s: it admits both ⌊z/2^s⌋ and ⌈z/2^s⌉, so a dishonest prover could move
 any requantised value by one. See specs/ezkl-backend.md, "Why not the rebase".) Shift 0 has no rounding step.
 
 The graph's constants, in graph order, are what EZKL's "hashed" and "polycommit" params cover: `params_message`.
@@ -35,11 +35,10 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from dataclasses import dataclass
 
 from zkref.lora.commitments import adapter_message
 from zkref.lora.statement import (SUPPORTED_WEIGHT_BITS, AdapterBinding, LoRAStatement, LoRAWitness,
@@ -126,9 +125,9 @@ def output_packing(statement: LoRAStatement) -> OutputPacking:
     (`F32_EXACT`: B's packed rows), its i128 quantisation (`MAX_CONSTANT_BITS`: the token weights) and the field
     (`MAX_CELL_BITS`), with the tokens spread evenly over the fewest cells, but at least two rows when T > 1, so
     that B·z_q stays a matrix product EZKL checks by Freivalds (one row would make it T·d_out dots in the main region,
-    a layout not measured here). Only with y polycommit and the adapter
-    fixed: public y would change the instances, and a hashed or polycommit adapter commits to the graph's constants
-    in graph order (`params_message`), which packing would change."""
+    a layout not measured here). Only with y polycommit and the adapter fixed: public y would change the instances,
+    and a hashed or polycommit adapter commits to the graph's constants in graph order (`params_message`), which
+    packing would change."""
     lo, hi = statement.y_bounds
     K = (hi - lo).bit_length()
     if statement.y_binding is not OutputBinding.POLYCOMMIT or statement.adapter_binding is not AdapterBinding.FIXED:
