@@ -15,7 +15,10 @@ prediction, when its allocated rows times the peak RSS per row measured on a mod
 the guard (lower logrows spreads the same rows over more columns, so it does not shrink memory much).
 Writes results/baseline.{json,md}.
 
-    python benchmarks/bench_baseline.py [--modules c_attn q_proj] [--logrows 20 19 18 17] [--quick]
+    python benchmarks/bench_baseline.py [--modules c_attn q_proj] [--logrows 20 19 18 17] [--merge] [--quick]
+
+--merge replaces only the measured modules in an existing baseline.json (e.g. c_attn alone, next to ours in one run:
+`run_all.py --headline`) and keeps the others' earlier attempts, each entry stamped with when it was measured.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import (Machine, PipelineResult, add_part_arguments, bench_cache,  # noqa: E402
-                     export_onnx, heavy_lock, meminfo_mib, run_guarded, run_pipeline, versions, write_results)
+                     export_onnx, heavy_lock, meminfo_mib, run_guarded, run_pipeline, utc_now, versions,
+                     write_results)
 
 BATCH, SEQUENCE = 3, 5
 """zkLoRA's input shape: batch 3 × sequence 5 = 15 tokens per proof."""
@@ -289,6 +293,9 @@ def markdown(data: dict) -> str:
                   f"{meta['rss_limit_gib']:.1f} GiB or when the machine's available memory falls below "
                   f"{meta['min_available_mib']:.0f} MiB. Load average (1 min) at start/end of each attempt is in "
                   "baseline.json."]
+    when = [f"{e['module']['label']}: {e['measured_utc']}" for e in data["modules"] if e.get("measured_utc")]
+    if when:
+        lines += ["", "Measured: " + "; ".join(when) + "."]
     if not meta.get("complete", True):
         lines += ["", "PARTIAL: written after the modules above; the run had more modules to measure."]
     return "\n".join(lines) + "\n"
@@ -304,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="the guard kills an attempt whose RSS passes total memory minus this")
     ap.add_argument("--min-available-mib", type=float, default=BASELINE_MIN_AVAILABLE_MIB,
                     help="… or when the machine's available memory falls below this")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the measured modules in the existing baseline.json, keep the others")
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child), args.work, args.cache, args.probe)), flush=True)
@@ -324,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         attempts = run_module(module, cache, args.timeout, rss_limit_mib=meminfo_mib("MemTotal") - args.reserve_mib,
                               min_available_mib=args.min_available_mib, completed=completed)
         entries.append({"module": asdict(module) | {"tokens": module.tokens, "macs": module.macs},
-                        "attempts": [asdict(a) for a in attempts]})
+                        "attempts": [asdict(a) for a in attempts], "measured_utc": utc_now()})
         completed += [{"label": module.label, "attempt": asdict(a)} for a in attempts if a.ok]
         # after every module, so that a run stopped during a later (longer) module keeps the finished ones
         data = save(args, entries, time.perf_counter() - start, complete=len(entries) == len(modules))
@@ -338,6 +347,11 @@ def save(args: argparse.Namespace, entries: list[dict], elapsed_s: float, *, com
             "elapsed_s": elapsed_s, "quick": args.quick, "complete": complete,
             "rss_limit_gib": (meminfo_mib("MemTotal") - args.reserve_mib) / 1024,
             "min_available_mib": args.min_available_mib}
+    path = args.results / "baseline.json"
+    if args.merge and path.exists():
+        fresh = {e["module"]["key"]: e for e in entries}
+        old = json.loads(path.read_text())["modules"]
+        entries = [fresh.pop(e["module"]["key"], e) for e in old] + list(fresh.values())
     data = {"meta": meta, "modules": entries}
     write_results(args.results, "baseline", data, markdown(data))
     return data

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from harness import heavy_lock, run_cold_then_warm  # noqa: E402
+from harness import heavy_lock, run_cold_then_warm, utc_now  # noqa: E402
 SHIFT = {768: 9, 4096: 10}
 """Requantisation shifts of the measured modules (calibrated on activations; as in the project's facts)."""
 MODES = {
@@ -195,6 +195,7 @@ def main() -> None:
                 continue
             print(f"-- {spec['name']}", flush=True)
             res = run_case(spec, cache, min(args.case_timeout, left))
+            res["measured_utc"] = utc_now()
             results.append(res)
             print(json.dumps({k: v for k, v in res.items() if k != "case"})[:400], flush=True)
             for entry in (cache / "ezkl" / "circuits").glob("*"):     # keep disk use bounded: keys are big

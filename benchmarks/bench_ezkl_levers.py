@@ -39,7 +39,10 @@ DECISIONS = {
                "pinned (graph.decomp_base), where the Floor graph of the other bindings shares Floor's digit table",
     "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
               "layout-time assertions, and ezkl.prove never verifies its own proof in either mode",
+    "legs2": "refused: no faster — a quarter fewer main-region cells, but the same blocks, columns and tables (EZKL's "
+             "cost is columns × 2^k, not cells used); the base's digit table grows to 2^(bits/2) rows",
     "cols3": "refused: slower (fewer einsum columns, but more main columns and lookup inputs)",
+    "cols1": "refused: slower (one column per block: more blocks, more selectors and fixed columns)",
     "k14": "refused: not faster; K_SPREAD = 13 stays",
     "no_freivalds": "refused unproven: every product in the main region multiplies the rows",
     "y_hashed": "refused unproven: Poseidon costs ~41 rows per output value, all in one column",
@@ -50,6 +53,7 @@ DECISIONS = {
 def levers(module: str) -> list[dict]:
     """The variants of `module` measured against `pinned` (the backend's settings and graph)."""
     shift = ev.MODULES[module]["shift"]
+    half = -(-ev.value_bits(module) // 2)
     out = [
         dict(name=BASELINE, what=f"the backend's pinned settings (decomposition base 2^shift = {1 << shift})"),
         dict(name="floor", what="requantisation by Floor and EZKL's clamp (boolean range checks: the backend's "
@@ -60,9 +64,12 @@ def levers(module: str) -> list[dict]:
              run={"decomp_base": 256}),
         dict(name="unsafe", what="check_mode unsafe (no layout-time assertions; ezkl.prove never verifies itself)",
              run={"check_mode": "unsafe"}),
+        dict(name="legs2", what=f"two digits per decomposition (base 2^{half}, the fewest EZKL allows)",
+             run={"decomp_base": 1 << half, "decomp_legs": 2}),
     ]
     if ev.MODULES[module]["tokens"] > 1:
         out += [dict(name="cols3", what="num_inner_cols 3", run={"num_inner_cols": 3}),
+                dict(name="cols1", what="num_inner_cols 1 at k 13", run={"num_inner_cols": 1}, logrows=13),
                 dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
                 dict(name="no_freivalds", what="disable_freivalds (every product in the main region)",
                      run={"disable_freivalds": True}, rows_only=True)]

@@ -44,7 +44,7 @@ PERF_HZ = 299
 """Samples per second per thread: ~3,000 samples per 10 s prove on 2 cores, and `perf script` stays fast."""
 ABLATIONS = (
     ("statement", "the statement's graph: x·Aᵀ, exact requantisation, z_q·Bᵀ"),
-    ("no_requant", "x·Aᵀ·Bᵀ: the graph without the requantisation"),
+    ("no_requant", "x·Aᵀ·Bᵀ: the graph without the requantisation (and so unpacked: packing needs z_q's bound)"),
     ("xa_requant", "x·Aᵀ and the requantisation (output z_q): the graph without B·z_q"),
     ("xa", "x·Aᵀ alone"),
     ("bz", "z_q·Bᵀ alone (z_q as the input)"),
@@ -196,7 +196,7 @@ def parts(rows: list[dict]) -> dict:
         return by[g]["setup"]["rows"] if g in by else None
 
     out = {}
-    for part, (a, b) in {"requantisation (statement − no_requant)": ("statement", "no_requant"),
+    for part, (a, b) in {"requantisation and output packing (statement − no_requant)": ("statement", "no_requant"),
                          "B·z_q (statement − xa_requant)": ("statement", "xa_requant"),
                          "requantisation (xa_requant − xa)": ("xa_requant", "xa")}.items():
         if med(a) is not None and med(b) is not None:

@@ -12,7 +12,9 @@ requantisation and EZKL's clamp, i.e. with boolean range checks: the graph until
 "unpacked" (the Floor graph with its output unpacked: y_q·2^shift cells, the graph until packing was measured) or an
 ablation: "no_requant"
 (y = x·Aᵀ·Bᵀ, no rounding or clamp), "xa" (z = x·Aᵀ only), "xa_requant" (z_q only), "bz" (y = z_q·Bᵀ with z_q the
-input), "requant" (the requantisation alone: z the input, z_q the output). Ablations only measure; their witness is not the statement's and is not checked. Layout: as the backend
+input, packed as the statement's graph packs it), "requant" (the requantisation alone: z the input, z_q the output),
+each requantising as the statement's graph does (`graph.requantise`). Ablations only measure; their witness is not
+the statement's and is not checked. Layout: as the backend
 (`choose_layout` on a probe at the instance floor) unless `logrows` (and optionally `num_inner_cols`) is forced.
 
 Each setup runs in a child process (`python ezkl_variants.py setup SPEC WORKDIR`), each prove in another (`prove`):
@@ -76,14 +78,21 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
                                         tokens=st.shape.tokens, boolean_free=False)
         export_onnx(module, torch.zeros(st.shape.x_shape, dtype=torch.float32), path)
         return graph.input_data(w.x_q, st.shift)
-    A = graph.frozen_parameter(w.A_q)
-    B = graph.frozen_parameter(w.B_q)
     s = st.shift
+    packing = graph.output_packing(st)
+    boolean_free = graph.boolean_free_requant(st)
 
     class Part(torch.nn.Module):
+        """A part of the statement's graph, laid out as `graph.statement_module` lays it out (the same requantisation
+        and, for B·z_q, the same packing)."""
+
         def __init__(self) -> None:
             super().__init__()
-            self.A, self.B = A, B
+            self.A = graph.frozen_parameter(w.A_q)
+            self.B = graph.frozen_parameter(w.B_q)
+            self.B_packed = graph.frozen_parameter(packing.pack_b(w.B_q) if packing.cols > 1 else w.B_q)
+            if packing.tokens > 1:
+                self.W = graph.frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
 
         def forward(self, x):
             if graph_name == "no_requant":
@@ -92,10 +101,11 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
                 return x @ self.A.t()
             if graph_name in ("xa_requant", "requant"):
                 z = x @ self.A.t() if graph_name == "xa_requant" else x
-                lt = (z < 0).to(torch.float32)
-                return torch.clamp(torch.floor(z + (2.0 ** (s - 1) - lt) * (2.0 ** -s)), -128, 127)
+                return graph.requantise(z, s, st.z_bits, boolean_free=boolean_free)
             if graph_name == "bz":
-                return x @ self.B.t()
+                if packing.tokens > 1:
+                    x = graph.pack_tokens(x, packing, self.W, tokens=st.shape.tokens, rank=st.shape.rank)
+                return x @ self.B_packed.t()
             raise ValueError(graph_name)
 
     if graph_name == "requant":
@@ -127,6 +137,13 @@ def run_args(st, spec: dict, logrows: int, num_inner_cols: int):
     if "decomp_base" in over and "decomp_legs" not in over:
         over["decomp_legs"] = legs_for_base(st, over["decomp_base"])
     return dataclasses.replace(base, **over)
+
+
+def value_bits(module: str) -> int:
+    """Bits of the largest magnitude the module's requantisation decomposes (`graph.value_bound`)."""
+    from backends.ezkl.graph import value_bound
+
+    return value_bound(statement_and_witness(module)[0]).bit_length()
 
 
 def legs_for_base(st, base: int) -> int:

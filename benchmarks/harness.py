@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import os
@@ -45,6 +46,11 @@ def meminfo_mib(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     raise KeyError(field)
+
+
+def utc_now() -> str:
+    """The time a measurement is stamped with (minutes, UTC): what `performance.py` cites for "same run"."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def versions() -> dict[str, str | None]:

@@ -84,6 +84,8 @@ class Measured:
     verify_s: float
     proof_bytes: int
     peak_rss_mib: float
+    measured_utc: str | None = None
+    """When it was measured (results written before the benchmarks stamped it: None)."""
 
     @property
     def shape(self) -> str:
@@ -108,21 +110,22 @@ def _cold_total(cold: dict) -> float:
     return sum(t.get(p, 0.0) for p in ("settings", "compile", "setup", "witness", "prove"))
 
 
-def from_backend(case: dict, cold: dict, warm: dict, source: str) -> Measured:
+def from_backend(case: dict, cold: dict, warm: dict, source: str, measured_utc: str | None = None) -> Measured:
     """A bench_ezkl-style entry: the cold process's phases (prove right after setup, like every other recipe here),
     the warm process's verify (best of 3) and proof; peak RSS = the larger of the two processes' peaks."""
     return Measured(MODE_LABEL.get(case["mode"], case["mode"]), source, case["d_in"], case["d_out"], case["rank"],
                     case["tokens"], case["mode"], case.get("weight_bits", 4), cold["k"], cold["rows"],
                     cold["timings"]["setup"], cold["timings"]["prove"], _cold_total(cold), warm["verify_s"],
-                    warm["proof_bytes"], max(cold["peak_rss_mib"], warm["peak_rss_mib"]))
+                    warm["proof_bytes"], max(cold["peak_rss_mib"], warm["peak_rss_mib"]), measured_utc)
 
 
 def from_pipeline(label: str, source: str, d_in: int, d_out: int, rank: int, tokens: int, mode: str,
-                  result: dict) -> Measured:
+                  result: dict, measured_utc: str | None = None) -> Measured:
     """A harness.run_pipeline result (baseline, dense, lanes)."""
     t = result["timings"]
     return Measured(label, source, d_in, d_out, rank, tokens, mode, 4, result["logrows"], result["rows"], t["setup"],
-                    t["prove"], result["total_s"], t["verify"], result["proof_bytes"], result["peak_rss_mib"])
+                    t["prove"], result["total_s"], t["verify"], result["proof_bytes"], result["peak_rss_mib"],
+                    measured_utc)
 
 
 def ours(src: dict, *, exclude_forced: bool = True) -> list[Measured]:
@@ -131,7 +134,7 @@ def ours(src: dict, *, exclude_forced: bool = True) -> list[Measured]:
     for r in (src.get("ezkl") or {}).get("results", []):
         c, cold, warm = r["case"], r.get("cold", {}), r.get("warm", {})
         if "timings" in cold and "timings" in warm and not (exclude_forced and c.get("logrows")):
-            out.append(from_backend(c, cold, warm, "ezkl"))
+            out.append(from_backend(c, cold, warm, "ezkl", r.get("measured_utc")))
     for r in (src.get("ezkl_sweep") or {}).get("results", []):
         c, cold, warm = r["case"], r.get("cold", {}), r.get("warm", {})
         if not c.get("inner_cols") and "timings" in cold and "timings" in warm:
@@ -155,7 +158,8 @@ def baselines(src: dict) -> list[dict]:
         measured = None
         if ok:
             measured = from_pipeline(f"{MODE_LABEL['original']} (k={ok['logrows']})", "baseline", m["d_in"],
-                                     m["d_out"], m["rank"], m["tokens"], "original", ok["result"])
+                                     m["d_out"], m["rank"], m["tokens"], "original", ok["result"],
+                                     e.get("measured_utc"))
         out.append({"module": m, "measured": measured, "attempts": e["attempts"]})
     return out
 
@@ -250,6 +254,9 @@ def end_to_end(src: dict) -> tuple[list[str], list[dict]]:
         for a in failed:
             if base is not None:
                 lines.append(f"\nThe original recipe at logrows {a['logrows']}: {a['error']}.")
+        when = [f"{r.label} {r.measured_utc}" for r in ([base] if base else []) + rows if r.measured_utc]
+        if when:
+            lines += ["", "Measured: " + "; ".join(when) + "."]
         if base and rows:
             best = min(rows, key=lambda r: r.prove_s)
             lines += ["", f"End to end on this module: the original recipe proves in {secs(base.prove_s)} s "

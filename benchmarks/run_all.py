@@ -1,6 +1,7 @@
 """Run the whole benchmark suite, then regenerate every plot and the performance report from its JSON results.
 
     python benchmarks/run_all.py [--quick] [--only PART ...] [--skip PART ...] [--results DIR] [--cache DIR]
+    python benchmarks/run_all.py --headline     (the end-to-end comparison alone, about 20 minutes and ~23 GiB)
     make bench                          (the same, default run)
 
 Parts, in order (each a script in this folder writing NAME.json and NAME.md into the results directory):
@@ -19,13 +20,15 @@ Parts, in order (each a script in this folder writing NAME.json and NAME.md into
   performance the README's performance section, results/performance.md (performance.py)
 Every part's wall time goes to results/suite.{json,md}. EZKL parts take the heavy-run lock (/tmp/zkref-heavy.lock,
 ZKREF_HEAVY_LOCK; empty disables) per case; the run itself must not be wrapped in flock on the same file.
+--headline: only the README's end-to-end comparison, in one run: ours on GPT-2 c_attn T=15 in every binding mode
+(`HEADLINE_CASES`, merged into ezkl.json), then the original recipe on the same module (merged into baseline.json),
+then the report.
 --quick: tiny shapes for every EZKL part and the accounting, into a temporary results directory (smoke test); no
 figure from it is meaningful. A failing part does not stop the run; the exit code is 1 if any part failed.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -37,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import RESULTS, bench_cache, heavy_lock  # noqa: E402
+from harness import RESULTS, bench_cache, heavy_lock, utc_now  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ PARTS = (
     Part("performance", "performance.py", locks_itself=False, timed=False),
 )
 REPORT_PARTS = ("plots", "performance")
+HEADLINE_CASES = ("c_attn 768→2304 r8 T15 pc/", "c_attn 768→2304 r8 T15 pub/")
+"""bench_ezkl case-name filters of `--headline`: c_attn T=15 in the modes performance.md compares (not its k sweeps)."""
+HEADLINE_ARGS = {"ezkl": ["--merge", "--only", *HEADLINE_CASES], "baseline": ["--merge", "--modules", "c_attn"]}
+"""The extra arguments of each part `--headline` runs (the report parts run as always)."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,8 @@ class PartRun:
     command: list[str]
 
 
-def command(part: Part, results: Path, cache: Path, quick: bool) -> list[str]:
-    cmd = [sys.executable, str(HERE / part.script)]
+def command(part: Part, results: Path, cache: Path, quick: bool, extra: list[str] | None = None) -> list[str]:
+    cmd = [sys.executable, str(HERE / part.script), *(extra or [])]
     if part.results_flag:
         cmd += ["--results", str(results)]
     if part.cache_flag:
@@ -134,13 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny shapes into a temporary results directory (smoke test)")
     ap.add_argument("--only", nargs="*", choices=names, help="run only these parts (plots and performance always run)")
     ap.add_argument("--skip", nargs="*", choices=names, default=[], help="skip these parts")
+    ap.add_argument("--headline", action="store_true",
+                    help="only ours and the original recipe on GPT-2 c_attn T=15, in one run, then the report")
     ap.add_argument("--results", type=Path, help="results directory (default benchmarks/results; --quick: a new "
                                                   "temporary directory)")
     ap.add_argument("--cache", help="SRS cache root (default $ZKREF_BENCH_CACHE or ~/.cache/zkref-bench)")
     args = ap.parse_args(argv)
+    if args.headline and (args.quick or args.only):
+        ap.error("--headline runs its own parts: not with --quick or --only")
+    if args.headline:
+        args.only = list(HEADLINE_ARGS)
     results = args.results or (Path(tempfile.mkdtemp(prefix="zkref-bench-quick-")) if args.quick else RESULTS)
     cache = bench_cache(args.cache)
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = utc_now()
     t0, runs = time.perf_counter(), []
     for part in PARTS:
         wanted = (not args.only or part.name in args.only or part.name in REPORT_PARTS) and part.name not in args.skip
@@ -151,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if part.name == "plots":          # the report parts read suite.json: write what ran so far first
             write_suite(results, started, t0, runs, args.quick, argv)
-        runs.append(run_part(part, command(part, results, cache, args.quick)))
+        extra = HEADLINE_ARGS.get(part.name) if args.headline else None
+        runs.append(run_part(part, command(part, results, cache, args.quick, extra)))
         if part.name == "plots":          # performance.md lists the plots and the part times, plots included
             write_suite(results, started, t0, runs, args.quick, argv)
     write_suite(results, started, t0, runs, args.quick, argv)

@@ -291,3 +291,49 @@ def test_run_all_quick_and_only_flags_select_parts():
     assert cmd[-1] == "--quick" and "--results" in cmd and "--cache" in cmd
     assert "--quick" not in run_all.command(parts["performance"], Path("/r"), Path("/c"), quick=True)
     assert not parts["digest"].quick and not parts["digest"].results_flag
+
+
+def test_run_all_headline_runs_ours_then_the_original_recipe_on_c_attn(tmp_path, monkeypatch):
+    """--headline runs bench_ezkl on c_attn T=15's binding modes and the original recipe on c_attn, both merged into
+    their JSON, then the report; it refuses --only and --quick (it picks its own parts)."""
+    import run_all
+
+    ran: list[list[str]] = []
+
+    def fake_run(part, cmd):
+        ran.append(cmd)
+        return run_all.PartRun(part.name, 0.0, "ok", cmd)
+
+    monkeypatch.setattr(run_all, "run_part", fake_run)
+    monkeypatch.setattr(run_all.subprocess, "call", lambda *a, **k: 0)
+    assert run_all.main(["--headline", "--results", str(tmp_path), "--cache", str(tmp_path / "c")]) == 0
+    scripts = [Path(c[1]).name for c in ran]
+    assert scripts == ["bench_ezkl.py", "bench_baseline.py", "plots.py", "performance.py"]
+    ezkl, baseline = ran[0], ran[1]
+    assert "--merge" in ezkl and all(case in ezkl for case in run_all.HEADLINE_CASES)
+    assert "--merge" in baseline and baseline[baseline.index("--modules") + 1] == "c_attn"
+    assert "--headline" in json.loads((tmp_path / "suite.json").read_text())["command"]
+    for bad in (["--headline", "--quick"], ["--headline", "--only", "ezkl"]):
+        with pytest.raises(SystemExit) as exc:
+            run_all.main(bad)
+        assert exc.value.code == 2
+
+
+def test_baseline_merge_replaces_only_the_measured_modules(tmp_path):
+    """bench_baseline --merge keeps the modules it did not measure (their earlier attempts) and stamps each module
+    with when it was measured; without --merge the file holds this run's modules only."""
+    import argparse
+
+    import bench_baseline
+
+    def entry(key: str, when: str) -> dict:
+        return {"module": {"key": key, "label": key}, "attempts": [], "measured_utc": when}
+
+    args = argparse.Namespace(results=tmp_path, quick=False, reserve_mib=512.0, min_available_mib=256.0, merge=True)
+    bench_baseline.save(args, [entry("c_attn", "old"), entry("q_proj", "old")], 1.0, complete=True)
+    data = bench_baseline.save(args, [entry("c_attn", "new")], 1.0, complete=True)
+    assert [(e["module"]["key"], e["measured_utc"]) for e in data["modules"]] == [("c_attn", "new"), ("q_proj", "old")]
+    assert "c_attn: new; q_proj: old" in (tmp_path / "baseline.md").read_text()
+    args.merge = False
+    data = bench_baseline.save(args, [entry("c_attn", "newer")], 1.0, complete=True)
+    assert [e["module"]["key"] for e in data["modules"]] == ["c_attn"]
