@@ -44,6 +44,7 @@ DECISIONS = {
     "cols3": "refused: slower (fewer einsum columns, but more main columns and lookup inputs)",
     "cols1": "refused: slower (one column per block: more blocks, more selectors and fixed columns)",
     "k14": "refused: not faster; K_SPREAD = 13 stays",
+    "k12": "refused: not faster beyond noise, and a larger proof and verify; K_SPREAD = 13 stays",
     "no_freivalds": "refused unproven: every product in the main region multiplies the rows",
     "y_hashed": "refused unproven: Poseidon costs ~41 rows per output value, all in one column",
 }
@@ -71,10 +72,12 @@ def levers(module: str) -> list[dict]:
         out += [dict(name="cols3", what="num_inner_cols 3", run={"num_inner_cols": 3}),
                 dict(name="cols1", what="num_inner_cols 1 at k 13", run={"num_inner_cols": 1}, logrows=13),
                 dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
+                dict(name="k12", what="logrows 12 (more, shorter columns)", logrows=12),
                 dict(name="no_freivalds", what="disable_freivalds (every product in the main region)",
                      run={"disable_freivalds": True}, rows_only=True)]
     else:
-        out += [dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14)]
+        out += [dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
+                dict(name="k12", what="logrows 12 (more, shorter columns)", logrows=12)]
     out.append(dict(name="y_hashed", what="y hashed (Poseidon in the circuit) instead of polycommit",
                     run={"output_visibility": "hashed"}, rows_only=True))
     return [dict(v, module=module, graph=v.get("graph", "statement")) for v in out]

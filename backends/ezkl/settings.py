@@ -21,7 +21,9 @@ K_MAX = 22
 K_SPREAD = 13
 """The largest k the layout grows to before spreading rows over more columns instead: measured fastest on this
 project's 2-core machines for both large shapes (c_attn T=15: k 12/13/14/15 → 14.4/13.3/14.9/21.7 s prove; q_proj
-T=1: k 12/13/14 → 18.6/16.7/20.3 s; benchmarks/results/ezkl.md repeats the sweep)."""
+T=1: k 12/13/14 → 18.6/16.7/20.3 s; benchmarks/results/ezkl.md repeats the sweep). Re-measured on the packed,
+boolean-free graph (benchmarks/results/ezkl_levers.md, levers k12 and k14, interleaved): k 12 0.98× on c_attn with a
+1.85× larger proof and 1.06× on q_proj; k 14 1.16× and 1.08×."""
 K_SPREAD_BATCH = 14
 """The same bound for a batch's circuit (several statements: 30k–230k rows here). Measured on batches: GPT-2 c_attn +
 c_proj at T=15 proved as fast at k=14 as at 13 with less than half the proof and setup, and Llama-3-8B q,k,v at T=1
