@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import (Machine, PipelineResult, add_part_arguments, bench_cache,  # noqa: E402
-                     export_onnx, heavy_lock, meminfo_mib, run_guarded, run_pipeline, utc_now, versions,
-                     write_results)
+                     export_onnx, heavy_lock, meminfo_mib, merge_entries, run_guarded, run_pipeline, utc_now,
+                     versions, write_results)
 
 BATCH, SEQUENCE = 3, 5
 """zkLoRA's input shape: batch 3 × sequence 5 = 15 tokens per proof."""
@@ -349,9 +349,7 @@ def save(args: argparse.Namespace, entries: list[dict], elapsed_s: float, *, com
             "min_available_mib": args.min_available_mib}
     path = args.results / "baseline.json"
     if args.merge and path.exists():
-        fresh = {e["module"]["key"]: e for e in entries}
-        old = json.loads(path.read_text())["modules"]
-        entries = [fresh.pop(e["module"]["key"], e) for e in old] + list(fresh.values())
+        entries = merge_entries(json.loads(path.read_text())["modules"], entries, lambda e: e["module"]["key"])
     data = {"meta": meta, "modules": entries}
     write_results(args.results, "baseline", data, markdown(data))
     return data

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from harness import heavy_lock, run_cold_then_warm, utc_now  # noqa: E402
+from harness import heavy_lock, merge_entries, run_cold_then_warm, utc_now  # noqa: E402
 SHIFT = {768: 9, 4096: 10}
 """Requantisation shifts of the measured modules (calibrated on activations; as in the project's facts)."""
 MODES = {
@@ -210,11 +210,10 @@ def main() -> None:
             "targets": TARGETS, "quick": args.quick}
     results_dir.mkdir(parents=True, exist_ok=True)
     if args.merge and (results_dir / "ezkl.json").exists():
-        fresh = {r["case"]["name"]: r for r in results}
-        old = json.loads((results_dir / "ezkl.json").read_text())["results"]
         current = {c["name"] for c in cases()}
-        results = [fresh.pop(r["case"]["name"], r) for r in old if r["case"]["name"] in current] + \
-            list(fresh.values())
+        old = json.loads((results_dir / "ezkl.json").read_text())["results"]
+        old = [r for r in old if r["case"]["name"] in current]
+        results = merge_entries(old, results, lambda r: r["case"]["name"])
     (results_dir / "ezkl.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (results_dir / "ezkl.md").write_text(markdown(results, meta))
     print(markdown(results, meta))

@@ -70,14 +70,12 @@ def levers(module: str) -> list[dict]:
     ]
     if ev.MODULES[module]["tokens"] > 1:
         out += [dict(name="cols3", what="num_inner_cols 3", run={"num_inner_cols": 3}),
-                dict(name="cols1", what="num_inner_cols 1 at k 13", run={"num_inner_cols": 1}, logrows=13),
-                dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
-                dict(name="k12", what="logrows 12 (more, shorter columns)", logrows=12),
-                dict(name="no_freivalds", what="disable_freivalds (every product in the main region)",
-                     run={"disable_freivalds": True}, rows_only=True)]
-    else:
-        out += [dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
-                dict(name="k12", what="logrows 12 (more, shorter columns)", logrows=12)]
+                dict(name="cols1", what="num_inner_cols 1 at k 13", run={"num_inner_cols": 1}, logrows=13)]
+    out += [dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
+            dict(name="k12", what="logrows 12 (more, shorter columns)", logrows=12)]
+    if ev.MODULES[module]["tokens"] > 1:
+        out.append(dict(name="no_freivalds", what="disable_freivalds (every product in the main region)",
+                        run={"disable_freivalds": True}, rows_only=True))
     out.append(dict(name="y_hashed", what="y hashed (Poseidon in the circuit) instead of polycommit",
                     run={"output_visibility": "hashed"}, rows_only=True))
     return [dict(v, module=module, graph=v.get("graph", "statement")) for v in out]

@@ -81,18 +81,19 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
     s = st.shift
     packing = graph.output_packing(st)
     boolean_free = graph.boolean_free_requant(st)
+    full = graph.statement_module(w.A_q, w.B_q, shift=s, z_bits=st.z_bits, packing=packing, tokens=st.shape.tokens,
+                                  boolean_free=boolean_free)
 
     class Part(torch.nn.Module):
-        """A part of the statement's graph, laid out as `graph.statement_module` lays it out (the same requantisation
-        and, for B·z_q, the same packing)."""
+        """A part of the statement's graph, with the statement module's own constants (A, B packed as its output is,
+        the token weights) and requantisation."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.A = graph.frozen_parameter(w.A_q)
-            self.B = graph.frozen_parameter(w.B_q)
-            self.B_packed = graph.frozen_parameter(packing.pack_b(w.B_q) if packing.cols > 1 else w.B_q)
+            self.A, self.B_packed = full.A, full.B
+            self.B = graph.frozen_parameter(w.B_q)       # no_requant: y unbounded, so unpacked
             if packing.tokens > 1:
-                self.W = graph.frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
+                self.W = full.W
 
         def forward(self, x):
             if graph_name == "no_requant":

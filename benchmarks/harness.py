@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,6 +51,13 @@ def meminfo_mib(field: str) -> float:
 def utc_now() -> str:
     """The time a measurement is stamped with (minutes, UTC): what `performance.py` cites for "same run"."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def merge_entries(old: list[dict], fresh: list[dict], key: Callable[[dict], str]) -> list[dict]:
+    """A results list where the entries measured now replace the earlier ones with the same `key`, in the earlier
+    order, and new ones follow (a part's --merge: re-measure a few cases, keep the rest)."""
+    by_key = {key(e): e for e in fresh}
+    return [by_key.pop(key(e), e) for e in old] + list(by_key.values())
 
 
 def versions() -> dict[str, str | None]:
