@@ -35,6 +35,9 @@ DECISIONS = {
              "more on every main-region block; the boolean-free requantisation kept (graph.floor_by_rebase)",
     "unpacked": "refused: the Floor graph before output packing (graph.OutputPacking): more einsum cells (c_attn) "
                 "or twice the B·z_q dots in the main region (q_proj), slower; packing kept",
+    "untrimmed": "refused: EZKL's own sizing of the einsum chip (every equation's reduction length, base-op ones too) "
+                 "gives c_attn a third block of einsum columns it never fills; the backend trims the list "
+                 "(settings.trim_einsum_equations)",
     "base256": "refused: with the boolean-free requantisation no faster (the same two tables); base 2^shift stays "
                "pinned (graph.decomp_base), where the Floor graph of the other bindings shares Floor's digit table",
     "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
@@ -69,7 +72,9 @@ def levers(module: str) -> list[dict]:
              run={"decomp_base": 1 << half, "decomp_legs": 2}),
     ]
     if ev.MODULES[module]["tokens"] > 1:
-        out += [dict(name="cols3", what="num_inner_cols 3", run={"num_inner_cols": 3}),
+        out += [dict(name="untrimmed", what="the einsum chip sized as EZKL sizes it (its settings' equations untrimmed: "
+                     "the backend until this lever was measured)", trim=False),
+                dict(name="cols3", what="num_inner_cols 3", run={"num_inner_cols": 3}),
                 dict(name="cols1", what="num_inner_cols 1 at k 13", run={"num_inner_cols": 1}, logrows=13)]
     out += [dict(name="k14", what="logrows 14 (fewer, longer columns)", logrows=14),
             dict(name="k12", what="logrows 12 (more, shorter columns)", logrows=12)]
@@ -81,7 +86,7 @@ def levers(module: str) -> list[dict]:
     return [dict(v, module=module, graph=v.get("graph", "statement")) for v in out]
 
 
-QUICK_LEVERS = (BASELINE, "floor", "base256")
+QUICK_LEVERS = (BASELINE, "floor", "base256", "untrimmed")
 """The levers `--quick` measures on the tiny module."""
 
 

@@ -5,7 +5,9 @@ Used by bench_profile.py (where the proving time goes: graph parts, phases) and 
 graph changes against today's pinned settings). A variant is a JSON-able dict:
 
     {"module": "c_attn" | "q_proj" | "tiny", "graph": GRAPH, "run": {run-arg overrides}, "logrows": k | None,
-     "settings_only": bool (lay out only: rows and k, no compile or setup)}
+     "settings_only": bool (lay out only: rows and k, no compile or setup),
+     "trim": bool (default true: the einsum chip sized to its Freivalds products, as the backend does —
+               backends.ezkl.settings.trim_einsum_equations; false leaves EZKL's sizing)}
 
 GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph), "floor" (the same with the Floor
 requantisation and EZKL's clamp, i.e. with boolean range checks: the graph until the boolean-free one was measured),
@@ -173,7 +175,7 @@ def setup(spec: dict, work: Path, srs_root: Path) -> dict:
     import ezkl
 
     from backends.ezkl.cache import dev_srs
-    from backends.ezkl.settings import NUM_INNER_COLS, canonicalise, choose_layout, k_floor
+    from backends.ezkl.settings import NUM_INNER_COLS, canonicalise, choose_layout, k_floor, trim_einsum_equations
 
     work.mkdir(parents=True, exist_ok=True)
     st, w = statement_and_witness(spec["module"])
@@ -191,6 +193,8 @@ def setup(spec: dict, work: Path, srs_root: Path) -> dict:
     if not ezkl.gen_settings(str(work / "model.onnx"), str(work / "settings.json"), py_run_args=run.py_run_args()):
         raise RuntimeError("gen_settings failed")
     settings = canonicalise(json.loads((work / "settings.json").read_text()))
+    if spec.get("trim", True):
+        settings = trim_einsum_equations(settings)
     (work / "settings.json").write_text(json.dumps(settings, sort_keys=True))
     t_settings = time.perf_counter() - t0
     laid_out = {"rows": settings["num_rows"], "probe_rows": rows, "k": k, "num_inner_cols": cols,

@@ -24,7 +24,8 @@ from backends.base import Proof, sha256_hex  # noqa: E402
 from backends.ezkl import graph, instances  # noqa: E402
 from backends.ezkl.backend import EzklBackend, decode_vk, encode_vk, settings_mismatch  # noqa: E402
 from backends.ezkl.cache import CacheError, srs_header_k  # noqa: E402
-from backends.ezkl.settings import canonicalise, choose_layout, k_floor, run_args_for  # noqa: E402
+from backends.ezkl.settings import (canonicalise, choose_layout, freivalds_equation, k_floor, run_args_for,  # noqa: E402
+                                    trim_einsum_equations)
 from zkref.lora.commitments import activations_digest, adapter_digest, requant_constants  # noqa: E402
 from zkref.lora.statement import (LoRAPublic, LoRAShape, LoRAStatement, LoRAWitness, encode_instances,  # noqa: E402
                                   evaluate, public_values)
@@ -196,6 +197,37 @@ def _decompositions_share_one_digit_table(tmp_path, shift, adapter):
     assert len(settings_["required_range_checks"]) == (2 if base == 2 or not booleans else 3)
     assert ([0, 1] in settings_["required_range_checks"]) == (booleans or base == 2)
     assert ints(wit["outputs"][0]) == (evaluate(st_, w).y_q * (1 << shift)).reshape(-1).tolist()
+
+
+def test_freivalds_dispatch_restates_ezkls():
+    """`freivalds_equation` on the equations EZKL records for GPT-2 c_attn T=15 and for T=1: the two matrix products
+    go to the Freivalds chip; a decomposition's recomposition (digits · powers, per value) and a matrix-vector product
+    are base ops. Trimming keeps the Freivalds ones in order and leaves settings with nothing to drop as they are."""
+    xa, bz = ["mk,kn->mn", {"k": 768, "m": 15, "n": 8}], ["mak,kn->mn", {"a": 1, "k": 8, "m": 3, "n": 1152}]
+    recompose, scalar = ["abc,abc->ab", {"a": 15, "b": 8, "c": 3}], ["abc,abc->ab", {"a": 1, "b": 1, "c": 3}]
+    assert freivalds_equation(*xa) and freivalds_equation(*bz)
+    assert not freivalds_equation(*recompose) and not freivalds_equation(*scalar)
+    assert not freivalds_equation("mk,kn->mn", {"k": 4096, "m": 1, "n": 16})              # T = 1: a matrix-vector
+    settings_ = {"einsum_params": {"equations": [xa, recompose, scalar, bz], "total_einsum_col_size": 32060}}
+    trimmed = trim_einsum_equations(settings_)
+    assert trimmed["einsum_params"] == {"equations": [xa, bz], "total_einsum_col_size": 32060}
+    assert len(settings_["einsum_params"]["equations"]) == 4                              # the input is not mutated
+    untouched = {"einsum_params": {"equations": [recompose], "total_einsum_col_size": 0}}
+    assert trim_einsum_equations(untouched) is untouched
+
+
+def test_einsum_chip_is_sized_to_its_freivalds_products(backend, proven, tmp_path):
+    """The backend's circuit lists only the Freivalds products (EZKL sizes the chip's columns from the list), lays out
+    the same einsum cells as EZKL's untrimmed settings, and its proofs verify (the binding-mode tests)."""
+    case = proven["public-fixed-public"]
+    prepared = backend.prepare(case["statement"], case["witness"])
+    raw, _ = circuit_only(case["statement"], case["witness"], tmp_path, logrows=prepared.layout.logrows)
+    kept = prepared.settings["einsum_params"]["equations"]
+    assert kept and all(freivalds_equation(*e) for e in kept)
+    assert kept == [e for e in raw["einsum_params"]["equations"] if freivalds_equation(*e)]
+    assert len(raw["einsum_params"]["equations"]) > len(kept)                            # recompositions dropped
+    assert prepared.settings["einsum_params"]["total_einsum_col_size"] == raw["einsum_params"]["total_einsum_col_size"]
+    assert backend.verify(case["statement"], case["result"].public, case["result"].proof, anchor=case["anchor"])
 
 
 def test_layout_rule():

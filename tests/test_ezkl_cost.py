@@ -183,7 +183,8 @@ def test_the_floor_reasons():
 def test_num_inner_cols(tmp_path, name, cols):
     """Other inner-column counts: dots pad to a multiple of the block width, rows = cells / columns. With one column
     a long dot crosses a column boundary (a duplicated cell) at a point that depends on where EZKL's parallel loop
-    started it: cells agree within the row tolerance, not exactly."""
+    started it: cells agree within the row tolerance, not exactly; rows within `row_tolerance` (EZKL's own num_rows
+    jitter: 993 against a predicted 988 was seen at 4 columns)."""
     st = STATEMENTS[name]
     p = predict(st, num_inner_cols=cols)
     graph.export_onnx(st, witness(st, 0), tmp_path / "m.onnx")
@@ -192,7 +193,7 @@ def test_num_inner_cols(tmp_path, name, cols):
     settings = json.loads((tmp_path / "s.json").read_text())
     assert abs(p.cells - settings["total_assignments"]) <= max(MAX_ROW_ERROR * settings["total_assignments"],
                                                                FITTED_CELLS)
-    assert abs(p.rows - settings["num_rows"]) <= max(MAX_ROW_ERROR * settings["num_rows"], FITTED_CELLS / cols)
+    assert abs(p.rows - settings["num_rows"]) <= row_tolerance(settings["num_rows"])    # EZKL's jitter, as above
 
 
 def test_cli_report_backend_ezkl(capsys, measured):

@@ -193,6 +193,41 @@ def choose_layout(rows: int, instances: int, module_rows: int = 0, *, k_spread: 
     return Layout(logrows=k, num_inner_cols=NUM_INNER_COLS, rows=rows, k_floor=floor, reason=why)
 
 
+def freivalds_equation(equation: str, dims: dict[str, int]) -> bool:
+    """Whether EZKL lays this einsum out in its Freivalds chip rather than with base ops in the main region: its
+    `analyze_single_equation` dispatch (ezkl 23, src/circuit/ops/chip/einsum/analysis.rs), restated — after dropping
+    axes of length 1, an equation with an output, an axis shared by two inputs and more than one axis not shared."""
+    inputs, output = equation.split("->")
+    operands = ["".join(c for c in operand if dims[c] > 1) for operand in inputs.split(",")]
+    kept_output = [c for c in output if dims.get(c, 0) > 1]
+    seen: set[str] = set()
+    shared: list[str] = []
+    for operand in operands:
+        for c in operand:
+            (shared.append if c in seen else seen.add)(c)
+    not_shared = [c for c, n in dims.items() if c not in shared and n > 1]
+    return bool(kept_output) and bool(shared) and len(not_shared) > 1
+
+
+def trim_einsum_equations(settings: dict) -> dict:
+    """Settings whose einsum equations are only those EZKL proves by Freivalds (`freivalds_equation`).
+
+    EZKL sizes the Freivalds chip's six column groups to the summed reduction lengths of EVERY einsum gen_settings
+    records (graph/model.rs configure → analyze_einsum_usage), including those it then lays out with base ops in the
+    main region — each decomposition's recomposition, ~880 cells apiece at c_attn T=15 — so GPT-2 c_attn got a third
+    block of columns (36 instead of 24) for cells it never assigns. The list only sizes columns: the chip's cells
+    (`total_einsum_col_size`, from EZKL's own dummy layout) and every constraint are unchanged; too small a chip would
+    make setup fail, never pass. Measured (benchmarks/results/ezkl_levers_trim.md, 5 interleaved rounds): c_attn T=15
+    prove 3.94 s trimmed against 4.71 s untrimmed (0.83×), proving key 209 → 141 MiB, fixed columns 84 → 51, proof
+    14,656 → 11,360 B; no change where no product is a Freivalds one (T = 1)."""
+    params = settings.get("einsum_params") or {}
+    equations = params.get("equations") or []
+    kept = [[eq, dims] for eq, dims in equations if freivalds_equation(eq, dims)]
+    if not kept or len(kept) == len(equations):
+        return settings
+    return {**settings, "einsum_params": {**params, "equations": kept}}
+
+
 CANONICAL_SET_KEYS = ("required_range_checks", "required_lookups")
 """Settings lists EZKL fills from a hash set (their order changes run to run, and with it the verifying key)."""
 
