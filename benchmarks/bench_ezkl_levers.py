@@ -31,6 +31,15 @@ from harness import Machine, bench_cache, heavy_lock, versions, write_results  #
 BASELINE = "pinned"
 DECISIONS = {
     BASELINE: "the backend's settings",
+    "graph5": "refused: the backend before graph/6 (the unfolded graph, three digits in base 2^shift, the committed x "
+              "counted in the main region): two blocks of main-region columns where graph/6 has one",
+    "unfolded": "refused: the clamp's bound subtracted and added back, the remainder formed apart, the tokens summed "
+                "in the main region: 648 more main-region cells at c_attn, past one block; the folded graph kept "
+                "(graph.rounding_constant, graph.clamp_by_relu, graph.pack_tokens)",
+    "legs3": "refused: three digits in base 2^shift (pinned until this lever was measured): a sixth more main-region "
+             "cells, past one block; two digits kept (graph.decomposition)",
+    "uncut": "refused: EZKL's own sizing of the main region (the committed x counted though the polycommit module "
+             "assigns it): a second block of columns it never fills; the backend fits it (settings.fit_main_region)",
     "floor": "refused: Floor and EZKL's clamp range-check booleans: a third range table, i.e. a lookup argument "
              "more on every main-region block; the boolean-free requantisation kept (graph.floor_by_rebase)",
     "unpacked": "refused: the Floor graph before output packing (graph.OutputPacking): more einsum cells (c_attn) "
@@ -38,12 +47,9 @@ DECISIONS = {
     "untrimmed": "refused: EZKL's own sizing of the einsum chip (every equation's reduction length, base-op ones too) "
                  "gives c_attn a third block of einsum columns it never fills; the backend trims the list "
                  "(settings.trim_einsum_equations)",
-    "base256": "refused: with the boolean-free requantisation no faster (the same two tables); base 2^shift stays "
-               "pinned (graph.decomp_base), where the Floor graph of the other bindings shares Floor's digit table",
-    "unsafe": "refused: no gain beyond noise, though the verifying key is identical (vk = pinned's): it only drops "
+    "unsafe": "refused: no consistent gain (2026-12-06: 0.93× c_attn with rounds up to 1.02×, 1.04× q_proj; "
+              "1.01× and 0.98× the run before), though the verifying key is identical (vk = pinned's): it only drops "
               "layout-time assertions, and ezkl.prove never verifies its own proof in either mode",
-    "legs2": "refused: no faster — a quarter fewer main-region cells, but the same blocks, columns and tables (EZKL's "
-             "cost is columns × 2^k, not cells used); the base's digit table grows to 2^(bits/2) rows",
     "cols3": "refused: slower (fewer einsum columns, but more main columns and lookup inputs)",
     "cols1": "refused: slower (one column per block: more blocks, more selectors and fixed columns)",
     "k14": "refused: not faster; K_SPREAD = 13 stays",
@@ -57,19 +63,23 @@ DECISIONS = {
 def levers(module: str) -> list[dict]:
     """The variants of `module` measured against `pinned` (the backend's settings and graph)."""
     shift = ev.MODULES[module]["shift"]
-    half = -(-ev.value_bits(module) // 2)
+    floor_base = {"decomp_base": 1 << shift}          # Floor's digits are in base 2^shift (ev.legs_for_base)
     out = [
-        dict(name=BASELINE, what=f"the backend's pinned settings (decomposition base 2^shift = {1 << shift})"),
+        dict(name=BASELINE, what="the backend's pinned settings and graph (graph/6)"),
+        dict(name="graph5", what=f"the backend before graph/6: the unfolded graph, digits in base 2^shift = "
+             f"{1 << shift}, the main region sized as EZKL sizes it", graph="unfolded", fit=False, run=floor_base),
+        dict(name="unfolded", what="the graph before graph/6 (clamp bound subtracted and added back, remainder "
+             "formed apart, tokens summed in the main region), pinned settings", graph="unfolded"),
+        dict(name="legs3", what=f"digits in base 2^shift = {1 << shift} (three or more: the pinned base until this "
+             "lever was measured)", run=floor_base),
+        dict(name="uncut", what="the main region sized as EZKL sizes it (the committed x counted: the backend until "
+             "this lever was measured)", fit=False),
         dict(name="floor", what="requantisation by Floor and EZKL's clamp (boolean range checks: the backend's "
-             "graph until the boolean-free one was measured)", graph="floor"),
+             "graph until the boolean-free one was measured), digits in base 2^shift", graph="floor", run=floor_base),
         dict(name="unpacked", what="Floor graph, output not packed (cells y_q·2^shift; the backend's graph until "
-             "packing was measured)", graph="unpacked"),
-        dict(name="base256", what="decomposition base 256 (pinned until this lever was measured: a 4th range table)",
-             run={"decomp_base": 256}),
+             "packing was measured)", graph="unpacked", run=floor_base),
         dict(name="unsafe", what="check_mode unsafe (no layout-time assertions; ezkl.prove never verifies itself)",
              run={"check_mode": "unsafe"}),
-        dict(name="legs2", what=f"two digits per decomposition (base 2^{half}, the fewest EZKL allows)",
-             run={"decomp_base": 1 << half, "decomp_legs": 2}),
     ]
     if ev.MODULES[module]["tokens"] > 1:
         out += [dict(name="untrimmed", what="the einsum chip sized as EZKL sizes it (its settings' equations untrimmed: "
@@ -86,7 +96,7 @@ def levers(module: str) -> list[dict]:
     return [dict(v, module=module, graph=v.get("graph", "statement")) for v in out]
 
 
-QUICK_LEVERS = (BASELINE, "floor", "base256", "untrimmed")
+QUICK_LEVERS = (BASELINE, "floor", "legs3", "untrimmed")
 """The levers `--quick` measures on the tiny module."""
 
 
@@ -151,13 +161,13 @@ def markdown(data: dict) -> str:
     for module, rows in data["modules"].items():
         base_vk = next((r["setup"].get("vk_sha256") for r in rows if r["variant"]["name"] == BASELINE), None)
         lines += [f"## {ev.MODULES[module]['label']}", "",
-                  "| lever | what | rows | k | einsum cells | range tables | fixed cols | vk = pinned's | setup s | pk MiB | "
+                  "| lever | what | rows | k | einsum cells | range tables | digits × base | fixed cols | vk = pinned's | setup s | pk MiB | "
                   "prove s | ratio | verify s | proof B | RSS MiB | exact | decision |",
-                  "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|---:|---|---|"]
+                  "|---|---|---:|---:|---:|---:|---|---:|---|---:|---:|---|---|---:|---:|---:|---|---|"]
         for r in rows:
             v, s = r["variant"], r["setup"]
             if "error" in s:
-                lines.append(f"| {v['name']} | {v['what']} | | | | | | | | | | | | | | | failed: {s['error'][:120]} |")
+                lines.append(f"| {v['name']} | {v['what']} | | | | | | | | | | | | | | | | failed: {s['error'][:120]} |")
                 continue
             prove = f"{r['prove_s']['median']:.2f} ({r['prove_s']['min']:.2f}–{r['prove_s']['max']:.2f})" \
                 if "prove_s" in r else "not proven"
@@ -166,13 +176,14 @@ def markdown(data: dict) -> str:
                 if "ratio" in r else ("1" if v["name"] == BASELINE and "prove_s" in r else "")
             lines.append(
                 f"| {v['name']} | {v['what']} | {s['rows']:,} | {s['k']} | {s['einsum_cells']:,} | "
-                f"{len(s['range_checks'] or [])} | {s.get('fixed_columns', '')} | {same} | "
+                f"{len(s['range_checks'] or [])} | {s['decomp_legs']} × {s['decomp_base']:,} | "
+                f"{s.get('fixed_columns', '')} | {same} | "
                 f"{s['setup_s']:.1f} | {s['pk_mib']:.0f} | {prove} | {ratio} | "
                 f"{r['verify_s']['median']:.3f} | {r['proof_bytes']:,} | {r['peak_rss_mib']:.0f} | "
                 f"{'yes' if r['witness_exact'] else 'NO'} | {DECISIONS.get(v['name'], '')} |"
                 if "prove_s" in r else
                 f"| {v['name']} | {v['what']} | {s['rows']:,} | {s['k']} | {s['einsum_cells']:,} | "
-                f"{len(s['range_checks'] or [])} | | | | | {prove} | | | | | | "
+                f"{len(s['range_checks'] or [])} | {s['decomp_legs']} × {s['decomp_base']:,} | | | | | {prove} | | | | | | "
                 f"{DECISIONS.get(v['name'], '')} |")
         lines.append("")
     return "\n".join(lines)

@@ -7,9 +7,12 @@ graph changes against today's pinned settings). A variant is a JSON-able dict:
     {"module": "c_attn" | "q_proj" | "tiny", "graph": GRAPH, "run": {run-arg overrides}, "logrows": k | None,
      "settings_only": bool (lay out only: rows and k, no compile or setup),
      "trim": bool (default true: the einsum chip sized to its Freivalds products, as the backend does —
-               backends.ezkl.settings.trim_einsum_equations; false leaves EZKL's sizing)}
+               backends.ezkl.settings.trim_einsum_equations; false leaves EZKL's sizing),
+     "fit": bool (default true: the main region sized without the committed x, as the backend does —
+              backends.ezkl.settings.fit_main_region; false leaves EZKL's sizing)}
 
-GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph), "floor" (the same with the Floor
+GRAPH is "statement" (backends.ezkl.graph.export_onnx, the backend's graph), "unfolded" (the statement's graph before
+graph/6: `unfolded_module`), "floor" (the same with the Floor
 requantisation and EZKL's clamp, i.e. with boolean range checks: the graph until the boolean-free one was measured),
 "unpacked" (the Floor graph with its output unpacked: y_q·2^shift cells, the graph until packing was measured) or an
 ablation: "no_requant"
@@ -43,7 +46,7 @@ MODULES = {
     "tiny": dict(label="tiny 16→24 r2 T15", d_in=16, d_out=24, rank=2, tokens=15, shift=5),
 }
 """The measured shapes: the targets' (int4 weights and the shifts bench_ezkl.py uses) and a tiny one for --quick."""
-GRAPHS = ("statement", "floor", "unpacked", "no_requant", "xa", "xa_requant", "bz", "requant")
+GRAPHS = ("statement", "unfolded", "floor", "unpacked", "no_requant", "xa", "xa_requant", "bz", "requant")
 
 
 def statement_and_witness(module: str, seed: int = 0):
@@ -73,6 +76,10 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
 
     if graph_name == "statement":
         graph.export_onnx(st, w, path)
+        return graph.input_data(w.x_q, st.shift)
+    if graph_name == "unfolded":
+        module = unfolded_module(st, w)
+        export_onnx(module, torch.zeros(st.shape.x_shape, dtype=torch.float32), path)
         return graph.input_data(w.x_q, st.shift)
     if graph_name in ("floor", "unpacked"):
         packing = graph.output_packing(st) if graph_name == "floor" else unpacked(st)
@@ -107,7 +114,7 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
                 return graph.requantise(z, s, st.z_bits, boolean_free=boolean_free)
             if graph_name == "bz":
                 if packing.tokens > 1:
-                    x = graph.pack_tokens(x, packing, self.W, tokens=st.shape.tokens, rank=st.shape.rank)
+                    x = graph.pack_tokens(x, self.W)
                 return x @ self.B_packed.t()
             raise ValueError(graph_name)
 
@@ -121,6 +128,43 @@ def _export(graph_name: str, st, w, path: Path) -> dict:
         return graph.input_data(np.asarray(z_q), s)
     export_onnx(Part(), torch.zeros(st.shape.x_shape, dtype=torch.float32), path)
     return graph.input_data(w.x_q, s)
+
+
+def unfolded_module(st, w):
+    """The statement's graph before graph/6 (lever "unfolded"): the same exact requantisation with the clamp's bound
+    subtracted and added back around its relus (lo + relu(⌊u⌋ − lo) − relu(⌊u⌋ − hi)), the remainder formed before
+    its comparison, and the tokens packed by a product and a sum in the main region instead of a Freivalds product."""
+    import numpy as np
+    import torch
+
+    from backends.ezkl import graph
+    from zkref.primitives.ranges import IntRange
+
+    s, q = st.shift, IntRange(st.z_bits)
+    packing = graph.output_packing(st)
+
+    class Unfolded(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.A = graph.frozen_parameter(w.A_q)
+            self.B = graph.frozen_parameter(packing.pack_b(w.B_q) if packing.cols > 1 else w.B_q)
+            self.W = graph.frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
+
+        def forward(self, x):
+            u = graph.rounding_input(x @ self.A.t(), s) if s else x @ self.A.t()
+            z = u
+            if s:
+                qq = (u * (2.0 ** -s) + 1.0 - 1.0) * (2.0 ** s)
+                z = qq - (u - qq < 0).to(torch.float32)
+            z = q.lo + torch.relu(z - q.lo) - torch.relu(z - q.hi)
+            if packing.tokens == 1:
+                return z @ self.B.t()
+            groups = -(-st.shape.tokens // packing.tokens)
+            if groups * packing.tokens > st.shape.tokens:
+                z = torch.cat([z, torch.zeros(groups * packing.tokens - st.shape.tokens, st.shape.rank)], 0)
+            return (z.reshape(groups, packing.tokens, st.shape.rank) * self.W).sum(1) @ self.B.t()
+
+    return Unfolded()
 
 
 def run_args(st, spec: dict, logrows: int, num_inner_cols: int):
@@ -175,7 +219,8 @@ def setup(spec: dict, work: Path, srs_root: Path) -> dict:
     import ezkl
 
     from backends.ezkl.cache import dev_srs
-    from backends.ezkl.settings import NUM_INNER_COLS, canonicalise, choose_layout, k_floor, trim_einsum_equations
+    from backends.ezkl.settings import (NUM_INNER_COLS, canonicalise, choose_layout, fit_main_region, k_floor,
+                                        trim_einsum_equations)
 
     work.mkdir(parents=True, exist_ok=True)
     st, w = statement_and_witness(spec["module"])
@@ -195,6 +240,8 @@ def setup(spec: dict, work: Path, srs_root: Path) -> dict:
     settings = canonicalise(json.loads((work / "settings.json").read_text()))
     if spec.get("trim", True):
         settings = trim_einsum_equations(settings)
+    if spec.get("fit", True) and spec["graph"] not in ("requant", "bz"):     # x is the input: committed, fitted
+        settings = fit_main_region(settings, [st])
     (work / "settings.json").write_text(json.dumps(settings, sort_keys=True))
     t_settings = time.perf_counter() - t0
     laid_out = {"rows": settings["num_rows"], "probe_rows": rows, "k": k, "num_inner_cols": cols,
@@ -235,7 +282,7 @@ def prove(spec: dict, work: Path) -> dict:
     t_witness = time.perf_counter() - t0
     marks["witness"].append(time.monotonic())
     exact = None
-    if spec["graph"] in ("statement", "floor", "unpacked"):
+    if spec["graph"] in ("statement", "unfolded", "floor", "unpacked"):
         exact = witness_exact(spec["module"], json.loads(wit.read_text()), packed=spec["graph"] != "unpacked")
     t0 = time.perf_counter()
     marks["prove"] = [time.monotonic()]

@@ -181,11 +181,13 @@ def test_levers_and_ablations_prove_verify_and_compare(quick_results):
     for r in levers:
         assert r["verified"] and r["witness_exact"], r["variant"]["name"]
         assert ("ratio" in r) == (r["variant"]["name"] != "pinned")
-    pinned, base256 = levers[0], next(r for r in levers if r["variant"]["name"] == "base256")
+    pinned, legs3 = levers[0], next(r for r in levers if r["variant"]["name"] == "legs3")
     floor = next(r for r in levers if r["variant"]["name"] == "floor")
     assert [0, 1] in floor["setup"]["range_checks"] and [0, 1] not in pinned["setup"]["range_checks"]  # booleans
-    assert pinned["setup"]["decomp_base"] == 32 and [0, 255] not in pinned["setup"]["range_checks"]
-    assert base256["setup"]["decomp_base"] == 256 and [0, 255] in base256["setup"]["range_checks"]
+    assert (pinned["setup"]["decomp_base"], pinned["setup"]["decomp_legs"]) == (256, 2)      # 15-bit values
+    assert [0, 255] in pinned["setup"]["range_checks"] and [0, 31] not in pinned["setup"]["range_checks"]
+    assert (legs3["setup"]["decomp_base"], legs3["setup"]["decomp_legs"]) == (32, 3)
+    assert [0, 31] in legs3["setup"]["range_checks"]
     ablations = json.loads((quick_results / "profile.json").read_text())["modules"]["tiny"]["ablations"]
     assert {r["variant"]["graph"] for r in ablations} == {g for g, _ in __import__("bench_profile").ABLATIONS}
     assert all(r["verified"] for r in ablations)
@@ -267,7 +269,7 @@ def test_perf_samples_are_attributed_to_stages_and_kernels():
 
 def test_decomposition_width_for_another_base_covers_the_values():
     """legs_for_base gives enough digits in the given base AND in base 2^shift (Floor's): for base 2^shift it is the
-    backend's own graph.decomp_legs, for base 256 the width the backend pinned before (the `base256` lever)."""
+    backend's Floor graph's graph.decomp_legs (the `legs3` lever), for base 256 enough in both."""
     import math
 
     import ezkl_variants

@@ -218,17 +218,19 @@ def _ezkl_evil_proof_verifies(backend, statement, witness, *, offset=0, a_overri
             self.A = graph.frozen_parameter(A)
             self.B = graph.frozen_parameter(packing.pack_b(witness.B_q) if packing.cols > 1 else witness.B_q)
             if packing.tokens > 1:
-                self.W = graph.frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
+                self.W = graph.frozen_parameter(packing.token_matrix(statement.shape.tokens))
 
         def forward(self, x):
             z = x @ self.A.t()
-            lt = (z < 0).to(torch.float32)
-            if s:
-                u = z + (2.0 ** (s - 1) + offset - lt) * 2.0 ** -s
-                z = graph.floor_by_rebase(u, s) if free else torch.floor(u)
-            z = graph.clamp_by_relu(z, q.lo, q.hi) if free else torch.clamp(z, q.lo, q.hi)
+            if free:
+                a = graph.floor_by_rebase(graph.rounding_input(z, s, lo=q.lo, offset=offset), s) if s else z - q.lo
+                z = graph.clamp_by_relu(a, q.lo, q.hi)
+            else:
+                if s:
+                    z = torch.floor(graph.rounding_input(z, s, offset=offset))
+                z = torch.clamp(z, q.lo, q.hi)
             if packing.tokens > 1:
-                z = graph.pack_tokens(z, packing, self.W, tokens=statement.shape.tokens, rank=statement.shape.rank)
+                z = graph.pack_tokens(z, self.W)
             return z @ self.B.t()
 
     work = prep.circuit_dir.parent / f"evil-{offset}-{a_override is not None}-{z_bits}"

@@ -24,13 +24,15 @@ from backends.base import Proof, sha256_hex  # noqa: E402
 from backends.ezkl import graph, instances  # noqa: E402
 from backends.ezkl.backend import EzklBackend, decode_vk, encode_vk, settings_mismatch  # noqa: E402
 from backends.ezkl.cache import CacheError, srs_header_k  # noqa: E402
-from backends.ezkl.settings import (canonicalise, choose_layout, freivalds_equation, k_floor, run_args_for,  # noqa: E402
+from backends.ezkl.settings import (canonicalise, choose_layout, committed_input_cells, fit_main_region,  # noqa: E402
+                                    freivalds_equation, k_floor, run_args_for,
                                     trim_einsum_equations)
 from zkref.lora.commitments import activations_digest, adapter_digest, requant_constants  # noqa: E402
 from zkref.lora.statement import (LoRAPublic, LoRAShape, LoRAStatement, LoRAWitness, encode_instances,  # noqa: E402
                                   evaluate, public_values)
 from zkref.primitives.field import P, felt_from_str, felt_to_str, signed  # noqa: E402
 from zkref.primitives.poseidon import poseidon_hash_fast  # noqa: E402
+from zkref.primitives.ranges import IntRange  # noqa: E402
 
 pytestmark = pytest.mark.ezkl
 
@@ -173,27 +175,33 @@ def test_settings_are_pinned_and_canonical(tmp_path):
 
 
 @pytest.mark.parametrize("shift", [0, 1, 3, 8, 11])
-def test_decompositions_share_floors_digit_table(tmp_path, shift):
-    """Every decomposition is in base 2^shift (256 at shift 0, where nothing is floored) with enough digits for every
-    value the requantisation decomposes, so the circuit's range tables are the signs' and ONE digit table (Floor's,
-    or the rebase's), plus the booleans' in the Floor graph (an unbound adapter's); the witness is still evaluate()'s,
-    ties and clamping included."""
+def test_decompositions_use_one_digit_table(tmp_path, shift):
+    """Every decomposition has one base and enough digits for every value the requantisation decomposes, so the
+    circuit's range tables are the signs' and ONE digit table, plus the booleans' in the Floor graph (an unbound
+    adapter's, in base 2^shift: Floor's own digits, 256 at shift 0); the boolean-free graph of a fixed adapter takes
+    two digits in the smallest power-of-two base that holds its values. The witness is still evaluate()'s, ties and
+    clamping included."""
     for adapter in ("fixed", "unbound"):
-        _decompositions_share_one_digit_table(tmp_path / adapter, shift, adapter)
+        _decompositions_use_one_digit_table(tmp_path / adapter, shift, adapter)
 
 
-def _decompositions_share_one_digit_table(tmp_path, shift, adapter):
+def _decompositions_use_one_digit_table(tmp_path, shift, adapter):
     tmp_path.mkdir()
     st_ = statement(shift=shift, adapter=adapter)
     w = tie_witness(shift) if 1 <= shift <= 7 else random_witness(3)
     settings_, wit = circuit_only(st_, w, tmp_path)
-    base = graph.decomp_base(shift)
-    assert base == ((1 << shift) if shift else 256) == settings_["run_args"]["decomp_base"]
-    assert base ** settings_["run_args"]["decomp_legs"] > graph.value_bound(st_)
-    digits = [r for r in settings_["required_range_checks"] if r[0] == 0 and r[1] > 1]
-    assert digits == ([[0, base - 1]] if base > 2 else [])
+    base, legs = graph.decomposition(st_, logrows=settings_["run_args"]["logrows"])
+    assert (base, legs) == (settings_["run_args"]["decomp_base"], settings_["run_args"]["decomp_legs"])
+    assert base ** legs > graph.value_bound(st_)
     booleans = not graph.boolean_free_requant(st_)
     assert booleans == (adapter == "unbound")
+    if booleans:
+        assert base == ((1 << shift) if shift else 256) and legs == graph.decomp_legs(st_)
+    else:
+        bits = graph.value_bound(st_).bit_length()
+        assert legs == 2 and base == 1 << -(-bits // 2)
+    digits = [r for r in settings_["required_range_checks"] if r[0] == 0 and r[1] > 1]
+    assert digits == ([[0, base - 1]] if base > 2 else [])
     assert len(settings_["required_range_checks"]) == (2 if base == 2 or not booleans else 3)
     assert ([0, 1] in settings_["required_range_checks"]) == (booleans or base == 2)
     assert ints(wit["outputs"][0]) == (evaluate(st_, w).y_q * (1 << shift)).reshape(-1).tolist()
@@ -228,6 +236,88 @@ def test_einsum_chip_is_sized_to_its_freivalds_products(backend, proven, tmp_pat
     assert len(raw["einsum_params"]["equations"]) > len(kept)                            # recompositions dropped
     assert prepared.settings["einsum_params"]["total_einsum_col_size"] == raw["einsum_params"]["total_einsum_col_size"]
     assert backend.verify(case["statement"], case["result"].public, case["result"].proof, anchor=case["anchor"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(z=st.integers(-(1 << 24), 1 << 24), shift=st.integers(1, 16), z_bits=st.integers(8, 16))
+def test_rounding_constant_folds_the_clamps_lower_bound(z, shift, z_bits):
+    """The boolean-free graph floors v = z + c − [z < 0] (c = `rounding_constant`): ⌊v / 2^shift⌋ is the statement's
+    rounding minus the clamp's lower bound, ties and negatives included; and the folded clamp (`clamp_by_relu`) of that
+    is the statement's z_q (torch evaluates the relus exactly on these integers)."""
+    import torch
+
+    from zkref.chips.requant import requant_reference, round_half_away_shift
+
+    lo, hi = IntRange(z_bits).lo, IntRange(z_bits).hi
+    a = (z + graph.rounding_constant(shift, lo=lo) - (z < 0)) >> shift
+    assert a == int(round_half_away_shift(z, shift)) - lo
+    z_q = graph.clamp_by_relu(torch.tensor([float(a)], dtype=torch.float64), lo, hi)
+    assert int(z_q.item()) == int(requant_reference(z, shift, z_bits))
+
+
+def test_boolean_free_decomposition_takes_two_digits_within_one_table_column():
+    """Two digits in the smallest power-of-two base holding `value_bound` while that digit table fits one column
+    (2^(k−1) rows) and 2^16 rows, more digits beyond; the Floor graph keeps base 2^shift."""
+    for kw in (dict(), dict(d_in=4096, shift=10), dict(shift=0), dict(shift=16)):
+        st_ = statement(**kw)
+        bits = graph.value_bound(st_).bit_length()
+        for k in (9, 13, 20):
+            base, legs = graph.decomposition(st_, logrows=k)
+            assert base ** legs > graph.value_bound(st_) and base <= 1 << min(graph.MAX_BASE_BITS, k - 1)
+            if bits <= 2 * min(graph.MAX_BASE_BITS, k - 1):
+                assert (legs, base) == (2, 1 << -(-bits // 2))
+            else:
+                assert legs > 2
+    widest = dataclasses.replace(statement(d_in=4096, shift=16), z_bits=16, weight_bits=8)
+    assert graph.decomposition(widest, logrows=17) == (1 << 16, 2)         # 32-bit values: still two digits
+    c_attn = statement(d_in=768, d_out=2304, rank=8, tokens=15, shift=9, x="polycommit", y="polycommit")
+    assert graph.decomposition(c_attn, logrows=13) == (1024, 2) and graph.decomposition(c_attn, logrows=9) == (128, 3)
+    floor_graph = statement(adapter="unbound", shift=5)
+    assert graph.decomposition(floor_graph, logrows=13) == (32, graph.decomp_legs(floor_graph))
+
+
+def test_fit_main_region_leaves_out_only_committed_x():
+    """Only a polycommit x is assigned before the model's layout: its T·d_in cells leave the capacity; public or
+    hashed x keep theirs; the settings given are not mutated."""
+    committed, public = statement(x="polycommit", tokens=4), statement(x="public", tokens=4)
+    assert committed_input_cells([committed]) == 4 * 8 and committed_input_cells([public]) == 0
+    assert committed_input_cells([committed, committed, statement(x="hashed")]) == 2 * 4 * 8
+    raw = {"total_assignments": 1000, "num_rows": 500}
+    assert fit_main_region(raw, [committed]) == {"total_assignments": 1000 - 32, "num_rows": 500}
+    assert raw["total_assignments"] == 1000
+    assert fit_main_region(raw, [public]) is raw
+    assert fit_main_region({"total_assignments": 20}, [committed]) == {"total_assignments": 20}   # nothing to cut
+
+
+def test_main_region_capacity_fits_the_real_layout_and_a_short_one_fails_setup(ezkl_cache, tmp_path):
+    """At k = 9 the statement's main region needs several blocks of columns: with the committed x left out
+    (`fit_main_region`) EZKL's real layout fits, and the proof verifies; with one block too few setup fails loudly
+    (EZKL panics "index out of bounds"): a wrong capacity can never yield a proof."""
+    from backends.ezkl.cache import dev_srs
+
+    st_ = statement(d_in=64, d_out=8, rank=4, tokens=4, shift=6, x="polycommit", y="polycommit")
+    w = random_witness(21, 64, 8, 4, 4)
+    raw, _ = circuit_only(st_, w, tmp_path, logrows=9)
+    raw = canonicalise(raw)
+    fitted = fit_main_region(raw, [st_])
+    block = 2 * ((1 << 9) - 6)                            # num_inner_cols × usable rows (VarTensor::max_rows)
+    assert fitted["total_assignments"] == raw["total_assignments"] - 4 * 64 > 2 * block
+    srs = str(dev_srs(ezkl_cache / "ezkl", 9))
+    for name, capacity in (("fitted", fitted["total_assignments"]), ("short", fitted["total_assignments"] - block)):
+        work = tmp_path / name
+        work.mkdir()
+        (work / "s.json").write_text(json.dumps({**fitted, "total_assignments": capacity}))
+        assert ezkl.compile_circuit(str(tmp_path / "m.onnx"), str(work / "m.compiled"), str(work / "s.json"))
+        if name == "short":
+            with pytest.raises(BaseException, match="index out of bounds"):   # pyo3's PanicException
+                ezkl.setup(str(work / "m.compiled"), str(work / "vk.key"), str(work / "pk.key"), srs_path=srs)
+            continue
+        assert ezkl.setup(str(work / "m.compiled"), str(work / "vk.key"), str(work / "pk.key"), srs_path=srs)
+        ezkl.gen_witness(str(tmp_path / "in.json"), str(work / "m.compiled"), str(work / "w.json"),
+                         vk_path=str(work / "vk.key"), srs_path=srs)
+        ezkl.prove(str(work / "w.json"), str(work / "m.compiled"), str(work / "pk.key"),
+                   proof_path=str(work / "p.json"), srs_path=srs)
+        assert ezkl.verify(str(work / "p.json"), str(work / "s.json"), str(work / "vk.key"), srs_path=srs)
 
 
 def test_layout_rule():
@@ -450,8 +540,7 @@ def _evil_module(w: LoRAWitness, shift: int, *, offset: int = 0, hi: int = 127, 
 
         def forward(self, x):
             z = x @ self.A.t()
-            lt = (z < 0).to(torch.float32)
-            u = z + (2.0 ** (shift - 1) + offset - lt) * (2.0 ** -shift)
+            u = graph.rounding_input(z, shift, lo=-128 if boolean_free else 0, offset=offset)
             if boolean_free:
                 return graph.clamp_by_relu(graph.floor_by_rebase(u, shift), -128, hi) @ self.B.t()
             return torch.clamp(torch.floor(u), -128, hi) @ self.B.t()
@@ -658,7 +747,7 @@ def test_srs_files(ezkl_cache, tmp_path, backend, proven):
     big = statement(d_in=8, d_out=60, tokens=8)                       # 544 public instances need k = 10
     assert not be.supports(big) and "k = 9" in be.supports(big).reason
     with pytest.raises(ValueError, match="k = 9; this circuit needs k = 1"):
-        be.prepare(statement(d_in=40, d_out=30, rank=3, tokens=2), random_witness(5, 40, 30, 3, 2))
+        be.prepare(statement(d_in=40, d_out=30, rank=6, tokens=2), random_witness(5, 40, 30, 6, 2))
     # a verifier without the prover's SRS says so
     case = proven["public-fixed-public"]
     verdict = EzklBackend(cache_dir=tmp_path / "empty").verify(case["statement"], case["result"].public,
@@ -695,7 +784,7 @@ def test_unsupported_statements(backend):
 
 def test_decompositions_beyond_fifteen_digits_are_refused_before_ezkl_overflows(backend):
     """A base-2 Floor of a 16-digit range: EZKL refuses decomp_base^legs beyond an i128 (measured); so do we, early."""
-    shape = dict(d_in=1, d_out=1, rank=1, tokens=1)
+    shape = dict(d_in=1, d_out=1, rank=1, tokens=1, adapter="unbound")       # the Floor graph
     fits = dataclasses.replace(statement(shift=1, **shape), z_bits=14)        # 15-bit values: 15 legs
     too_wide = dataclasses.replace(statement(shift=1, **shape), z_bits=15)    # 16-bit values: 16 legs
     assert backend.supports(fits)

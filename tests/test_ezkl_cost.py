@@ -31,8 +31,8 @@ predicts the sequential layout."""
 
 
 FITTED_CELLS = 8
-"""The boolean-free requantisation's once-per-op constants are fitted, not counted (cost.RELU_CONSTANT_CELLS,
-cost.REBASE_CONSTANT_CELLS): a few cells either way on the smallest statements."""
+"""The boolean-free requantisation's once-per-op constants are fitted, not counted
+(cost.ROUNDING_CONSTANT_CELLS): a few cells either way on the smallest statements."""
 
 
 def row_tolerance(rows: int) -> float:

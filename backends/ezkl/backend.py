@@ -31,7 +31,7 @@ from backends.ezkl import cost, graph, instances
 from backends.ezkl.cache import (CacheError, build_entry, cache_root, dev_srs, sha256_file,
                                  srs_header_k)
 from backends.ezkl.settings import (K_MAX, K_SPREAD, K_SPREAD_BATCH, Layout, RunSettings, canonicalise, choose_layout,
-                                    k_floor, run_args_for, trim_einsum_equations)
+                                    fit_main_region, k_floor, run_args_for, trim_einsum_equations)
 from zkref.lora.batch import LoRABatch, batch_public_values, encode_batch_instances, evaluate_batch
 from zkref.lora.commitments import requant_constants
 from zkref.lora.statement import (ActivationBinding, AdapterBinding, LoRAPublic, LoRAStatement, LoRAWitness,
@@ -42,15 +42,18 @@ from zkref.primitives.poseidon import poseidon_hash_fast
 from zkref.primitives.ranges import over_budget
 
 NAME = "ezkl"
-GRAPH_VERSION = "zkref-ezkl-graph/5"
+GRAPH_VERSION = "zkref-ezkl-graph/6"
 """Names the ONNX formulation and its run arguments' circuit-shaping choices; part of every cache key, so a changed
 graph never reuses old circuits or keys. /2: decompositions in base 2^shift (one range table fewer). /3: packed
 outputs (graph.OutputPacking) with y polycommit and the adapter fixed. /4: a fixed adapter's requantisation
 without booleans (graph.floor_by_rebase, graph.clamp_by_relu). /5: the einsum chip sized to its Freivalds products
-only (settings.trim_einsum_equations)."""
-BATCH_GRAPH_VERSION = "zkref-ezkl-batch-graph/3"
+only (settings.trim_einsum_equations). /6: the clamp's lower bound folded into the rounding constant, the tokens
+packed by a Freivalds product (graph.pack_tokens), two-digit decompositions (graph.decomposition) and the main region
+sized without the committed x (settings.fit_main_region)."""
+BATCH_GRAPH_VERSION = "zkref-ezkl-batch-graph/4"
 """Names the batch's ONNX formulation (backends/ezkl/batch.py) in its cache keys. /3: the einsum chip sized to its
-Freivalds products only (settings.trim_einsum_equations)."""
+Freivalds products only (settings.trim_einsum_equations). /4: the main region sized without the members' committed x
+(settings.fit_main_region)."""
 BATCH_VK_FORMAT = b"zkref-ezkl-batch-vk/1\n"
 """A batch's published verifying key: this tag, the batch id (32 hex digits), then as `VK_FORMAT`'s: the batch id is
 part of what `vk_hash` covers, so the key of one batch is never another batch's (other names or order)."""
@@ -414,6 +417,8 @@ class EzklBackend:
             if not ezkl.gen_settings(str(onnx), str(tmp / "settings.json"), py_run_args=run.py_run_args()):
                 raise RuntimeError("ezkl.gen_settings failed")
             settings = trim_einsum_equations(canonicalise(json.loads((tmp / "settings.json").read_text())))
+            members = statement.members if isinstance(statement, LoRABatch) else [statement]
+            settings = fit_main_region(settings, members)
             (tmp / "settings.json").write_text(json.dumps(settings, sort_keys=True))
             timings["settings"] = time.perf_counter() - t0
             if progress:

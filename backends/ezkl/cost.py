@@ -29,8 +29,8 @@ code) and replayed in graph order by `_Region`:
 * hashed values: EZKL's Poseidon module, 41·n + 2 rows per hashed tensor (`ModulePoseidon::num_rows`), in its own
   column: rows = max(main region, Poseidon).
 
-Nothing here is fitted but the once-per-op constants of the boolean-free requantisation (`RELU_CONSTANT_CELLS`,
-`REBASE_CONSTANT_CELLS`, measured against gen_settings): each other constant above is a count of assignments in
+Nothing here is fitted but the once-per-op constants of the boolean-free requantisation (`ROUNDING_CONSTANT_CELLS`,
+measured against gen_settings): each other constant above is a count of assignments in
 that code; the boolean-free ops (`relu`, `rebase_div`) are counted the same way. What the replay cannot know is the
 order in which ezkl's parallel dummy loops (`RegionCtx::dummy_loop`) start their iterations: a flush or a duplication
 may land one cell earlier or later, which is why ezkl itself reports ±1–2 rows between runs of the same graph.
@@ -59,12 +59,10 @@ IS_ZERO_CELLS = 4
 """`equals_zero`: v·v⁻¹, 1 − that, v·result, result·v = 0 enforced."""
 NOT_CELLS = 6
 """`not` = `iff(mask, 0, 1)`: boolean identity of the mask (assign + range check), 1 − mask, two products, a sum."""
-RELU_CONSTANT_CELLS = 7
-"""Cells a relu of the boolean-free clamp assigns once, whatever its length (its constants). FITTED to gen_settings
-(tests/test_ezkl_cost.py), not read from ezkl's code like the counts above."""
-REBASE_CONSTANT_CELLS = (9, 9)
-"""… and the boolean-free rounding (`graph.floor_by_rebase`) once: a + b·legs (the constants of its decompositions),
-likewise FITTED: within ±4 cells on legs 2–17."""
+ROUNDING_CONSTANT_CELLS = 16
+"""Cells the boolean-free rounding (`graph.floor_by_rebase`) assigns once, whatever its length (its constants).
+FITTED to gen_settings (tests/test_ezkl_cost.py), not read from ezkl's code like the counts above: within ±6 cells on
+every shape there, all at two digits (`graph.decomposition`); the folded clamp's relus assign none."""
 FLOOR_LOOP_CELLS = 21
 """`floor`'s per-value loop: last digit is zero (4), not (6), sign == −1 (1 + 4), and (two boolean identities, 2 each,
 and a product: 5), the incremented digit (1)."""
@@ -198,7 +196,6 @@ class _Region:
         self.sign(n, legs)
         self.linear += n + IS_ZERO_CELLS * n      # sign == 1
         self.linear += n                          # value · mask
-        self.linear += RELU_CONSTANT_CELLS
 
     def rebase_div(self, n: int, legs: int) -> None:
         """`div` (a RebaseScale's Div): the claimed quotient's decomposition, quotient · divisor, |input − product|
@@ -280,7 +277,7 @@ def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix:
     if statement.shift:
         region.op(f"{prefix}z < 0", region.greater, n, legs)
         region.cells(f"{prefix}cast (identity)", n)
-        region.cells(f"{prefix}2^(s-1) − lt", n)
+        region.cells(f"{prefix}c − lt (c = rounding_constant)", n)
         region.cells(f"{prefix}·2^-s (identity)", n)
         if relabel:
             region.cells(f"{prefix}rescale to the batch scale", n)
@@ -292,22 +289,21 @@ def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix:
                       n, legs)
             region.cells(f"{prefix}− 1", n)
             region.cells(f"{prefix}quotient × 2^s", n)
-            region.cells(f"{prefix}r = u − q", n)
-            region.op(f"{prefix}r < 0", region.greater, n, legs)
+            region.op(f"{prefix}u < q", region.greater, n, legs)
             region.cells(f"{prefix}cast (identity)", n)
-            region.cells(f"{prefix}[r < 0] at scale s", n)
-            region.cells(f"{prefix}q − [r < 0]", n)
-            a, b = REBASE_CONSTANT_CELLS
-            region.cells(f"{prefix}the rounding's constants", a + b * legs)
+            region.cells(f"{prefix}[u < q] at scale s", n)
+            region.cells(f"{prefix}a = q − [u < q]", n)
+            region.cells(f"{prefix}the rounding's constants", ROUNDING_CONSTANT_CELLS)
         else:
             region.op(f"{prefix}floor (base 2^{statement.shift})", region.floor, n, legs)
     if boolean_free:
-        region.cells(f"{prefix}z_q − {statement.z_range.lo}", n)
+        lo, hi = statement.z_range.lo, statement.z_range.hi
+        if not statement.shift:
+            region.cells(f"{prefix}a = z − {lo}", n)
+        region.op(f"{prefix}relu(a)", region.relu, n, legs)
+        region.cells(f"{prefix}{hi - lo} − relu(a)", n)
         region.op(f"{prefix}relu", region.relu, n, legs)
-        region.cells(f"{prefix}{statement.z_range.lo} + relu", n)
-        region.cells(f"{prefix}z_q − {statement.z_range.hi}", n)
-        region.op(f"{prefix}relu", region.relu, n, legs)
-        region.cells(f"{prefix}… − relu", n)
+        region.cells(f"{prefix}{hi} − relu", n)
     else:
         region.op(f"{prefix}clamp ≥ {statement.z_range.lo}", region.clamp_bound, n, legs)
         region.op(f"{prefix}clamp ≤ {statement.z_range.hi}", region.clamp_bound, n, legs)
@@ -315,8 +311,8 @@ def _member_ops(region: _Region, statement: LoRAStatement, *, legs: int, prefix:
     if packing is not None and packing.packed:
         rows, cols = packing.shape(s.y_shape)
         if packing.tokens > 1:
-            region.cells(f"{prefix}token weights × z_q rows", rows * packing.tokens * s.rank)
-            region.op(f"{prefix}sum of {packing.tokens} tokens", region.dots, rows * s.rank, packing.tokens)
+            region.op(f"{prefix}token matrix · z_q ({packing.tokens} tokens a row)", region.matmul, rows, s.tokens,
+                      s.rank)
     region.op(f"{prefix}z_q·B_qᵀ", region.matmul, rows, s.rank, cols)
     if statement.y_binding is OutputBinding.PUBLIC:
         region.cells(f"{prefix}public y = instance", s.tokens * s.d_out)
@@ -347,9 +343,10 @@ def predict(target: LoRAStatement | LoRABatch, *, num_inner_cols: int = NUM_INNE
         instances = sum(instance_length(m) for m in members)
     else:
         members, names, k_spread = (target,), ("",), K_SPREAD
-        legs, scale = graph.decomp_legs(target), target.shift
         instances = instance_length(target)
     probe = k_floor(instances) if logrows is None else logrows
+    if not isinstance(target, LoRABatch):
+        legs, scale = graph.decomposition(target, logrows=probe)[1], target.shift
     region = _Region(num_inner_cols=num_inner_cols, logrows=probe)
     packing = None if isinstance(target, LoRABatch) else graph.output_packing(target)
     for name, member in zip(names, members):

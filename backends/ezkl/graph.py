@@ -16,14 +16,18 @@ ezkl_levers.md, lever "unpacked"). The verifier packs its own y_q the same way b
 floor((z + 2^(s-1) − [z<0]) / 2^s) is round-half-away-from-zero of z/2^s for integers z (ties of a negative z round
 down because of the −1), and every step is constrained EXACTLY: a decomposition with range-checked digits.
 
-With the adapter fixed (`boolean_free_requant`) the same z_q is computed without EZKL's boolean range table:
+With the adapter fixed (`boolean_free_requant`) the same z_q is computed without EZKL's boolean range table, with
+the clamp's lower bound folded into the rounding constant (`rounding_constant`: lo = −2^(z_bits−1)):
 
+    v    = z + 2^(s-1) − lo·2^s − lt  (cells of u, at scale s: ⌊v/2^s⌋ = round_half_away(z/2^s) − lo)
     q    = ((u·2^-s + 1) − 1)·2^s   (a rebase whose Div admits ⌊u⌋ or ⌈u⌉: its cells, unconstrained to one)
-    ⌊u⌋  = q − [u − q < 0]          (the remainder's sign picks the floor: exact whichever q the prover chose)
-    z_q  = lo + relu(⌊u⌋ − lo) − relu(⌊u⌋ − hi)
+    a    = q − [u < q]              (the comparison picks the floor: exact whichever q the prover chose)
+    z_q  = hi − relu((hi − lo) − relu(a))   (= clamp(a + lo, lo, hi): two relus, two constants)
 
 (`floor_by_rebase`, `clamp_by_relu`): two range tables instead of three, so one lookup argument fewer on every
-main-region block (measured: benchmarks/results/ezkl_levers.md, lever "floor"). Apart from that rebase, corrected,
+main-region block (measured: benchmarks/results/ezkl_levers.md, lever "floor"), and with the tokens packed by a
+Freivalds product (`pack_tokens`) 648 fewer main-region cells at GPT-2 c_attn T=15 than the graph/5 form (lever
+"unfolded"): one block of columns instead of two. Apart from that rebase, corrected,
 nothing in the graph is rebased. (The obvious graph, ``clamp(z / 2**s, -128, 127)`` at input scale 0, makes EZKL
 insert a rebase whose constraint is |z − q·2^s| < 2^s: it admits both ⌊z/2^s⌋ and ⌈z/2^s⌉, so a dishonest prover could move
 any requantised value by one. See specs/ezkl-backend.md, "Why not the rebase".) Shift 0 has no rounding step.
@@ -119,6 +123,15 @@ class OutputPacking:
         """The weights 2^(K·cols·i) of the tokens sharing a cell (exact float32 powers of two)."""
         return [float(1 << (self.digit_bits * self.cols * i)) for i in range(self.tokens)]
 
+    def token_matrix(self, tokens: int) -> np.ndarray:
+        """groups × `tokens`: row g holds the token weights at the columns of group g's tokens (`pack_tokens`)."""
+        groups = -(-tokens // self.tokens)
+        out = np.zeros((groups, tokens))
+        weights = self.token_weights()
+        for t in range(tokens):
+            out[t // self.tokens, t] = weights[t % self.tokens]
+        return out
+
 
 def output_packing(statement: LoRAStatement) -> OutputPacking:
     """The packing this statement's graph uses: the most outputs per cell within EZKL's float32 constants
@@ -158,16 +171,22 @@ def params_message(A_q: np.ndarray, B_q: np.ndarray, shift: int, z_bits: int = Z
     return adapter_message(A_q, B_q, shift=shift, packed=False, weight_bits=max(SUPPORTED_WEIGHT_BITS), z_bits=z_bits)
 
 
-def value_bound(statement: LoRAStatement) -> int:
-    """A bound on |every value the requantisation decomposes|: z, z + 2^(s-1), and z_q·2^s minus a clamp bound."""
+def value_bound(statement: LoRAStatement, *, floor_graph: bool = False) -> int:
+    """A bound on |every value the requantisation decomposes|: z, z + 2^(s-1) (− lo·2^s), and z_q·2^s minus a clamp
+    bound; in the boolean-free graph (`clamp_by_relu`; unless `floor_graph`: a batch member's Floor graph) also
+    (hi − lo)·2^s − relu(a)·2^s."""
     lo, hi = statement.z_bounds
-    return max(-lo, hi) + (-statement.z_range.lo + 1) * (1 << statement.shift)
+    bound = max(-lo, hi) + (-statement.z_range.lo + 1) * (1 << statement.shift)
+    if boolean_free_requant(statement) and not floor_graph:
+        bound = max(bound, (statement.z_range.hi - statement.z_range.lo) << statement.shift)
+    return bound
 
 
 def decomp_base(scale: int) -> int:
-    """Base of every EZKL decomposition of a graph whose requantisation runs at `scale`: 2^scale, the base Floor's digits
-    are in anyway, so the comparisons' digits share Floor's range table and the circuit has one lookup table fewer
-    (measured: benchmarks/results/ezkl_levers.md, lever base256); `DECOMP_BASE` when nothing is floored (scale 0)."""
+    """Base of every EZKL decomposition of a Floor graph whose requantisation runs at `scale`: 2^scale, the base Floor's
+    digits are in anyway, so the comparisons' digits share Floor's range table and the circuit has one lookup table
+    fewer (measured: benchmarks/results/ezkl_levers.md, lever base256); `DECOMP_BASE` when nothing is floored (scale 0).
+    The boolean-free graph has no Floor: `decomposition`."""
     return 1 << scale if scale else DECOMP_BASE
 
 
@@ -178,8 +197,30 @@ def decomp_legs(statement: LoRAStatement, *, scale: int | None = None) -> int:
     scale = statement.shift if scale is None else scale
     if scale < statement.shift:
         raise ValueError(f"scale {scale} is below the statement's shift {statement.shift}")
-    bits = (value_bound(statement) << (scale - statement.shift)).bit_length()
+    bits = (value_bound(statement, floor_graph=True) << (scale - statement.shift)).bit_length()
     return max(2, math.ceil(bits / math.log2(decomp_base(scale))))
+
+
+MAX_BASE_BITS = MAX_GRAPH_SHIFT
+"""Largest digit table of the boolean-free graph, 2^16 rows: no larger than the Floor graph's (2^shift)."""
+
+
+def decomposition(statement: LoRAStatement, *, logrows: int) -> tuple[int, int]:
+    """(base, legs) of every EZKL decomposition of the statement's own graph laid out at 2^logrows rows.
+
+    The boolean-free graph (`boolean_free_requant`) floors by a rebase, not by Floor, so no table is tied to 2^shift:
+    it takes the fewest digits EZKL allows, two, in the smallest power-of-two base that holds `value_bound`, unless
+    that digit table would not fit one column (2^(logrows−1) rows at most: a range table EZKL spreads over several
+    columns gave proofs that do not verify, measured) or pass 2^16 rows; then more digits. Every comparison and relu
+    decomposes its value into sign + legs digits, so two digits instead of three take a sixth of the main region's
+    cells (c_attn T=15: 31,100 → 27,736 dummy cells), which with the committed x not counted twice
+    (`settings.fit_main_region`) lays the main region out in one block of columns instead of two (measured:
+    benchmarks/results/ezkl_levers.md, lever "legs3"). Otherwise the Floor graph's `decomp_base` and `decomp_legs`."""
+    if not boolean_free_requant(statement):
+        return decomp_base(statement.shift), decomp_legs(statement)
+    bits = value_bound(statement).bit_length()
+    legs = max(2, math.ceil(bits / min(MAX_BASE_BITS, logrows - 1)))
+    return 1 << math.ceil(bits / legs), legs
 
 
 def unsupported_reason(statement: LoRAStatement, *, scale: int | None = None) -> str | None:
@@ -187,7 +228,8 @@ def unsupported_reason(statement: LoRAStatement, *, scale: int | None = None) ->
     if statement.shift > MAX_GRAPH_SHIFT:
         return (f"shift {statement.shift} > {MAX_GRAPH_SHIFT}: the exact rounding step range-checks against a "
                 f"2^shift-row table")
-    legs = decomp_legs(statement, scale=scale)
+    legs = decomp_legs(statement, scale=scale) if scale is not None else \
+        decomposition(statement, logrows=MAX_BASE_BITS + 1)[1]
     if legs > MAX_DECOMP_LEGS:
         return (f"the requantisation's decompositions need {legs} digits > {MAX_DECOMP_LEGS} (EZKL's limit): values "
                 f"up to {value_bound(statement):,} in base 2^{statement.shift if scale is None else scale}; a larger "
@@ -226,39 +268,58 @@ def requantise(z, shift: int, z_bits: int, *, boolean_free: bool = False):
     """z_q = clamp(round_half_away(z / 2^shift), int{z_bits}) on z at scale `shift`, every step exact (module doc).
 
     `boolean_free` (the single statement's graph with a fixed adapter: `boolean_free_requant`) floors by EZKL's
-    rebase corrected by a comparison (`floor_by_rebase`) and clamps by relus (`clamp_by_relu`): no op of EZKL's that
-    range-checks a boolean, so the circuit has two range tables instead of three (a lookup argument fewer on every
-    main-region block). Otherwise Floor and EZKL's clamp: a batch member relabelled to a larger scale needs Floor,
-    whose digits follow the member's scale."""
+    rebase corrected by a comparison (`floor_by_rebase`) and clamps by relus (`clamp_by_relu`), the clamp's lower
+    bound folded into the rounding constant: no op of EZKL's that range-checks a boolean, so the circuit has two range
+    tables instead of three (a lookup argument fewer on every main-region block). Otherwise Floor and EZKL's clamp:
+    a batch member relabelled to a larger scale needs Floor, whose digits follow the member's scale."""
     import torch
 
     q = IntRange(z_bits)
-    if shift:
-        lt = (z < 0).to(torch.float32)
-        u = z + (2.0 ** (shift - 1) - lt) * (2.0 ** -shift)
-        z = floor_by_rebase(u, shift) if boolean_free else torch.floor(u)
-    return clamp_by_relu(z, q.lo, q.hi) if boolean_free else torch.clamp(z, q.lo, q.hi)
+    if not boolean_free:
+        if shift:
+            z = torch.floor(rounding_input(z, shift))
+        return torch.clamp(z, q.lo, q.hi)
+    a = floor_by_rebase(rounding_input(z, shift, lo=q.lo), shift) if shift else z - q.lo
+    return clamp_by_relu(a, q.lo, q.hi)
+
+
+def rounding_constant(shift: int, *, lo: int = 0) -> int:
+    """The constant c of `rounding_input`: 2^(shift−1) rounds half away from zero (with −[z < 0]), −lo·2^shift shifts
+    the floor by −lo so the clamp needs no subtraction of its own (`clamp_by_relu`)."""
+    return (1 << (shift - 1)) - lo * (1 << shift)
+
+
+def rounding_input(z, shift: int, *, lo: int = 0, offset: int = 0):
+    """u = z + (c + offset − [z < 0])·2^-shift at scale `shift` (c = `rounding_constant`): its cells hold
+    v = z + c − [z < 0], and ⌊v/2^shift⌋ = round_half_away(z/2^shift) − lo. `offset` ≠ 0 only builds the dishonest
+    provers of the tests (a moved rounding constant, the same ops)."""
+    import torch
+
+    lt = (z < 0).to(torch.float32)
+    return z + (float(rounding_constant(shift, lo=lo) + offset) - lt) * (2.0 ** -shift)
 
 
 def floor_by_rebase(u, shift: int):
     """⌊u⌋ for u at scale `shift` whose cells hold an integer v, with no boolean range check.
 
     EZKL lays `(u·2^-shift + 1) − 1` out as a relabel to scale 2·shift, an add (a non-identity op above the graph's
-    scale) and a rebase back to scale `shift`, whose Div admits q = ⌊v/2^shift⌋ or ⌈v/2^shift⌉ (|v + 2^(2·shift) −
-    q'·2^shift| < 2^shift: "Why not the rebase"). r = v − q·2^shift is ≥ 0 exactly when q is the floor, so q − [r < 0]
-    is ⌊v/2^shift⌋ whichever q the prover chose ([r < 0] is a sign decomposition: exact)."""
+    scale: without it EZKL folds the relabel and its inverse away and rebases nothing) and a rebase back to scale
+    `shift`, whose Div admits q = ⌊v/2^shift⌋ or ⌈v/2^shift⌉ (|v + 2^(2·shift) − q'·2^shift| < 2^shift: "Why not the
+    rebase"). u < q (r = v − q·2^shift < 0) exactly when q is the ceiling of a non-multiple, so q − [u < q] is
+    ⌊v/2^shift⌋ whichever q the prover chose ([u < q] is EZKL's comparison: the sign decomposition of q − u, exact)."""
     import torch
 
     q = (u * (2.0 ** -shift) + 1.0 - 1.0) * (2.0 ** shift)
-    return q - (u - q < 0).to(torch.float32)
+    return q - (u < q).to(torch.float32)
 
 
-def clamp_by_relu(z, lo: int, hi: int):
-    """clamp(z, lo, hi) = lo + relu(z − lo) − relu(z − hi) for lo < hi: each relu a sign decomposition and a product,
-    exact (a zero's sign does not matter: it is multiplied by zero)."""
+def clamp_by_relu(a, lo: int, hi: int):
+    """clamp(a + lo, lo, hi) = hi − relu((hi − lo) − relu(a)) for lo < hi, from a = z − lo (the floor already shifted by
+    −lo: `rounding_constant`): a ≤ 0 gives lo, a ≥ hi − lo gives hi, else a + lo. Each relu is a sign decomposition
+    and a product, exact (a zero's sign does not matter: it is multiplied by zero)."""
     import torch
 
-    return lo + torch.relu(z - lo) - torch.relu(z - hi)
+    return hi - torch.relu((hi - lo) - torch.relu(a))
 
 
 def boolean_free_requant(statement: LoRAStatement) -> bool:
@@ -268,15 +329,12 @@ def boolean_free_requant(statement: LoRAStatement) -> bool:
     return statement.adapter_binding is AdapterBinding.FIXED
 
 
-def pack_tokens(z_q, packing: OutputPacking, weights, *, tokens: int, rank: int):
-    """z_q's rows (tokens × rank) grouped `packing.tokens` at a time, each group one row Σ_i weights[i]·z_q[g·tokens
-    + i] (missing last rows are 0): multiplied by the packed B, row g gives the packed output cells of group g."""
-    import torch
-
-    groups = -(-tokens // packing.tokens)
-    if groups * packing.tokens > tokens:
-        z_q = torch.cat([z_q, torch.zeros(groups * packing.tokens - tokens, rank)], 0)
-    return (z_q.reshape(groups, packing.tokens, rank) * weights).sum(1)
+def pack_tokens(z_q, token_matrix):
+    """z_q's rows (tokens × rank) grouped `packing.tokens` at a time: `token_matrix` (`OutputPacking.token_matrix`) times
+    z_q, row g = Σ_i 2^(K·cols·i)·z_q[g·tokens + i] (missing last rows count as 0). Multiplied by the packed B, row g
+    gives the packed output cells of group g. A matrix product of ≥ 2 groups, so EZKL checks it by Freivalds in its
+    einsum chip, not by per-value products and sums in the main region (part of lever "unfolded")."""
+    return token_matrix @ z_q
 
 
 def frozen_parameter(values: np.ndarray):
@@ -300,14 +358,14 @@ def statement_module(A_q: np.ndarray, B_q: np.ndarray, *, shift: int, z_bits: in
             self.A = frozen_parameter(A_q)
             self.B = frozen_parameter(packing.pack_b(B_q) if packing.cols > 1 else B_q)
             if packing.tokens > 1:
-                self.W = frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
+                self.W = frozen_parameter(packing.token_matrix(tokens))
 
         def forward(self, x):
             if not (packing.packed or boolean_free):
                 return lora_forward(x, self.A, self.B, shift, z_bits=z_bits)
             z_q = requantise(x @ self.A.t(), shift, z_bits, boolean_free=boolean_free)
             if packing.tokens > 1:
-                z_q = pack_tokens(z_q, packing, self.W, tokens=tokens, rank=A_q.shape[0])
+                z_q = pack_tokens(z_q, self.W)
             return z_q @ self.B.t()
 
     return LoRARequant()

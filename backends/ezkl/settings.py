@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from backends.ezkl.graph import DECOMP_BASE, decomp_base, decomp_legs
+from backends.ezkl.graph import DECOMP_BASE, decomposition
 from backends.kzg import EZKL_UNUSABLE_ROWS
 from zkref.lora.statement import ActivationBinding, AdapterBinding, LoRAStatement, OutputBinding
 
@@ -145,11 +146,12 @@ def run_args_for(statement: LoRAStatement, *, logrows: int, num_inner_cols: int 
     input/output "range check" only bounds values by decomp_base^legs: the verifier checks public and committed x
     and y itself (`zkref.lora.statement.check_public`); the requantisation's decompositions stay constrained.
     """
+    base, legs = decomposition(statement, logrows=logrows)
     return RunSettings(input_visibility=X_VISIBILITY[statement.x_binding],
                        param_visibility=ADAPTER_VISIBILITY[statement.adapter_binding],
                        output_visibility=Y_VISIBILITY[statement.y_binding],
-                       input_scale=statement.shift, decomp_base=decomp_base(statement.shift),
-                       decomp_legs=decomp_legs(statement), logrows=logrows, num_inner_cols=num_inner_cols)
+                       input_scale=statement.shift, decomp_base=base, decomp_legs=legs, logrows=logrows,
+                       num_inner_cols=num_inner_cols)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +228,30 @@ def trim_einsum_equations(settings: dict) -> dict:
     if not kept or len(kept) == len(equations):
         return settings
     return {**settings, "einsum_params": {**params, "equations": kept}}
+
+
+def committed_input_cells(statements: Sequence[LoRAStatement]) -> int:
+    """Cells of the graph's inputs that EZKL's polycommit module assigns before the model is laid out: every x bound by
+    polycommit (T·d_in values per statement)."""
+    return sum(st.shape.tokens * st.shape.d_in for st in statements if st.x_binding is ActivationBinding.POLYCOMMIT)
+
+
+def fit_main_region(settings: dict, statements: Sequence[LoRAStatement]) -> dict:
+    """Settings whose main-region capacity (`total_assignments`) leaves out the committed inputs' cells.
+
+    EZKL sizes the three main-region advice tensors to `total_assignments`, the cells its dummy layout counted (graph/
+    vars.rs: one block of num_inner_cols columns per 2·(2^k − blinding) cells), and that pass lays every input out as
+    an identity. A polycommit x never reaches that identity at real layout: the polycommit module assigns it in its
+    own columns first, and the Input op returns cells already assigned (circuit/ops/mod.rs, Input::layout:
+    `all_prev_assigned`). Counting them again gave GPT-2 c_attn T=15 a second block of columns it never fills. Like
+    `trim_einsum_equations` this only sizes columns: every constraint is unchanged, and a capacity too small makes
+    setup fail (EZKL panics "index out of bounds"), never pass; tests/test_ezkl_backend.py checks both. Measured:
+    benchmarks/results/ezkl_levers.md, lever "uncut"."""
+    cut = committed_input_cells(statements)
+    total = settings.get("total_assignments")
+    if not cut or not isinstance(total, int) or total <= cut:
+        return settings
+    return {**settings, "total_assignments": total - cut}
 
 
 CANONICAL_SET_KEYS = ("required_range_checks", "required_lookups")
