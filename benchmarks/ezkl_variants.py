@@ -142,12 +142,16 @@ def unfolded_module(st, w):
 
     s, q = st.shift, IntRange(st.z_bits)
     packing = graph.output_packing(st)
+    full = graph.statement_module(w.A_q, w.B_q, shift=s, z_bits=st.z_bits, packing=packing, tokens=st.shape.tokens,
+                                  boolean_free=graph.boolean_free_requant(st))
 
     class Unfolded(torch.nn.Module):
+        """The statement module's own constants (A, B packed as its output is); the tokens' weights as graph/5 had
+        them, one per token of a group."""
+
         def __init__(self) -> None:
             super().__init__()
-            self.A = graph.frozen_parameter(w.A_q)
-            self.B = graph.frozen_parameter(packing.pack_b(w.B_q) if packing.cols > 1 else w.B_q)
+            self.A, self.B = full.A, full.B
             self.W = graph.frozen_parameter(np.array(packing.token_weights()).reshape(1, packing.tokens, 1))
 
         def forward(self, x):
